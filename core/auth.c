@@ -1,0 +1,232 @@
+/* auth.c - host key verification and the authentication state machine of one session.
+ *
+ * Methods are tried in the order OpenSSH uses: public keys from files, the agent,
+ * keyboard-interactive (answered with the password), then password; only those the server lists. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "session.h"
+
+enum { A_NONE = 0, A_PICK, A_PUBKEY, A_AGENT, A_KBDINT, A_PASSWORD };
+
+static void note_tried(sc_session *s, const char *what)
+{
+    size_t n = strlen(s->auth.tried);
+    snprintf(s->auth.tried + n, sizeof s->auth.tried - n, "%s%s", n ? ", " : "", what);
+}
+
+static const char *methods_text(int m, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (m & SSH_AUTH_METHOD_PUBLICKEY)
+        strncat(buf, "publickey,", len - strlen(buf) - 1);
+    if (m & SSH_AUTH_METHOD_INTERACTIVE)
+        strncat(buf, "keyboard-interactive,", len - strlen(buf) - 1);
+    if (m & SSH_AUTH_METHOD_PASSWORD)
+        strncat(buf, "password,", len - strlen(buf) - 1);
+    size_t n = strlen(buf);
+    if (n)
+        buf[n - 1] = '\0';
+    else
+        snprintf(buf, len, "none");
+    return buf;
+}
+
+void sc_auth_cleanup(sc_session *s)
+{
+    if (s->auth.key) {
+        ssh_key_free(s->auth.key);
+        s->auth.key = NULL;
+    }
+}
+
+static int agent_usable(const sc_session *s)
+{
+    if (s->spec.agent == 0)
+        return 0;
+    const char *sock = getenv("SSH_AUTH_SOCK");
+    if (!sock || !*sock)
+        return 0;
+    if (s->spec.agent == 1)
+        return 1;
+    return 1; /* auto: after key files, before passwords, as OpenSSH does */
+}
+
+/* Loads the next identity file into s->auth.key; returns 1 if one is loaded, 0 when none is left. */
+static int load_next_identity(sc_session *s)
+{
+    while (s->auth.next_identity < s->spec.n_identities) {
+        const char *path = s->spec.identities[s->auth.next_identity++];
+        ssh_key key = NULL;
+        if (access(path, R_OK) != 0) {
+            snprintf(s->auth.key_problem, sizeof s->auth.key_problem, "identity %s: %s", path,
+                     strerror(errno));
+            continue;
+        }
+        int rc = ssh_pki_import_privkey_file(path, s->spec.passphrase ? s->spec.passphrase : "",
+                                             NULL, NULL, &key);
+        if (rc != SSH_OK) {
+            snprintf(s->auth.key_problem, sizeof s->auth.key_problem,
+                     s->spec.passphrase ? "identity %s: wrong passphrase or unreadable key"
+                                        : "identity %s: needs a passphrase or is unreadable",
+                     path);
+            continue;
+        }
+        s->auth.key = key;
+        return 1;
+    }
+    return 0;
+}
+
+static int auth_fail(sc_session *s, sc_err *err)
+{
+    char m[100];
+    sc_err_set(err, SC_EAUTH, "%s: auth: permission denied (server accepts %s; tried %s)%s%s",
+               s->label, methods_text(s->auth.methods, m, sizeof m),
+               s->auth.tried[0] ? s->auth.tried : "nothing", s->auth.key_problem[0] ? "; " : "",
+               s->auth.key_problem);
+    return -1;
+}
+
+static int auth_error(sc_session *s, sc_err *err)
+{
+    const char *e = ssh_get_error(s->ssh);
+    sc_err_set(err, SC_ECONNECT, "%s: auth: %s", s->label, e && *e ? e : "connection lost");
+    return -1;
+}
+
+int sc_auth_step(sc_session *s, sc_err *err)
+{
+    for (;;) {
+        int rc;
+        switch (s->auth.phase) {
+        case A_NONE:
+            rc = ssh_userauth_none(s->ssh, NULL);
+            if (rc == SSH_AUTH_AGAIN)
+                return 0;
+            if (rc == SSH_AUTH_SUCCESS)
+                return 1;
+            if (rc == SSH_AUTH_ERROR)
+                return auth_error(s, err);
+            s->auth.methods = ssh_userauth_list(s->ssh, NULL);
+            s->auth.phase = A_PICK;
+            break;
+
+        case A_PICK:
+            if ((s->auth.methods & SSH_AUTH_METHOD_PUBLICKEY) && load_next_identity(s)) {
+                note_tried(s, "publickey");
+                s->auth.phase = A_PUBKEY;
+            } else if ((s->auth.methods & SSH_AUTH_METHOD_PUBLICKEY) && !s->auth.agent_tried &&
+                       agent_usable(s)) {
+                s->auth.agent_tried = 1;
+                note_tried(s, "agent");
+                s->auth.phase = A_AGENT;
+            } else if (s->spec.password && (s->auth.methods & SSH_AUTH_METHOD_INTERACTIVE) &&
+                       !s->auth.kbd_tried) {
+                s->auth.kbd_tried = 1;
+                note_tried(s, "keyboard-interactive");
+                s->auth.phase = A_KBDINT;
+            } else if (s->spec.password && (s->auth.methods & SSH_AUTH_METHOD_PASSWORD) &&
+                       !s->auth.pw_tried) {
+                s->auth.pw_tried = 1;
+                note_tried(s, "password");
+                s->auth.phase = A_PASSWORD;
+            } else {
+                return auth_fail(s, err);
+            }
+            break;
+
+        case A_PUBKEY:
+        case A_AGENT:
+        case A_KBDINT:
+        case A_PASSWORD:
+            if (s->auth.phase == A_PUBKEY)
+                rc = ssh_userauth_publickey(s->ssh, NULL, s->auth.key);
+            else if (s->auth.phase == A_AGENT)
+                rc = ssh_userauth_agent(s->ssh, NULL);
+            else if (s->auth.phase == A_PASSWORD)
+                rc = ssh_userauth_password(s->ssh, NULL, s->spec.password);
+            else {
+                rc = ssh_userauth_kbdint(s->ssh, NULL, NULL);
+                if (rc == SSH_AUTH_INFO) {
+                    if (++s->auth.kbd_rounds > 5) {
+                        rc = SSH_AUTH_DENIED;
+                    } else {
+                        int n = ssh_userauth_kbdint_getnprompts(s->ssh);
+                        for (int i = 0; i < n; i++)
+                            ssh_userauth_kbdint_setanswer(s->ssh, (unsigned)i, s->spec.password);
+                        continue; /* send the answers */
+                    }
+                }
+            }
+            if (rc == SSH_AUTH_AGAIN)
+                return 0;
+            if (rc == SSH_AUTH_SUCCESS)
+                return 1;
+            if (rc == SSH_AUTH_ERROR)
+                return auth_error(s, err);
+            sc_auth_cleanup(s);
+            /* denied, or partial success: the server tells what it wants next */
+            s->auth.methods = ssh_userauth_list(s->ssh, NULL);
+            s->auth.phase = A_PICK;
+            break;
+        }
+    }
+}
+
+/* Host keys: known_hosts as OpenSSH writes it ([host]:port and hashed entries), checked by libssh. */
+int sc_hostkey_check(sc_session *s, sc_err *err)
+{
+    char fp[200] = "?";
+    ssh_key key = NULL;
+    if (ssh_get_server_publickey(s->ssh, &key) == SSH_OK) {
+        unsigned char *hash = NULL;
+        size_t hlen = 0;
+        if (ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) == 0) {
+            char *f = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen);
+            if (f) {
+                snprintf(fp, sizeof fp, "%s %s", ssh_key_type_to_char(ssh_key_type(key)), f);
+                ssh_string_free_char(f);
+            }
+            ssh_clean_pubkey_hash(&hash);
+        }
+        ssh_key_free(key);
+    }
+    if (s->spec.hostkey_mode == SC_HOSTKEY_OFF)
+        return 0;
+    enum ssh_known_hosts_e st = ssh_session_is_known_server(s->ssh);
+    switch (st) {
+    case SSH_KNOWN_HOSTS_OK:
+        return 0;
+    case SSH_KNOWN_HOSTS_CHANGED:
+    case SSH_KNOWN_HOSTS_OTHER:
+        sc_err_set(err, SC_EHOSTKEY,
+                   "%s: host key: HOST KEY HAS CHANGED (possible man-in-the-middle); server sent "
+                   "%s, known_hosts has another",
+                   s->label, fp);
+        return -1;
+    case SSH_KNOWN_HOSTS_UNKNOWN:
+    case SSH_KNOWN_HOSTS_NOT_FOUND:
+        if (s->spec.hostkey_mode == SC_HOSTKEY_ACCEPT_NEW) {
+            if (ssh_session_update_known_hosts(s->ssh) != SSH_OK) {
+                sc_err_set(err, SC_EHOSTKEY, "%s: host key: cannot record %s: %s", s->label, fp,
+                           ssh_get_error(s->ssh));
+                return -1;
+            }
+            return 0;
+        }
+        sc_err_set(err, SC_EHOSTKEY,
+                   "%s: host key: unknown host key %s (not in %s; use host_key=\"accept-new\" to "
+                   "learn it)",
+                   s->label, fp, s->spec.known_hosts ? s->spec.known_hosts : "~/.ssh/known_hosts");
+        return -1;
+    case SSH_KNOWN_HOSTS_ERROR:
+    default:
+        sc_err_set(err, SC_EHOSTKEY, "%s: host key: cannot check: %s", s->label,
+                   ssh_get_error(s->ssh));
+        return -1;
+    }
+}

@@ -1,0 +1,222 @@
+/* loop.c - the event loop, its ready list, and operation lifetimes. */
+#include "loop.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "session.h"
+
+static void on_kick_idle(uv_idle_t *h)
+{
+    sc_loop *loop = h->data;
+    sc_session_run_kicked(loop);
+    if (!loop->kicked)
+        uv_idle_stop(&loop->kick_idle);
+}
+
+static sc_loop *volatile interrupt_loop;
+
+static void on_wakeup(uv_async_t *h) { uv_stop(h->loop); }
+
+void sc_interrupt(void)
+{
+    sc_loop *loop = interrupt_loop;
+    if (loop)
+        uv_async_send(&loop->wakeup);
+}
+
+void sc_loop_want_idle(sc_loop *loop) { uv_idle_start(&loop->kick_idle, on_kick_idle); }
+
+sc_loop *sc_loop_new(void)
+{
+    sc_loop *loop = calloc(1, sizeof *loop);
+    if (!loop)
+        return NULL;
+    if (uv_loop_init(&loop->uv) != 0) {
+        free(loop);
+        return NULL;
+    }
+    uv_idle_init(&loop->uv, &loop->kick_idle);
+    loop->kick_idle.data = loop;
+    uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
+    uv_unref((uv_handle_t *)&loop->wakeup);
+    interrupt_loop = loop;
+    return loop;
+}
+
+void sc_loop_free(sc_loop *loop)
+{
+    sc_op *op;
+    while ((op = sc_loop_pop_ready(loop)) != NULL)
+        sc_op_release(op);
+    uv_close((uv_handle_t *)&loop->kick_idle, NULL);
+    if (interrupt_loop == loop)
+        interrupt_loop = NULL;
+    uv_close((uv_handle_t *)&loop->wakeup, NULL);
+    /* Closing handles is asynchronous: let the loop finish every close callback. */
+    for (int i = 0; i < 1000 && uv_loop_alive(&loop->uv); i++)
+        uv_run(&loop->uv, UV_RUN_NOWAIT);
+    if (uv_loop_close(&loop->uv) != 0)
+        return; /* something is still open: leak the loop rather than free live handles */
+    free(loop);
+}
+
+static void on_turn_timeout(uv_timer_t *t) { (void)t; }
+
+void sc_loop_turn(sc_loop *loop, int timeout_ms)
+{
+    if (timeout_ms == 0 || loop->ready_head) {
+        uv_run(&loop->uv, UV_RUN_NOWAIT);
+        return;
+    }
+    if (timeout_ms < 0) {
+        uv_run(&loop->uv, UV_RUN_ONCE);
+        return;
+    }
+    uv_timer_t t;
+    uv_timer_init(&loop->uv, &t);
+    uv_timer_start(&t, on_turn_timeout, (uint64_t)timeout_ms, 0);
+    uv_run(&loop->uv, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop->uv, UV_RUN_NOWAIT); /* lets the close complete before t leaves scope */
+}
+
+double sc_loop_now(void) { return (double)uv_hrtime() / 1e9; }
+
+sc_op *sc_loop_pop_ready(sc_loop *loop)
+{
+    sc_op *op = loop->ready_head;
+    if (!op)
+        return NULL;
+    loop->ready_head = op->next_ready;
+    if (!loop->ready_head)
+        loop->ready_tail = NULL;
+    op->next_ready = NULL;
+    op->queued = 0;
+    return op; /* the queue's reference passes to the caller */
+}
+
+void sc_op_init(sc_op *op, sc_loop *loop, const char *kind)
+{
+    op->loop = loop;
+    op->kind = kind;
+    op->refs = 1;
+    op->next_live = loop->live_ops;
+    if (loop->live_ops)
+        loop->live_ops->prev_live = op;
+    loop->live_ops = op;
+    loop->n_live_ops++;
+}
+
+void sc_op_notify(sc_op *op)
+{
+    if (op->queued)
+        return;
+    sc_loop *loop = op->loop;
+    op->queued = 1;
+    op->refs++;
+    if (loop->ready_tail)
+        loop->ready_tail->next_ready = op;
+    else
+        loop->ready_head = op;
+    loop->ready_tail = op;
+}
+
+void sc_op_finish(sc_op *op, const sc_err *err)
+{
+    if (op->done)
+        return;
+    op->done = 1;
+    if (err)
+        op->err = *err;
+    else
+        op->err.code = SC_OK;
+    sc_op_notify(op);
+}
+
+void sc_op_fail(sc_op *op, sc_code code, const char *fmt, ...)
+{
+    sc_err err;
+    char msg[sizeof err.msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sc_err_set(&err, code, "%s", msg);
+    sc_op_finish(op, &err);
+}
+
+void sc_op_ref(sc_op *op) { op->refs++; }
+
+void sc_op_release(sc_op *op)
+{
+    if (--op->refs > 0)
+        return;
+    sc_loop *loop = op->loop;
+    if (op->prev_live)
+        op->prev_live->next_live = op->next_live;
+    else
+        loop->live_ops = op->next_live;
+    if (op->next_live)
+        op->next_live->prev_live = op->prev_live;
+    loop->n_live_ops--;
+    op->destroy(op);
+}
+
+void sc_op_abandon(sc_op *op)
+{
+    if (!op->done && op->cancel)
+        op->cancel(op);
+    sc_op_release(op);
+}
+
+/* sleep */
+
+typedef struct {
+    sc_op op;
+    uv_timer_t timer;
+} sc_sleep;
+
+static void sleep_closed(uv_handle_t *h)
+{
+    sc_sleep *sl = h->data;
+    sc_op_release(&sl->op);
+}
+
+static void sleep_fired(uv_timer_t *t)
+{
+    sc_sleep *sl = t->data;
+    sc_op_finish(&sl->op, NULL);
+    uv_close((uv_handle_t *)&sl->timer, sleep_closed);
+}
+
+static void sleep_cancel(sc_op *op)
+{
+    sc_sleep *sl = (sc_sleep *)op;
+    uv_timer_stop(&sl->timer);
+    sc_err err;
+    sc_err_set(&err, SC_ECANCELED, "sleep canceled");
+    sc_op_finish(op, &err);
+    uv_close((uv_handle_t *)&sl->timer, sleep_closed);
+}
+
+static void sleep_destroy(sc_op *op) { free(op); }
+
+sc_op *sc_sleep_start(sc_loop *loop, double sec)
+{
+    sc_sleep *sl = calloc(1, sizeof *sl);
+    if (!sl)
+        return NULL;
+    sc_op_init(&sl->op, loop, "sleep");
+    sl->op.cancel = sleep_cancel;
+    sl->op.destroy = sleep_destroy;
+    sl->op.refs++; /* the timer's reference, released when its handle has closed */
+    uv_timer_init(&loop->uv, &sl->timer);
+    sl->timer.data = sl;
+    if (sec < 0)
+        sec = 0;
+    uv_timer_start(&sl->timer, sleep_fired, (uint64_t)(sec * 1000.0 + 0.5), 0);
+    return &sl->op;
+}

@@ -1,0 +1,71 @@
+/* loop.h - the one event loop (libuv) and the operations it completes.
+ *
+ * Every asynchronous piece of work (connecting a session, running a command, sleeping) is an sc_op.
+ * When an op completes or has news (streamed output), it is queued on the loop's ready list; the
+ * embedder (the Lua binding) collects that list after each turn of the loop and resumes whoever
+ * waits. An op is reference counted: one reference for the embedder's handle, one for the core
+ * while the work is under way. */
+#ifndef SC_LOOP_H
+#define SC_LOOP_H
+
+#include <uv.h>
+
+#include "sc.h"
+
+typedef struct sc_loop sc_loop;
+typedef struct sc_op sc_op;
+
+struct sc_op {
+    sc_loop *loop;
+    const char *kind; /* "connect", "exec", "sleep" */
+    int done;         /* completed: err holds the outcome */
+    sc_err err;
+    int refs;
+    int queued;    /* on the loop's ready list */
+    sc_op *next_ready;
+    sc_op *prev_live, *next_live;
+    void (*cancel)(sc_op *op);  /* stop the work early (the handle was dropped); may be NULL */
+    void (*destroy)(sc_op *op); /* free the op's memory once both references are gone */
+};
+
+struct sc_loop {
+    uv_loop_t uv;
+    sc_op *ready_head, *ready_tail;
+    sc_op *live_ops;
+    int live_sessions;
+    int live_channels;
+    int n_live_ops;
+    uv_idle_t kick_idle;          /* runs deferred session service rounds */
+    struct sc_session *kicked;    /* sessions waiting for a service round */
+    uv_async_t wakeup; /* sc_interrupt: makes a blocked turn return */
+};
+
+sc_loop *sc_loop_new(void);
+/* Closes what is left, runs the loop until every handle is closed, frees the loop. */
+void sc_loop_free(sc_loop *loop);
+/* Runs one turn of the loop: waits up to timeout_ms for an event (0: poll only; -1: until one). */
+void sc_loop_turn(sc_loop *loop, int timeout_ms);
+/* Pops the next op queued as ready, or NULL. The caller must not release it before using it. */
+sc_op *sc_loop_pop_ready(sc_loop *loop);
+double sc_loop_now(void); /* seconds, monotonic */
+
+/* Makes the next turn run the kicked sessions' service rounds. */
+void sc_loop_want_idle(sc_loop *loop);
+
+/* Async-signal-safe: makes the turn under way in the process's loop return at once, so that an
+ * interpreter's SIGINT hook gets to run (sshlua calls it from its signal handler). */
+void sc_interrupt(void);
+
+void sc_op_init(sc_op *op, sc_loop *loop, const char *kind);
+void sc_op_notify(sc_op *op);                  /* queue as ready (news, or done) */
+void sc_op_finish(sc_op *op, const sc_err *err); /* mark done (err NULL: success) and notify */
+void sc_op_fail(sc_op *op, sc_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void sc_op_ref(sc_op *op);
+void sc_op_release(sc_op *op);
+/* The embedder drops its handle: cancels unfinished work, then releases. */
+void sc_op_abandon(sc_op *op);
+
+/* A sleep that completes after sec seconds. */
+sc_op *sc_sleep_start(sc_loop *loop, double sec);
+
+#endif

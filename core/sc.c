@@ -1,0 +1,107 @@
+/* sc.c - status codes, error messages and byte buffers. */
+#include "sc.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const code_names[] = {
+    [SC_OK] = "OK",
+    [SC_ECONNECT] = "ECONNECT",
+    [SC_ETIMEDOUT] = "ETIMEDOUT",
+    [SC_EHOSTKEY] = "EHOSTKEY",
+    [SC_EAUTH] = "EAUTH",
+    [SC_ECHANNEL] = "ECHANNEL",
+    [SC_EPROTO] = "EPROTO",
+    [SC_EIO] = "EIO",
+    [SC_ECLOSED] = "ECLOSED",
+    [SC_ECANCELED] = "ECANCELED",
+};
+
+const char *sc_code_name(sc_code code)
+{
+    if ((unsigned)code >= sizeof code_names / sizeof code_names[0])
+        return "EIO";
+    return code_names[code];
+}
+
+void sc_sanitize(char *dst, size_t dstlen, const char *src)
+{
+    size_t i = 0;
+    if (dstlen == 0)
+        return;
+    for (; src && *src && i + 1 < dstlen; src++) {
+        unsigned char c = (unsigned char)*src;
+        dst[i++] = (c < 0x20 || c == 0x7f) ? (c == '\n' || c == '\t' ? ' ' : '?') : (char)c;
+    }
+    dst[i] = '\0';
+}
+
+void sc_err_set(sc_err *err, sc_code code, const char *fmt, ...)
+{
+    char raw[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    va_end(ap);
+    err->code = code;
+    sc_sanitize(err->msg, sizeof err->msg, raw);
+}
+
+int sc_buf_append(sc_buf *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (b->off > 0 && b->off == b->len) {
+        b->off = b->len = 0;
+    }
+    if (b->len + n > b->cap) {
+        if (b->off > 0 && b->len - b->off + n <= b->cap) {
+            memmove(b->data, b->data + b->off, b->len - b->off);
+            b->len -= b->off;
+            b->off = 0;
+        } else {
+            size_t cap = b->cap ? b->cap : 4096;
+            while (cap < b->len + n)
+                cap *= 2;
+            char *d = realloc(b->data, cap);
+            if (!d)
+                return -1;
+            b->data = d;
+            b->cap = cap;
+        }
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+size_t sc_buf_avail(const sc_buf *b) { return b->len - b->off; }
+
+void sc_buf_consume(sc_buf *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len)
+        b->off = b->len = 0;
+}
+
+void sc_buf_reset(sc_buf *b) { b->off = b->len = 0; }
+
+void sc_buf_free(sc_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->off = b->cap = 0;
+}
+
+char *sc_strdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}

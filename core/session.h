@@ -1,0 +1,141 @@
+/* session.h - one SSH session of a tree: connect (directly or through its parent), verify the host
+ * key, authenticate, then serve the channels that use it. */
+#ifndef SC_SESSION_H
+#define SC_SESSION_H
+
+#include <libssh/libssh.h>
+#include <libssh/callbacks.h>
+#include <libssh/server.h> /* ssh_execute_message_callbacks, ssh_send_keepalive: client-side too */
+
+#include "loop.h"
+
+enum { SC_HOSTKEY_STRICT = 0, SC_HOSTKEY_ACCEPT_NEW, SC_HOSTKEY_OFF };
+
+/* How to reach and log into one host. All strings are owned by the spec. */
+typedef struct {
+    char *host;
+    int port;
+    char *user;
+    char *password;
+    char **identities;
+    int n_identities;
+    char *passphrase;
+    int agent; /* -1: use it when SSH_AUTH_SOCK is set and nothing else is given; 0 no; 1 yes */
+    char *known_hosts;
+    int hostkey_mode;
+    double timeout;   /* seconds for the whole connect of this hop */
+    double keepalive; /* seconds between keepalives once connected; 0 off */
+} sc_hostspec;
+
+void sc_hostspec_free(sc_hostspec *spec);
+
+typedef enum {
+    SS_RESOLVING,
+    SS_TCP,
+    SS_HOP_OPEN,
+    SS_HANDSHAKE,
+    SS_AUTH,
+    SS_READY,
+    SS_FAILED,
+    SS_CLOSED,
+} sc_sstate;
+
+typedef struct sc_session sc_session;
+typedef struct sc_chanuser sc_chanuser;
+
+/* Something that uses a session's channels (a command, a hop pump): it is advanced on every
+ * service round of the session, and told when the session goes away. */
+struct sc_chanuser {
+    sc_session *session;
+    void (*service)(sc_chanuser *u);
+    void (*session_lost)(sc_chanuser *u, const sc_err *why);
+    sc_chanuser *next;
+    int attached;
+};
+
+struct sc_hop;
+
+struct sc_session {
+    sc_loop *loop;
+    int refs;
+    sc_session *parent;
+    sc_session *first_child, *next_sibling;
+    sc_hostspec spec;
+    int hop;
+    char label[300];
+    sc_sstate state;
+    const char *stage;
+    sc_err fail;
+
+    ssh_session ssh;
+    int fd;           /* the fd the loop polls; ours to close */
+    int lib_fd;       /* a duplicate given to libssh */
+    int lib_fd_given; /* ssh_connect has taken lib_fd over */
+    uv_poll_t poll;
+    int poll_events; /* -1: not started */
+    uv_timer_t timer;
+    uv_timer_t keepalive_timer;
+    uv_getaddrinfo_t gai;
+    int gai_pending;
+    int handles_open;
+    struct ssh_counter_struct rx, tx;
+    uint64_t rx_seen; /* rx.in_bytes at the last keepalive check */
+    int keepalive_misses;
+
+    sc_op *connect_op;
+
+    struct {
+        int phase;
+        int methods;
+        int next_identity;
+        int agent_tried, kbd_tried, pw_tried, kbd_rounds;
+        ssh_key key;
+        char tried[300];
+        char key_problem[300];
+    } auth;
+
+    sc_chanuser *users;
+    struct sc_hop *pump; /* for a child: the pump on the parent's connection */
+    size_t write_queued; /* channel bytes queued since the output buffer was last empty */
+
+    sc_session *next_kicked;
+    int kicked;
+    int servicing;
+};
+
+/* Starts connecting a session described by spec (taken over) through parent (NULL: directly over
+ * TCP). Returns the session with one reference for the caller; *op receives the connect op
+ * (one reference for the caller), completed when the session is ready or has failed. */
+sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spec, sc_op **op);
+
+/* Closes the session and, first, its children: their work ends with ECLOSED. Idempotent. */
+void sc_session_close(sc_session *s);
+void sc_session_ref(sc_session *s);
+void sc_session_unref(sc_session *s);
+
+/* Asks for a service round of s soon (after the current callback returns). */
+void sc_session_kick(sc_session *s);
+
+/* How many bytes channel users may queue for sending now (back-pressure on the output buffer). */
+size_t sc_session_write_budget(sc_session *s);
+void sc_session_wrote(sc_session *s, size_t n);
+
+void sc_session_attach(sc_session *s, sc_chanuser *u);
+void sc_session_detach(sc_chanuser *u);
+
+/* Runs the service round of every kicked session (the loop's idle hook). */
+void sc_session_run_kicked(sc_loop *loop);
+
+/* Hop pumps (hop.c), used by session.c. */
+struct sc_hop *sc_hop_start(sc_session *parent, sc_session *child);
+void sc_hop_close(struct sc_hop *hop);
+
+/* Authentication step (auth.c): advances s->auth; returns 1 when done, 0 to wait; on failure it has
+ * set *err and returns -1. */
+int sc_auth_step(sc_session *s, sc_err *err);
+void sc_auth_cleanup(sc_session *s);
+
+/* Host key check (auth.c): 0 if the key is acceptable, else -1 with *err set. */
+int sc_hostkey_check(sc_session *s, sc_err *err);
+
+#endif
