@@ -1,0 +1,201 @@
+/* l_session.c - the session type: start a session (directly or through a parent), run commands on
+ * it, close it. Host specs arrive normalized by the Lua half (sshchain.lua). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lsc.h"
+
+static const char *const state_names[] = {
+    [SS_RESOLVING] = "connecting", [SS_TCP] = "connecting", [SS_HOP_OPEN] = "connecting",
+    [SS_HANDSHAKE] = "connecting", [SS_AUTH] = "connecting", [SS_READY] = "ready",
+    [SS_FAILED] = "failed",        [SS_CLOSED] = "closed",
+};
+
+static lsc_session *to_session(lua_State *L, int i) { return luaL_checkudata(L, i, LSC_SESSION_MT); }
+
+/* Returns the session at index i; raises if it has been closed (misuse). */
+static sc_session *check_open(lua_State *L, int i)
+{
+    lsc_session *box = to_session(L, i);
+    if (!box->s || box->s->state == SS_CLOSED)
+        luaL_error(L, "sshchain: session is closed");
+    return box->s;
+}
+
+static char *dup_opt(lua_State *L, int t, const char *k)
+{
+    return sc_strdup(lsc_opt_string(L, t, k, NULL));
+}
+
+/* Reads a normalized spec table (see sshchain.lua's normalize_spec) into spec. */
+static void read_spec(lua_State *L, int t, sc_hostspec *spec)
+{
+    memset(spec, 0, sizeof *spec);
+    const char *host = lsc_opt_string(L, t, "host", NULL);
+    if (!host || !*host)
+        luaL_error(L, "host spec needs a host");
+    const char *mode = lsc_opt_string(L, t, "host_key", NULL);
+    int hostkey_mode = SC_HOSTKEY_STRICT;
+    if (mode && strcmp(mode, "accept-new") == 0)
+        hostkey_mode = SC_HOSTKEY_ACCEPT_NEW;
+    else if (mode && strcmp(mode, "off") == 0)
+        hostkey_mode = SC_HOSTKEY_OFF;
+    else if (mode && strcmp(mode, "strict") != 0)
+        luaL_error(L, "host_key must be \"strict\", \"accept-new\" or \"off\" (got \"%s\")", mode);
+    int n = 0;
+    if (lua_getfield(L, t, "identity") == LUA_TTABLE)
+        n = (int)luaL_len(L, -1);
+    lua_pop(L, 1);
+
+    spec->host = sc_strdup(host);
+    spec->port = (int)lsc_opt_number(L, t, "port", 22);
+    spec->user = dup_opt(L, t, "user");
+    spec->password = dup_opt(L, t, "password");
+    spec->passphrase = dup_opt(L, t, "passphrase");
+    spec->known_hosts = dup_opt(L, t, "known_hosts");
+    spec->hostkey_mode = hostkey_mode;
+    spec->timeout = lsc_opt_number(L, t, "timeout", 30);
+    spec->keepalive = lsc_opt_number(L, t, "keepalive", 0);
+    if (lua_getfield(L, t, "agent") == LUA_TNIL)
+        spec->agent = -1;
+    else
+        spec->agent = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (n > 0) {
+        spec->identities = calloc((size_t)n, sizeof(char *));
+        lua_getfield(L, t, "identity");
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            const char *p = lua_tostring(L, -1);
+            if (p && spec->identities)
+                spec->identities[spec->n_identities++] = sc_strdup(p);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* core.session_start(spec [, parent]) -> session, connect op */
+static int l_session_start(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    sc_session *parent = NULL;
+    if (!lua_isnoneornil(L, 2))
+        parent = check_open(L, 2);
+    sc_hostspec spec;
+    read_spec(L, 1, &spec);
+    lsc_session *box = lua_newuserdatauv(L, sizeof *box, 1);
+    box->s = NULL;
+    luaL_setmetatable(L, LSC_SESSION_MT);
+    sc_op *op = NULL;
+    box->s = sc_session_start(lsc_loop(L), parent, &spec, &op);
+    if (!box->s) {
+        sc_hostspec_free(&spec);
+        return luaL_error(L, "out of memory");
+    }
+    lsc_push_op(L, op);
+    return 2;
+}
+
+/* session:exec_start(cmd, opts) -> op */
+static int l_exec_start(lua_State *L)
+{
+    sc_session *s = check_open(L, 1);
+    sc_exec_opts o = {0};
+    o.cmd = luaL_checkstring(L, 2);
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        o.stdin_data = lsc_opt_string(L, 3, "stdin", &o.stdin_len);
+        o.pty = lsc_opt_bool(L, 3, "pty", 0);
+        o.sudo_password = lsc_opt_string(L, 3, "sudo_password", NULL);
+        o.timeout = lsc_opt_number(L, 3, "timeout", 0);
+        o.stream = lsc_opt_bool(L, 3, "stream", 0);
+    }
+    sc_op *op = sc_exec_start(s, &o);
+    if (!op)
+        return luaL_error(L, "out of memory");
+    lsc_push_op(L, op);
+    return 1;
+}
+
+/* session:close(): closes the children first; harmless when already closed */
+static int l_close(lua_State *L)
+{
+    lsc_session *box = to_session(L, 1);
+    if (box->s)
+        sc_session_close(box->s);
+    return 0;
+}
+
+static int l_gc(lua_State *L)
+{
+    lsc_session *box = to_session(L, 1);
+    if (box->s) {
+        sc_session_unref(box->s);
+        box->s = NULL;
+    }
+    return 0;
+}
+
+/* session:state() -> "connecting" | "ready" | "failed" | "closed", and the failure if failed */
+static int l_state(lua_State *L)
+{
+    lsc_session *box = to_session(L, 1);
+    if (!box->s) {
+        lua_pushliteral(L, "closed");
+        return 1;
+    }
+    lua_pushstring(L, state_names[box->s->state]);
+    if (box->s->state == SS_FAILED) {
+        lsc_push_error(L, &box->s->fail);
+        lua_remove(L, -3);
+        return 3;
+    }
+    return 1;
+}
+
+static int l_label(lua_State *L)
+{
+    lsc_session *box = to_session(L, 1);
+    lua_pushstring(L, box->s ? box->s->label : "closed session");
+    return 1;
+}
+
+static int l_hop(lua_State *L)
+{
+    lsc_session *box = to_session(L, 1);
+    lua_pushinteger(L, box->s ? box->s->hop : 0);
+    return 1;
+}
+
+static int l_tostring(lua_State *L)
+{
+    lsc_session *box = to_session(L, 1);
+    if (!box->s)
+        lua_pushliteral(L, "sshchain.session (closed)");
+    else
+        lua_pushfstring(L, "sshchain.session %s (%s)", box->s->label, state_names[box->s->state]);
+    return 1;
+}
+
+static const luaL_Reg session_methods[] = {
+    {"exec_start", l_exec_start}, {"close", l_close}, {"state", l_state},
+    {"label", l_label},           {"hop", l_hop},     {NULL, NULL},
+};
+
+const luaL_Reg lsc_session_functions[] = {
+    {"session_start", l_session_start},
+    {NULL, NULL},
+};
+
+void lsc_open_session(lua_State *L)
+{
+    luaL_newmetatable(L, LSC_SESSION_MT);
+    luaL_newlib(L, session_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+}
