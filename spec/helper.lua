@@ -1,0 +1,64 @@
+-- helper.lua: what the specs share: the lab's description (written by scripts/lab.sh), host
+-- specs for its hosts, and a leak check.
+local assert = require "luassert"
+local H = {}
+
+local labdir = os.getenv("SSHCHAIN_LAB_DIR") or "/tmp/sshchain-lab"
+H.lab = assert(dofile(labdir .. "/lab.lua"), "the lab is not up: run scripts/lab.sh up")
+H.build = os.getenv("SSHCHAIN_BUILD") or "build"
+H.root = os.getenv("PWD")
+
+--- A copy of the lab host spec `name` (with the lab's known_hosts), with overrides applied.
+function H.spec(name, over)
+  local base = assert(H.lab[name], "no lab host " .. name)
+  local s = { known_hosts = H.lab.known_hosts, timeout = 10 }
+  for k, v in pairs(base) do s[k] = v end
+  for k, v in pairs(over or {}) do s[k] = v end
+  return s
+end
+
+--- The chain j1 -> j2 -> name.
+function H.chain(name, over)
+  return { H.spec("j1"), H.spec("j2"), H.spec(name, over) }
+end
+
+--- Asserts that no session, channel or op of the core is still alive.
+function H.assert_no_leaks(sshchain)
+  sshchain.run(0) -- lets closed handles finish closing
+  collectgarbage()
+  collectgarbage()
+  sshchain.core.step(0)
+  local st = sshchain.stats()
+  assert.are.same({ sessions = 0, channels = 0, ops = 0, tasks = 0 },
+    { sessions = st.sessions, channels = st.channels, ops = st.ops, tasks = st.tasks })
+end
+
+function H.tmpname()
+  local p = os.tmpname()
+  os.remove(p)
+  return p
+end
+
+function H.readfile(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local d = f:read("a")
+  f:close()
+  return d
+end
+
+function H.writefile(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+--- Runs a shell command locally; returns its stdout and exit code.
+function H.sh(cmd)
+  local p = io.popen(cmd, "r")
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+return H
