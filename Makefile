@@ -12,7 +12,8 @@ LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 
 CORE_SRC := core/sc.c core/loop.c core/session.c core/auth.c core/hop.c core/exec.c
 BIND_SRC := lua/l_core.c lua/l_op.c lua/l_session.c lua/l_module.c
-LUA_MODS := sshchain.init=lua/sshchain.lua
+LUA_MODS := sshchain.init=lua/sshchain.lua sshchain.sched=lua/sshchain/sched.lua \
+            sshchain.config=lua/sshchain/config.lua sshchain.tree=lua/sshchain/tree.lua
 LUA_FILES := $(foreach m,$(LUA_MODS),$(word 2,$(subst =, ,$(m))))
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)

@@ -1,182 +1,13 @@
 -- sshchain: SSH through chains and trees of jump hosts. The public API; the C primitives it
 -- composes are in sshchain.core (sessions, ops, the event loop).
 local core = require "sshchain.core"
+local sched = require "sshchain.sched"
+local config = require "sshchain.config"
 
 local M = { _VERSION = "sshchain 0.1.0" }
-
-local traceback = debug.traceback
-local WAIT = {} -- what a task yields to the scheduler
-
----------------------------------------------------------------------------------------------------
--- Scheduler: tasks are coroutines. A call that must wait yields inside a task and turns the loop
--- outside one; either way every other task keeps running.
-
-local tasks = {}     -- coroutine -> task
-local ntasks = 0
-local runnable = {}  -- tasks to resume, in order
-local waiting = {}   -- op -> task waiting for it
-
-local Task = {}
-Task.__index = Task
-
--- A task that failed and was never waited for reports its error when it is collected.
-function Task:__gc()
-  if self.err ~= nil and not self.observed then
-    io.stderr:write("sshchain: a task failed and nobody waited for it: ", tostring(self.traceback), "\n")
-  end
-end
-
-local function task_error(e)
-  return { err = e, tb = traceback(tostring(e), 2) }
-end
-
--- r: what coroutine.resume returned: true, xpcall's status, then fn's results or {err=, tb=}
-local function finish_task(task, r)
-  tasks[task.co] = nil
-  ntasks = ntasks - 1
-  task.done = true
-  if r[1] and r[2] then
-    task.results = table.pack(table.unpack(r, 3, r.n))
-  elseif r[1] then
-    task.err, task.traceback = r[3].err, r[3].tb
-  else
-    task.err, task.traceback = r[2], traceback(task.co, tostring(r[2]))
-  end
-  for _, w in ipairs(task.waiters) do runnable[#runnable + 1] = w end
-  task.waiters = {}
-end
-
-local function resume(task)
-  if coroutine.status(task.co) ~= "suspended" then return end
-  local r = table.pack(coroutine.resume(task.co))
-  if coroutine.status(task.co) == "dead" then finish_task(task, r) end
-end
-
-local function run_runnable()
-  while runnable[1] do
-    local batch = runnable
-    runnable = {}
-    for _, t in ipairs(batch) do resume(t) end
-  end
-end
-
--- One turn: resume what can run, wait up to timeout_ms for events, resume what they woke.
-local function step(timeout_ms)
-  run_runnable()
-  local ready = core.step(timeout_ms)
-  for _, op in ipairs(ready) do
-    local t = waiting[op]
-    if t then
-      waiting[op] = nil
-      runnable[#runnable + 1] = t
-    end
-  end
-  run_runnable()
-end
-
-local function current_task()
-  return tasks[coroutine.running()]
-end
-
--- Waits until op is done (or, with stream, has output to take).
-local function await(op, stream)
-  if op:ready(stream) then return end
-  local task = current_task()
-  if task then
-    repeat
-      waiting[op] = task
-      coroutine.yield(WAIT)
-    until op:ready(stream)
-  else
-    repeat step(-1) until op:ready(stream)
-  end
-end
-
---- Starts fn(...) as a task; returns the task (task:wait() gives fn's results).
-function M.spawn(fn, ...)
-  if type(fn) ~= "function" then error("bad argument #1 to 'spawn' (function expected)", 2) end
-  local args = table.pack(...)
-  local task = setmetatable({ waiters = {} }, Task)
-  task.co = coroutine.create(function()
-    return xpcall(fn, task_error, table.unpack(args, 1, args.n))
-  end)
-  tasks[task.co] = task
-  ntasks = ntasks + 1
-  runnable[#runnable + 1] = task
-  return task
-end
-
---- Waits for the task to end; returns its results, or raises its error.
-function Task:wait()
-  if not self.done then
-    local me = current_task()
-    if me == self then error("a task cannot wait for itself", 2) end
-    if me then
-      self.waiters[#self.waiters + 1] = me
-      repeat coroutine.yield(WAIT) until self.done
-    else
-      repeat step(-1) until self.done
-    end
-  end
-  self.observed = true
-  if self.err ~= nil then error(self.err, 0) end
-  return table.unpack(self.results, 1, self.results.n)
-end
-
-function Task:status() return self.done and (self.err ~= nil and "failed" or "done") or "running" end
-
---- Sleeps sec seconds (other tasks and forwards keep running).
-function M.sleep(sec)
-  if type(sec) ~= "number" then error("bad argument #1 to 'sleep' (number expected)", 2) end
-  await(core.sleep(sec))
-end
-
---- Drives tasks and forwarders: for `seconds` if given, else until every task has ended.
-function M.run(seconds)
-  local timer = seconds and core.sleep(seconds)
-  repeat
-    if timer then
-      if timer:done() then break end
-    elseif ntasks == 0 and not runnable[1] then
-      break
-    end
-    step(-1)
-  until false
-end
-
-local function code_of(msg)
-  return type(msg) == "string" and msg:match("^(E%u+):") or "EERROR"
-end
-
---- Runs fn(item, i) for every item, at most opts.limit at once; results in item order:
---- {ok=true, value=v} or {ok=false, err=msg, code=CODE}.
-function M.parallel(items, fn, opts)
-  if type(items) ~= "table" then error("bad argument #1 to 'parallel' (table expected)", 2) end
-  if type(fn) ~= "function" then error("bad argument #2 to 'parallel' (function expected)", 2) end
-  local n = #items
-  local limit = opts and opts.limit or n
-  if type(limit) ~= "number" or limit < 1 then error("parallel: limit must be a positive number", 2) end
-  local results, next_i = {}, 0
-  local function worker()
-    while next_i < n do
-      next_i = next_i + 1
-      local i = next_i
-      local r = table.pack(xpcall(fn, task_error, items[i], i))
-      if not r[1] then
-        local e = r[2].err
-        results[i] = { ok = false, err = tostring(e), code = code_of(e), traceback = r[2].tb }
-      elseif r[2] == nil and r[3] ~= nil then
-        results[i] = { ok = false, err = tostring(r[3]), code = r[4] or code_of(r[3]) }
-      else
-        results[i] = { ok = true, value = r[2] }
-      end
-    end
-  end
-  local workers = {}
-  for w = 1, math.min(limit, n) do workers[w] = M.spawn(worker) end
-  for _, w in ipairs(workers) do w:wait() end
-  return results
-end
+local await = sched.await
+M.spawn, M.sleep, M.run, M.parallel = sched.spawn, sched.sleep, sched.run, sched.parallel
+M.config = config
 
 ---------------------------------------------------------------------------------------------------
 -- Host specs
@@ -184,7 +15,7 @@ end
 local SPEC_KEYS = {
   host = "string", port = "number", user = "string", password = "string", identity = true,
   passphrase = "string", agent = "boolean", known_hosts = "string", host_key = "string",
-  timeout = "number", keepalive = "number", name = "string",
+  timeout = "number", keepalive = "number", name = "string", max_sessions = "number",
 }
 
 local function home() return os.getenv("HOME") or "" end
@@ -267,22 +98,120 @@ local function check_session(self, method)
   return self._c
 end
 
-local function connect_one(spec, parent)
-  local c, op = core.session_start(spec, parent and parent._c)
-  await(op)
-  local ok, msg, code = op:result()
-  if not ok then
-    c:close()
-    return nil, msg, code
+--- Policy knobs (defaults follow OpenSSH's stock server limits).
+M.settings = {
+  handshakes_per_server = 8, -- concurrent unauthenticated connections per server (MaxStartups 10)
+  handshake_retries = 2,     -- a handshake the server drops (MaxStartups) is tried again
+  max_sessions = 10,         -- channels per connection (sshd's MaxSessions); spec.max_sessions
+  max_connections = 16,      -- connections per session object when channels overflow
+}
+
+local pacers = {} -- "host:port" -> semaphore for handshakes to that server
+
+local function pacer(spec)
+  local key = spec.host .. ":" .. (spec.port or 22)
+  local sem = pacers[key]
+  if not sem then
+    sem = sched.semaphore(M.settings.handshakes_per_server)
+    pacers[key] = sem
   end
-  return setmetatable({ _c = c, spec = spec, parent = parent, host = spec.name or spec.host }, Session)
+  return sem
+end
+
+--- Starts one core session and waits until it is ready. Paced per server; a handshake the server
+--- drops (MaxStartups) is retried.
+local function open_core(spec, parent_core)
+  local sem = pacer(spec)
+  local attempt = 0
+  while true do
+    sem:acquire()
+    local c, op = core.session_start(spec, parent_core)
+    local ok, err = pcall(await, op)
+    sem:release()
+    if not ok then
+      c:close()
+      error(err, 0)
+    end
+    local done, msg, code = op:result()
+    if done then return c end
+    c:close()
+    local dropped = code == "ECONNECT" and msg:find(": handshake: ", 1, true)
+    if not dropped or attempt >= M.settings.handshake_retries then return nil, msg, code end
+    attempt = attempt + 1
+    sched.sleep(0.05 * attempt)
+  end
+end
+
+local function new_session(c, spec, parent)
+  local limit = spec.max_sessions or M.settings.max_sessions
+  return setmetatable({
+    _c = c, spec = spec, parent = parent, host = spec.name or spec.host,
+    _conns = { { c = c, active = 0, limit = limit } }, _slot_free = sched.cond(),
+  }, Session)
+end
+
+local function connect_one(spec, parent)
+  local c, msg, code = open_core(spec, parent and parent._c)
+  if not c then return nil, msg, code end
+  return new_session(c, spec, parent)
+end
+
+-- Jump hosts are shared: chains that start with the same hops (same specs) ride on the same
+-- sessions, so many targets behind a jump host use one connection to it.
+local shared = {} -- key -> { session=, refs=, pending=cond, err= }
+
+local function spec_key(spec, parent)
+  local keys = {}
+  for k in pairs(spec) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = { parent and parent._key or "" }
+  for _, k in ipairs(keys) do
+    local v = spec[k]
+    if type(v) == "table" then v = table.concat(v, "\0") end
+    parts[#parts + 1] = k .. "=" .. tostring(v)
+  end
+  return table.concat(parts, "\1")
+end
+
+local function acquire_jump(spec, parent)
+  local key = spec_key(spec, parent)
+  local e = shared[key]
+  if e and e.pending then e.pending:wait() end
+  if e and e.err then return nil, e.err[1], e.err[2] end
+  if e and e.session and e.session._c:state() == "ready" then
+    e.refs = e.refs + 1
+    return e.session
+  end
+  e = { refs = 1, pending = sched.cond() }
+  shared[key] = e
+  local s, msg, code = connect_one(spec, parent)
+  local pending = e.pending
+  e.pending = nil
+  if not s then
+    e.err = { msg, code }
+    shared[key] = nil
+  else
+    s._key, s._shared, e.session = key, e, s
+  end
+  pending:signal()
+  return s, msg, code
+end
+
+local function release_jump(s)
+  local e = s._shared
+  e.refs = e.refs - 1
+  if e.refs <= 0 then
+    if shared[s._key] == e then shared[s._key] = nil end
+    s:close()
+  end
 end
 
 local function resolve_hops(hops, opts, level)
   if type(hops) == "table" and hops[1] == nil and next(hops) ~= nil then hops = { hops } end
   if type(hops) == "string" then
-    if M.config and (opts.config or not hops:find("[@:]")) and M.config.resolve then
-      local list, err = M.config.resolve(hops, opts)
+    local path = opts.config or (home() .. "/.ssh/config")
+    if opts.config or (not hops:find("@") and file_exists(path)) then
+      local list, err = config.resolve(hops, { config = path })
       if not list then return nil, err end
       hops = list
     else
@@ -297,17 +226,29 @@ local function resolve_hops(hops, opts, level)
   return list
 end
 
+local function release_owned(owned)
+  for i = #owned, 1, -1 do
+    if owned[i]._shared then release_jump(owned[i]) else owned[i]:close() end
+  end
+end
+
 --- connect(hops [, opts]): a session to the last hop, reached through the others in order.
+--- opts.config: ssh_config path (hops may then be a Host name); opts.share=false: private jumps.
 function M.connect(hops, opts)
   if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'connect' (table expected)", 2) end
   opts = opts or {}
   local list, err = resolve_hops(hops, opts, 3)
-  if not list then return nil, "ECONNECT: " .. err, "ECONNECT" end
+  if not list then return nil, "EIO: " .. err, "EIO" end
   local chain, parent = {}, nil
-  for _, spec in ipairs(list) do
-    local s, msg, code = connect_one(spec, parent)
+  for i, spec in ipairs(list) do
+    local s, msg, code
+    if i < #list and opts.share ~= false then
+      s, msg, code = acquire_jump(spec, parent)
+    else
+      s, msg, code = connect_one(spec, parent)
+    end
     if not s then
-      for i = #chain, 1, -1 do chain[i]:close() end
+      release_owned(chain)
       return nil, msg, code
     end
     chain[#chain + 1] = s
@@ -347,30 +288,53 @@ end
 local EXEC_OPTS = { stdin = "string", pty = "boolean", sudo_password = "string", timeout = "number",
   env = "table", on_stdout = "function", on_stderr = "function" }
 
---- s:exec(cmd [, opts]) -> {stdout, stderr, status, signal, ok} | nil, msg, CODE
-function Session:exec(cmd, opts)
-  local c = check_session(self, "exec")
-  if type(cmd) ~= "string" then error("bad argument #1 to 'exec' (string expected)", 2) end
-  opts = opts or {}
-  for k, v in pairs(opts) do
-    if not EXEC_OPTS[k] then error("exec: unknown option '" .. tostring(k) .. "'", 2) end
-    if type(v) ~= EXEC_OPTS[k] then error("exec: option '" .. k .. "' must be a " .. EXEC_OPTS[k], 2) end
+--- Takes a channel slot: a connection of this session below its channel limit (sshd's
+--- MaxSessions). When all are full, another connection to the same host through the same parent
+--- is opened (up to settings.max_connections), or the caller waits for a free slot.
+function Session:_take_slot()
+  while true do
+    local state, msg, code = self._c:state()
+    if state == "closed" then error("sshchain: session is closed", 3) end
+    if state ~= "ready" then return nil, msg, code end
+    for _, conn in ipairs(self._conns) do
+      if conn.active < conn.limit and conn.c:state() == "ready" then
+        conn.active = conn.active + 1
+        return conn
+      end
+    end
+    if #self._conns < M.settings.max_connections and not self._opening then
+      self._opening = true
+      local c, omsg, ocode = open_core(self.spec, self.parent and self.parent._c)
+      self._opening = false
+      self._slot_free:signal()
+      if not c then return nil, omsg, ocode end
+      if self._c:state() == "closed" then c:close() else
+        self._conns[#self._conns + 1] = { c = c, active = 0, limit = self._conns[1].limit }
+      end
+    else
+      self._slot_free:wait()
+    end
   end
-  if opts.env then cmd = env_prefix(opts.env) .. cmd end
-  local stream = opts.on_stdout or opts.on_stderr
-  local op = c:exec_start(cmd, { stdin = opts.stdin, pty = opts.pty, sudo_password = opts.sudo_password,
-    timeout = opts.timeout, stream = stream and true or false })
-  if not stream then
+end
+
+function Session:_give_slot(conn)
+  conn.active = conn.active - 1
+  self._slot_free:signal()
+end
+
+--- Runs one command on a connection of the session; returns the op once done.
+local function run_exec(conn, cmd, copts, opts)
+  local op = conn.c:exec_start(cmd, copts)
+  if not copts.stream then
     await(op)
-    return op:result()
+    return op
   end
-  local kept = { {}, {} }
   local function deliver(o, e)
     if #o > 0 then
-      if opts.on_stdout then opts.on_stdout(o) else kept[1][#kept[1] + 1] = o end
+      if opts.on_stdout then opts.on_stdout(o) else opts._kept[1][#opts._kept[1] + 1] = o end
     end
     if #e > 0 then
-      if opts.on_stderr then opts.on_stderr(e) else kept[2][#kept[2] + 1] = e end
+      if opts.on_stderr then opts.on_stderr(e) else opts._kept[2][#opts._kept[2] + 1] = e end
     end
   end
   repeat
@@ -378,20 +342,57 @@ function Session:exec(cmd, opts)
     deliver(op:take())
   until op:done()
   deliver(op:take())
-  local r, msg, code = op:result()
-  if not r then return nil, msg, code end
-  r.stdout, r.stderr = table.concat(kept[1]), table.concat(kept[2])
-  return r
+  return op
+end
+
+--- s:exec(cmd [, opts]) -> {stdout, stderr, status, signal, ok} | nil, msg, CODE
+function Session:exec(cmd, opts)
+  check_session(self, "exec")
+  if type(cmd) ~= "string" then error("bad argument #1 to 'exec' (string expected)", 2) end
+  opts = opts or {}
+  for k, v in pairs(opts) do
+    if not EXEC_OPTS[k] then error("exec: unknown option '" .. tostring(k) .. "'", 2) end
+    if type(v) ~= EXEC_OPTS[k] then error("exec: option '" .. k .. "' must be a " .. EXEC_OPTS[k], 2) end
+  end
+  if opts.env then cmd = env_prefix(opts.env) .. cmd end
+  local stream = (opts.on_stdout or opts.on_stderr) and true or false
+  local copts = { stdin = opts.stdin, pty = opts.pty, sudo_password = opts.sudo_password,
+    timeout = opts.timeout, stream = stream }
+  local ropts = { on_stdout = opts.on_stdout, on_stderr = opts.on_stderr, _kept = { {}, {} } }
+  for _ = 1, 4 do
+    local conn, msg, code = self:_take_slot()
+    if not conn then return nil, msg, code end
+    local ok, op = pcall(run_exec, conn, cmd, copts, ropts)
+    self:_give_slot(conn)
+    if not ok then error(op, 0) end
+    local r
+    r, msg, code = op:result()
+    if r then
+      if stream then r.stdout, r.stderr = table.concat(ropts._kept[1]), table.concat(ropts._kept[2]) end
+      return r
+    end
+    -- the server refused a session channel below our limit: it allows fewer; use what it allows
+    if code ~= "ECHANNEL" or not msg:find(": exec: channel refused", 1, true) then return nil, msg, code end
+    conn.limit = math.max(1, conn.active)
+  end
+  return nil, "ECHANNEL: " .. self._c:label() .. ": exec: no channel available", "ECHANNEL"
+end
+
+--- s:connections(): how many connections carry this session's channels (1 unless the server's
+--- MaxSessions made more necessary).
+function Session:connections()
+  check_session(self, "connections")
+  return #self._conns
 end
 
 --- s:close(): closes s, its children first, and the jump hosts it owns; safe to call twice.
 function Session:close()
-  local c = check_session(self, "close")
-  c:close()
+  check_session(self, "close")
+  for i = #self._conns, 1, -1 do self._conns[i].c:close() end
   local owned = self._owned
   if owned then
     self._owned = nil
-    for i = #owned, 1, -1 do owned[i]:close() end
+    release_owned(owned)
   end
 end
 
@@ -405,11 +406,11 @@ Session.__close = Session.close
 --- Live core objects (sessions, channels, ops) and tasks: for leak checks.
 function M.stats()
   local s = core.stats()
-  s.tasks = ntasks
+  s.tasks = sched.ntasks()
   return s
 end
 
 M.core = core
-M._await = await
-M._step = step
+M.sched = sched
+M.tree = require("sshchain.tree")(M)
 return M

@@ -129,7 +129,7 @@ describe("concurrency", function()
   end)
 
   it("runs 50 concurrent execs on one session (MaxSessions 100)", function()
-    local s = assert(sshchain.connect(H.spec("j1big")))
+    local s = assert(sshchain.connect(H.spec("j1big", { max_sessions = 100 })))
     local t0 = sshchain.core.now()
     local items = {}
     for i = 1, 50 do items[i] = i end
@@ -141,8 +141,9 @@ describe("concurrency", function()
       assert.is_true(r.ok, r.err)
       assert.are.equal(i .. "\n", r.value)
     end
-    -- 50 one-second commands: concurrent, not one after the other
+    -- 50 one-second commands: concurrent, not one after the other, on one connection
     assert.is_true(elapsed < 25, "took " .. elapsed .. "s")
+    assert.are.equal(1, s:connections())
     s:close()
   end)
 
