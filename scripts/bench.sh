@@ -1,44 +1,81 @@
 #!/usr/bin/env bash
 # bench.sh BUILD: times sshchain and OpenSSH doing the same work on the lab, in the same run, and
-# prints the figures and their ratios (also written to BUILD/bench.md).
+# prints the figures and their ratios (also written to BUILD/bench.md). Both sides use key auth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 lab=${SSHCHAIN_LAB_DIR:-/tmp/sshchain-lab}
-N=${BENCH_N:-50}
+N=${BENCH_N:-50}     # sessions for the single-hop figures
+C=${BENCH_C:-100}    # concurrent sessions through two jumps
+S=${BENCH_S:-20}     # sequential chains through two jumps
 out=$build/bench.md
-trap 'scripts/lab.sh down >/dev/null 2>&1 || true' EXIT INT TERM
+work=$(mktemp -d)
+cleanup() {
+  [ -f "$work/cm.cfg" ] && ssh -F "$work/cm.cfg" -O exit j1 >/dev/null 2>&1 || true
+  [ -f "$work/cm.cfg" ] && ssh -F "$work/cm.cfg" -O exit j2 >/dev/null 2>&1 || true
+  rm -rf "$work"
+  scripts/lab.sh down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
 scripts/lab.sh up
 
-# wall seconds, user+sys CPU seconds of a command (and its children)
+# measure CMD...: prints "wall cpu" (seconds; CPU = user+sys of the command and its children)
 measure() {
-  local tf
-  tf=$(mktemp)
-  /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$build/bench-last.err" ||
-    { echo "bench: failed: $* (see $build/bench-last.err)" >&2; rm -f "$tf"; exit 1; }
+  local tf=$work/time
+  /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$work/last.err" ||
+    { echo "bench: failed: $* ($(tail -3 "$work/last.err"))" >&2; exit 1; }
   awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$tf"
-  rm -f "$tf"
 }
-ssh_cfg=$lab/ssh_config
-ssh_opts=(-F "$ssh_cfg" -o BatchMode=yes)
-ssh_seq() { for _ in $(seq "$1"); do ssh "${ssh_opts[@]}" "$2" true; done; }
-ssh_par() { for _ in $(seq "$1"); do ssh "${ssh_opts[@]}" "$2" true & done; wait; }
-export -f ssh_seq ssh_par; export ssh_cfg
 
-row() { # label, sshchain "wall cpu", openssh "wall cpu"
+# OpenSSH, with the lab's ssh_config; failures are counted in $work/fail (MaxStartups drops)
+cfg=$lab/ssh_config
+cp "$cfg" "$work/cm.cfg"
+cat >> "$work/cm.cfg" <<CFG
+Host j1 j2
+  ControlMaster auto
+  ControlPath $work/cm-%C
+  ControlPersist 120
+CFG
+cat > "$work/ssh-run" <<'SH'
+#!/usr/bin/env bash
+# ssh-run MODE COUNT CONFIG HOST: COUNT `ssh HOST true`, one after the other or all at once
+mode=$1 n=$2 cfg=$3 host=$4 failfile=$5
+fails=0
+if [ "$mode" = seq ]; then
+  for _ in $(seq "$n"); do ssh -F "$cfg" -o BatchMode=yes "$host" true || fails=$((fails + 1)); done
+else
+  pids=()
+  for _ in $(seq "$n"); do ssh -F "$cfg" -o BatchMode=yes "$host" true 2>/dev/null & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || fails=$((fails + 1)); done
+fi
+echo "$fails" > "$failfile"
+exit 0
+SH
+chmod +x "$work/ssh-run"
+fails() { cat "$work/fail"; }
+
+row() { # label, sshchain "wall cpu", openssh "wall cpu", note
   read -r sw sc <<<"$2"; read -r ow oc <<<"$3"
-  awk -v l="$1" -v sw="$sw" -v sc="$sc" -v ow="$ow" -v oc="$oc" 'BEGIN {
-    printf "| %s | %.2f s | %.2f s | %.2f | %.3f s | %.3f s | %.2f |\n", l, sw, ow, (ow > 0 ? sw / ow : 0), sc, oc, (oc > 0 ? sc / oc : 0) }'
+  awk -v l="$1" -v sw="$sw" -v sc="$sc" -v ow="$ow" -v oc="$oc" -v note="$4" 'BEGIN {
+    printf "| %s | %.2f s | %.2f s | %.2f | %.3f s | %.3f s | %.2f | %s |\n", l, sw, ow, (ow > 0 ? sw / ow : 0), sc, oc, (oc > 0 ? sc / oc : 0), note }'
 }
+sc() { measure "$build/sshlua" scripts/bench/connect.lua "$@"; }
 
 {
-  echo "| work | sshchain wall | OpenSSH wall | ratio | sshchain CPU | OpenSSH CPU | CPU ratio |"
-  echo "|---|---|---|---|---|---|---|"
-  a=$(measure "$build/sshlua" scripts/bench/connect.lua seq "$N" j1:key)
-  b=$(measure bash -c "ssh_seq $N j1 ; true" )
-  row "connect+auth+exec true, 1 hop, $N sequential" "$a" "$b"
-  a=$(measure "$build/sshlua" scripts/bench/connect.lua par "$N" j1big:key)
-  b=$(measure bash -c "ssh_par $N j1big")
-  row "connect+auth+exec true, 1 hop, $N at once" "$a" "$b"
+  echo "| work | sshchain wall | OpenSSH wall | wall ratio | sshchain CPU | OpenSSH CPU | CPU ratio | notes |"
+  echo "|---|---|---|---|---|---|---|---|"
+  a=$(sc seq "$N" j1:key); b=$(measure "$work/ssh-run" seq "$N" "$cfg" j1 "$work/fail")
+  row "1 hop: connect+auth+\`exec true\`, $N in sequence" "$a" "$b" "ssh failures: $(fails)"
+  a=$(sc par "$N" j1big:key); b=$(measure "$work/ssh-run" par "$N" "$cfg" j1big "$work/fail")
+  row "1 hop: $N at once (MaxStartups raised)" "$a" "$b" "ssh failures: $(fails)"
+  a=$(sc seq "$S" j1:key j2 t4:key); b=$(measure "$work/ssh-run" seq "$S" "$cfg" t4 "$work/fail")
+  row "2 jumps: chain+\`exec true\`, $S in sequence, vs \`ssh -J\`" "$a" "$b" "ssh failures: $(fails)"
+  ssh -F "$work/cm.cfg" -o BatchMode=yes j2 true # start the ControlMasters of j1 and j2
+  b=$(measure "$work/ssh-run" seq "$S" "$work/cm.cfg" t4 "$work/fail")
+  row "2 jumps, $S in sequence, vs \`ssh -J\` with ControlMaster on the jumps" "$a" "$b" "ssh failures: $(fails)"
+  a=$(sc par "$C" j1:key j2 t4:key); b=$(measure "$work/ssh-run" par "$C" "$cfg" t4 "$work/fail")
+  row "2 jumps: $C sessions at once (stock limits), vs $C \`ssh -J\`" "$a" "$b" "ssh failures: $(fails)/$C"
+  b=$(measure "$work/ssh-run" par "$C" "$work/cm.cfg" t4 "$work/fail")
+  row "2 jumps: $C at once, vs ControlMaster \`ssh -J\`" "$a" "$b" "ssh failures: $(fails)/$C"
 } | tee "$out"
-echo "(ratio < 1: sshchain is faster / uses less CPU; N=$N; $(date -u +%F), $(nproc) cores)" | tee -a "$out"
+echo "(wall/CPU ratio < 1: sshchain is faster / uses less client CPU; $(date -u +%F), $(nproc) cores)" | tee -a "$out"
