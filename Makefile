@@ -10,7 +10,7 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(SAN) $(WARN) -fPIC -fvisibility=hidden \
 LIBS     := $(shell pkg-config --libs libssh libuv 2>/dev/null)
 LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 
-CORE_SRC := core/sc.c core/loop.c core/session.c core/auth.c core/hop.c core/exec.c
+CORE_SRC := core/sc.c core/loop.c core/session.c core/auth.c core/pump.c core/exec.c core/forward.c
 BIND_SRC := lua/l_core.c lua/l_op.c lua/l_session.c lua/l_module.c
 LUA_MODS := sshchain.init=lua/sshchain.lua sshchain.sched=lua/sshchain/sched.lua \
             sshchain.config=lua/sshchain/config.lua sshchain.tree=lua/sshchain/tree.lua

@@ -5,6 +5,8 @@
  * kicks the session, and each connect has a deadline. libssh is driven with zero-timeout calls. */
 #include "session.h"
 
+#include "pump.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -362,21 +364,31 @@ static int session_begin_handshake(sc_session *s, int fd)
     return 0;
 }
 
-void sc_session_hop_open(sc_session *child, int fd);
-void sc_session_hop_failed(sc_session *child, const sc_err *err);
-
-/* The pump has opened the hop channel and hands over the child's end of the socketpair. */
-void sc_session_hop_open(sc_session *child, int fd)
+/* A hop: the pump on the parent has opened the direct-tcpip channel; the child's socket is one end
+ * of a socketpair, the pump moves the other end's bytes through the channel. */
+static void hop_opened(sc_pump *p, void *ud)
 {
-    if (!session_alive(child)) {
-        close(fd);
+    sc_session *child = ud;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+        session_fail(child, SC_EIO, "hop channel: socketpair: %s", strerror(errno));
         return;
     }
-    if (session_begin_handshake(child, fd) == 0)
+    sc_pump_set_fd(p, sv[0]);
+    if (session_begin_handshake(child, sv[1]) == 0)
         sc_session_kick(child);
 }
 
-void sc_session_hop_failed(sc_session *child, const sc_err *err) { session_fail_err(child, err); }
+static void hop_failed(sc_pump *p, const sc_err *err, void *ud)
+{
+    (void)p;
+    sc_session *child = ud;
+    sc_err e;
+    sc_err_set(&e, err->code, "%s: %s", child->label, err->msg);
+    session_fail_err(child, &e);
+}
+
+static const sc_pump_events hop_events = {hop_opened, hop_failed, NULL};
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
@@ -477,7 +489,7 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
             session_fail(s, SC_ECLOSED, "hop channel: hop %d is closed", parent->hop);
             return s;
         }
-        s->pump = sc_hop_start(parent, s);
+        s->pump = sc_pump_open(parent, -1, s->spec.host, s->spec.port, "127.0.0.1", 0, &hop_events, s);
         if (!s->pump) {
             session_fail(s, SC_EIO, "hop channel: out of memory");
             return s;
@@ -554,7 +566,7 @@ static void session_teardown(sc_session *s, sc_sstate final, const sc_err *why)
         u->session_lost(u, why);
     }
     if (s->pump) {
-        sc_hop_close(s->pump);
+        sc_pump_close(s->pump);
         s->pump = NULL;
     }
     uv_timer_stop(&s->timer);

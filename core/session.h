@@ -53,7 +53,7 @@ struct sc_chanuser {
     int attached;
 };
 
-struct sc_hop;
+struct sc_pump;
 
 struct sc_session {
     sc_loop *loop;
@@ -95,7 +95,7 @@ struct sc_session {
     } auth;
 
     sc_chanuser *users;
-    struct sc_hop *pump; /* for a child: the pump on the parent's connection */
+    struct sc_pump *pump; /* for a child: the hop's pump on the parent's connection */
     size_t write_queued; /* channel bytes queued since the output buffer was last empty */
 
     sc_session *next_kicked;
@@ -125,10 +125,6 @@ void sc_session_detach(sc_chanuser *u);
 
 /* Runs the service round of every kicked session (the loop's idle hook). */
 void sc_session_run_kicked(sc_loop *loop);
-
-/* Hop pumps (hop.c), used by session.c. */
-struct sc_hop *sc_hop_start(sc_session *parent, sc_session *child);
-void sc_hop_close(struct sc_hop *hop);
 
 /* Authentication step (auth.c): advances s->auth; returns 1 when done, 0 to wait; on failure it has
  * set *err and returns -1. */

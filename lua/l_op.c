@@ -14,8 +14,12 @@ static lsc_op *check_op(lua_State *L)
 
 static int op_is_exec(const sc_op *op) { return strcmp(op->kind, "exec") == 0; }
 
+static int op_is_forward(const sc_op *op) { return strcmp(op->kind, "forward") == 0; }
+
 static int op_has_news(sc_op *op)
 {
+    if (op_is_forward(op))
+        return sc_forward_has_errors(op);
     if (!op_is_exec(op))
         return 0;
     size_t a = 0, b = 0;
@@ -95,6 +99,43 @@ static int op_result(lua_State *L)
     return 1;
 }
 
+static sc_op *check_forward(lua_State *L)
+{
+    sc_op *op = check_op(L)->op;
+    if (!op_is_forward(op))
+        luaL_error(L, "not a forward");
+    return op;
+}
+
+/* forward op: op:port() -> the bound local port */
+static int op_port(lua_State *L)
+{
+    lua_pushinteger(L, sc_forward_port(check_forward(L)));
+    return 1;
+}
+
+/* forward op: op:take_error() -> "CODE: message", CODE of the oldest connection error, or nil */
+static int op_take_error(lua_State *L)
+{
+    const sc_err *e = sc_forward_take_error(check_forward(L));
+    if (!e)
+        return 0;
+    lsc_push_error(L, e);
+    lua_remove(L, -3);
+    return 2;
+}
+
+/* forward op: op:counts() -> connections open now, accepted in all */
+static int op_counts(lua_State *L)
+{
+    int active;
+    long accepted;
+    sc_forward_counts(check_forward(L), &active, &accepted);
+    lua_pushinteger(L, active);
+    lua_pushinteger(L, accepted);
+    return 2;
+}
+
 /* op:cancel(): stops unfinished work; the op completes with ECANCELED. */
 static int op_cancel(lua_State *L)
 {
@@ -126,7 +167,8 @@ static int op_tostring(lua_State *L)
 
 static const luaL_Reg op_methods[] = {
     {"ready", op_ready},   {"done", op_done},     {"kind", op_kind},     {"take", op_take},
-    {"result", op_result}, {"cancel", op_cancel}, {NULL, NULL},
+    {"result", op_result}, {"cancel", op_cancel}, {"port", op_port},
+    {"take_error", op_take_error}, {"counts", op_counts}, {NULL, NULL},
 };
 
 void lsc_open_op(lua_State *L)

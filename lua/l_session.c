@@ -118,6 +118,27 @@ static int l_exec_start(lua_State *L)
     return 1;
 }
 
+/* session:forward_start{bind=, port=, to_host=, to_port=, socks=} -> op | nil, msg, CODE */
+static int l_forward_start(lua_State *L)
+{
+    sc_session *s = check_open(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    sc_forward_opts o = {0};
+    o.bind = lsc_opt_string(L, 2, "bind", NULL);
+    o.port = (int)lsc_opt_number(L, 2, "port", 0);
+    o.to_host = lsc_opt_string(L, 2, "to_host", NULL);
+    o.to_port = (int)lsc_opt_number(L, 2, "to_port", 0);
+    o.socks = lsc_opt_bool(L, 2, "socks", 0);
+    if (o.port < 0 || o.port > 65535 || o.to_port < 0 || o.to_port > 65535)
+        return luaL_error(L, "forward: ports must be 0..65535");
+    sc_err err;
+    sc_op *op = sc_forward_start(s, &o, &err);
+    if (!op)
+        return lsc_push_error(L, &err);
+    lsc_push_op(L, op);
+    return 1;
+}
+
 /* session:close(): closes the children first; harmless when already closed */
 static int l_close(lua_State *L)
 {
@@ -179,7 +200,8 @@ static int l_tostring(lua_State *L)
 }
 
 static const luaL_Reg session_methods[] = {
-    {"exec_start", l_exec_start}, {"close", l_close}, {"state", l_state},
+    {"exec_start", l_exec_start}, {"forward_start", l_forward_start},
+    {"close", l_close}, {"state", l_state},
     {"label", l_label},           {"hop", l_hop},     {NULL, NULL},
 };
 

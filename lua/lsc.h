@@ -6,6 +6,7 @@
 #include <lua.h>
 
 #include "../core/exec.h"
+#include "../core/forward.h"
 #include "../core/loop.h"
 #include "../core/session.h"
 

@@ -396,6 +396,70 @@ function Session:close()
   end
 end
 
+---------------------------------------------------------------------------------------------------
+-- Port forwarding: served by the event loop whenever it runs (any waiting call, a task, run()).
+
+local Forward = {}
+Forward.__index = Forward
+M.Forward = Forward
+
+local FWD_OPTS = { bind = "string", port = "number", to_host = "string", to_port = "number",
+  on_error = "function" }
+
+local function start_forward(self, opts, socks, method)
+  check_session(self, method)
+  if type(opts) ~= "table" then error("bad argument #1 to '" .. method .. "' (table expected)", 3) end
+  for k, v in pairs(opts) do
+    if not FWD_OPTS[k] or (socks and (k == "to_host" or k == "to_port")) then
+      error(method .. ": unknown option '" .. tostring(k) .. "'", 3)
+    end
+    if type(v) ~= FWD_OPTS[k] then error(method .. ": option '" .. k .. "' must be a " .. FWD_OPTS[k], 3) end
+  end
+  if not socks and (not opts.to_host or not opts.to_port) then
+    error("forward: to_host and to_port are required", 3)
+  end
+  local op, msg, code = self._c:forward_start({ bind = opts.bind, port = opts.port, to_host = opts.to_host,
+    to_port = opts.to_port, socks = socks })
+  if not op then return nil, msg, code end
+  local f = setmetatable({ port = op:port(), bind = opts.bind or "127.0.0.1", session = self,
+    errors = 0, _op = op }, Forward)
+  local on_error = opts.on_error
+  -- a task per forward hands connection errors to on_error, and keeps run() going while open
+  f._task = sched.spawn(function()
+    repeat
+      await(op, true)
+      while true do
+        local emsg, ecode = op:take_error()
+        if not emsg then break end
+        f.errors = f.errors + 1
+        f.last_error = emsg
+        if on_error then on_error(emsg, ecode) end
+      end
+    until op:done()
+  end)
+  return f
+end
+
+--- s:forward{bind="127.0.0.1", port=0, to_host=, to_port=, on_error=fn} -> forward (f.port) | nil, msg, CODE
+function Session:forward(opts) return start_forward(self, opts, false, "forward") end
+
+--- s:socks{bind="127.0.0.1", port=0, on_error=fn}: a SOCKS5 proxy whose connections leave from s.
+function Session:socks(opts) return start_forward(self, opts or {}, true, "socks") end
+
+--- f:close(): stops accepting and closes its connections; safe twice.
+function Forward:close()
+  if not self._op:done() then self._op:cancel() end
+end
+
+--- f:stats() -> {active=, accepted=, errors=}
+function Forward:stats()
+  local active, accepted = self._op:counts()
+  return { active = active, accepted = accepted, errors = self.errors }
+end
+
+function Forward:is_open() return not self._op:done() end
+Forward.__close = Forward.close
+
 function Session:state() return check_session(self, "state"):state() end
 function Session:label() return check_session(self, "label"):label() end
 function Session:__tostring() return tostring(self._c) end

@@ -61,4 +61,27 @@ function H.sh(cmd)
   return out, code
 end
 
+--- Runs a shell command in the background and waits for it while serving the event loop (so
+--- local clients of forwards get answers); returns its output (stdout and stderr) and exit code.
+function H.bg(sshchain, cmd, max_seconds)
+  local out = H.tmpname()
+  os.execute("( (" .. cmd .. ") > " .. out .. " 2>&1; echo $? > " .. out .. ".rc ) &")
+  local deadline = sshchain.core.now() + (max_seconds or 30)
+  while sshchain.core.now() < deadline do
+    local f = io.open(out .. ".rc")
+    if f then
+      local rc = f:read("n")
+      f:close()
+      if rc then
+        local data = H.readfile(out)
+        os.remove(out)
+        os.remove(out .. ".rc")
+        return data, rc
+      end
+    end
+    sshchain.sleep(0.02)
+  end
+  error("background command did not finish in time: " .. cmd)
+end
+
 return H

@@ -1,0 +1,449 @@
+#define _GNU_SOURCE
+/* forward.c - local forwards and SOCKS5: a listening socket served by the loop; each accepted
+ * connection gets a pump to a direct-tcpip channel of the session (for SOCKS, after the client has
+ * named its destination). A refused destination closes that one connection and is queued as an
+ * error for the embedder; the forward goes on. */
+#include "forward.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "pump.h"
+
+#define MAX_QUEUED_ERRORS 32
+#define ACCEPTS_PER_EVENT 64
+
+typedef struct fwd_conn fwd_conn;
+
+typedef struct {
+    sc_op op;
+    sc_chanuser cu;
+    char *bind, *to_host;
+    int to_port, socks, port;
+    int lfd;
+    uv_poll_t lpoll;
+    int closing;
+    fwd_conn *conns;
+    int active;
+    long accepted;
+    sc_err errors[MAX_QUEUED_ERRORS];
+    int err_head, nerr;
+    sc_err taken;
+} sc_forward;
+
+enum { H_NONE, H_OPEN, H_CLOSING };
+
+struct fwd_conn {
+    sc_forward *fw;
+    fwd_conn *prev, *next;
+    int fd;
+    char peer[64];
+    int peer_port;
+    sc_pump *pump;
+    /* SOCKS handshake */
+    int socks_phase;
+    uv_poll_t poll;
+    int poll_state;
+    int dead;
+    unsigned char buf[512];
+    size_t len;
+    char dest[256];
+    int dest_port;
+};
+
+static void queue_error(sc_forward *fw, sc_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void queue_error(sc_forward *fw, sc_code code, const char *fmt, ...)
+{
+    char msg[500];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int slot = (fw->err_head + fw->nerr) % MAX_QUEUED_ERRORS;
+    if (fw->nerr == MAX_QUEUED_ERRORS)
+        fw->err_head = (fw->err_head + 1) % MAX_QUEUED_ERRORS; /* drop the oldest */
+    else
+        fw->nerr++;
+    sc_err_set(&fw->errors[slot], code, "%s", msg);
+    sc_op_notify(&fw->op);
+}
+
+static void conn_free(fwd_conn *c) { free(c); }
+
+static void conn_poll_closed(uv_handle_t *h)
+{
+    fwd_conn *c = h->data;
+    c->poll_state = H_NONE;
+    if (c->dead)
+        conn_free(c);
+}
+
+static void conn_stop_poll(fwd_conn *c)
+{
+    if (c->poll_state == H_OPEN) {
+        uv_poll_stop(&c->poll);
+        uv_close((uv_handle_t *)&c->poll, conn_poll_closed);
+        c->poll_state = H_CLOSING;
+    }
+}
+
+/* Unlinks and closes one client connection (its pump, or its fd during a SOCKS handshake). */
+static void conn_close(fwd_conn *c)
+{
+    sc_forward *fw = c->fw;
+    if (c->dead)
+        return;
+    c->dead = 1;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        fw->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    fw->active--;
+    conn_stop_poll(c);
+    if (c->pump) {
+        sc_pump *p = c->pump;
+        c->pump = NULL;
+        sc_pump_close(p); /* closes the fd */
+    } else if (c->fd >= 0) {
+        close(c->fd);
+    }
+    c->fd = -1;
+    if (c->poll_state == H_NONE)
+        conn_free(c);
+}
+
+static void send_all(int fd, const void *p, size_t n) { (void)send(fd, p, n, MSG_NOSIGNAL); }
+
+static const char *dest_host(fwd_conn *c) { return c->fw->socks ? c->dest : c->fw->to_host; }
+static int dest_port(fwd_conn *c) { return c->fw->socks ? c->dest_port : c->fw->to_port; }
+
+static void conn_opened(sc_pump *p, void *ud)
+{
+    (void)p;
+    fwd_conn *c = ud;
+    if (c->fw->socks) {
+        static const unsigned char ok[10] = {5, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+        send_all(c->fd, ok, sizeof ok);
+    }
+}
+
+static void conn_failed(sc_pump *p, const sc_err *err, void *ud)
+{
+    (void)p;
+    fwd_conn *c = ud;
+    sc_forward *fw = c->fw;
+    if (fw->socks) {
+        static const unsigned char refused[10] = {5, 5, 0, 1, 0, 0, 0, 0, 0, 0};
+        send_all(c->fd, refused, sizeof refused);
+    }
+    queue_error(fw, err->code, "%s: forward %s:%d -> %s:%d (client %s:%d): %s", fw->cu.session->label,
+                fw->bind, fw->port, dest_host(c), dest_port(c), c->peer, c->peer_port, err->msg);
+    conn_close(c);
+}
+
+static void conn_finished(sc_pump *p, void *ud)
+{
+    (void)p;
+    conn_close(ud);
+}
+
+static const sc_pump_events conn_events = {conn_opened, conn_failed, conn_finished};
+
+static void conn_start_pump(fwd_conn *c)
+{
+    sc_forward *fw = c->fw;
+    int fd = c->fd;
+    c->pump = sc_pump_open(fw->cu.session, fd, dest_host(c), dest_port(c), c->peer, c->peer_port,
+                           &conn_events, c);
+    if (!c->pump) {
+        queue_error(fw, SC_EIO, "forward: out of memory");
+        conn_close(c);
+    }
+}
+
+/* SOCKS5 (RFC 1928), no authentication, CONNECT only: greeting, then the request. */
+static void socks_reply_fail(fwd_conn *c, unsigned char rep)
+{
+    unsigned char r[10] = {5, rep, 0, 1, 0, 0, 0, 0, 0, 0};
+    send_all(c->fd, r, sizeof r);
+    conn_close(c);
+}
+
+static void socks_step(fwd_conn *c)
+{
+    if (c->socks_phase == 0) {
+        if (c->len < 2)
+            return;
+        if (c->buf[0] != 5) {
+            conn_close(c);
+            return;
+        }
+        size_t need = 2 + (size_t)c->buf[1];
+        if (c->len < need)
+            return;
+        int noauth = 0;
+        for (size_t i = 2; i < need; i++)
+            noauth |= c->buf[i] == 0;
+        unsigned char r[2] = {5, noauth ? 0 : 0xff};
+        send_all(c->fd, r, 2);
+        if (!noauth) {
+            conn_close(c);
+            return;
+        }
+        memmove(c->buf, c->buf + need, c->len - need);
+        c->len -= need;
+        c->socks_phase = 1;
+    }
+    if (c->len < 5)
+        return;
+    if (c->buf[0] != 5) {
+        conn_close(c);
+        return;
+    }
+    if (c->buf[1] != 1) {
+        socks_reply_fail(c, 7); /* command not supported */
+        return;
+    }
+    size_t need;
+    unsigned char atyp = c->buf[3];
+    if (atyp == 1)
+        need = 4 + 4 + 2;
+    else if (atyp == 4)
+        need = 4 + 16 + 2;
+    else if (atyp == 3)
+        need = 5 + (size_t)c->buf[4] + 2;
+    else {
+        socks_reply_fail(c, 8); /* address type not supported */
+        return;
+    }
+    if (c->len < need)
+        return;
+    if (atyp == 1) {
+        inet_ntop(AF_INET, c->buf + 4, c->dest, sizeof c->dest);
+    } else if (atyp == 4) {
+        inet_ntop(AF_INET6, c->buf + 4, c->dest, sizeof c->dest);
+    } else {
+        size_t n = c->buf[4];
+        memcpy(c->dest, c->buf + 5, n);
+        c->dest[n] = '\0';
+        if (strlen(c->dest) != n || n == 0) {
+            socks_reply_fail(c, 1);
+            return;
+        }
+    }
+    c->dest_port = (c->buf[need - 2] << 8) | c->buf[need - 1];
+    c->socks_phase = 2;
+    conn_stop_poll(c);
+    conn_start_pump(c);
+}
+
+static void on_socks_readable(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    fwd_conn *c = h->data;
+    if (c->dead || c->socks_phase >= 2)
+        return;
+    ssize_t n = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0 || c->len + (size_t)n >= sizeof c->buf) {
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    socks_step(c);
+}
+
+static void on_accept(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    sc_forward *fw = h->data;
+    for (int i = 0; i < ACCEPTS_PER_EVENT && !fw->closing; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(fw->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        fwd_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->fw = fw;
+        c->fd = fd;
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, c->peer, sizeof c->peer);
+            c->peer_port = ntohs(a->sin6_port);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, c->peer, sizeof c->peer);
+            c->peer_port = ntohs(a->sin_port);
+        }
+        c->next = fw->conns;
+        if (fw->conns)
+            fw->conns->prev = c;
+        fw->conns = c;
+        fw->active++;
+        fw->accepted++;
+        if (fw->socks) {
+            if (uv_poll_init(&fw->op.loop->uv, &c->poll, fd) != 0) {
+                conn_close(c);
+                continue;
+            }
+            c->poll.data = c;
+            c->poll_state = H_OPEN;
+            uv_poll_start(&c->poll, UV_READABLE, on_socks_readable);
+        } else {
+            conn_start_pump(c);
+        }
+    }
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    sc_forward *fw = h->data;
+    sc_op_release(&fw->op); /* the core's reference */
+}
+
+/* Stops listening, closes every connection, completes the op (err NULL: closed on purpose). */
+static void forward_close(sc_forward *fw, const sc_err *err)
+{
+    if (fw->closing)
+        return;
+    fw->closing = 1;
+    sc_session_detach(&fw->cu);
+    while (fw->conns)
+        conn_close(fw->conns);
+    uv_poll_stop(&fw->lpoll);
+    close(fw->lfd);
+    fw->lfd = -1;
+    sc_op_finish(&fw->op, err);
+    uv_close((uv_handle_t *)&fw->lpoll, listener_closed);
+}
+
+static void forward_service(sc_chanuser *u) { (void)u; }
+
+static void forward_session_lost(sc_chanuser *u, const sc_err *why)
+{
+    sc_forward *fw = (sc_forward *)((char *)u - offsetof(sc_forward, cu));
+    forward_close(fw, why);
+}
+
+static void forward_cancel(sc_op *op) { forward_close((sc_forward *)op, NULL); }
+
+static void forward_destroy(sc_op *op)
+{
+    sc_forward *fw = (sc_forward *)op;
+    free(fw->bind);
+    free(fw->to_host);
+    free(fw);
+}
+
+static int make_listener(const char *bind_addr, int port, int *out_port, sc_err *err)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    const char *addr = bind_addr;
+    if (strcmp(addr, "localhost") == 0)
+        addr = "127.0.0.1";
+    else if (strcmp(addr, "*") == 0)
+        addr = "0.0.0.0";
+    int family = AF_INET;
+    if (uv_ip4_addr(addr, port, (struct sockaddr_in *)&ss) != 0) {
+        if (uv_ip6_addr(addr, port, (struct sockaddr_in6 *)&ss) != 0) {
+            sc_err_set(err, SC_EIO, "forward: bind address must be numeric: %s", bind_addr);
+            return -1;
+        }
+        family = AF_INET6;
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        sc_err_set(err, SC_EIO, "forward: socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t sl = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 256) < 0) {
+        sc_err_set(err, SC_EIO, "forward: cannot listen on %s:%d: %s", bind_addr, port,
+                   strerror(errno));
+        close(fd);
+        return -1;
+    }
+    sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *out_port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                        : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    return fd;
+}
+
+sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
+{
+    if (s->state != SS_READY) {
+        sc_err_set(err, SC_ECLOSED, "%s: forward: session is not connected", s->label);
+        return NULL;
+    }
+    const char *bind_addr = o->bind ? o->bind : "127.0.0.1";
+    int port = 0;
+    int lfd = make_listener(bind_addr, o->port, &port, err);
+    if (lfd < 0)
+        return NULL;
+    sc_forward *fw = calloc(1, sizeof *fw);
+    if (!fw) {
+        close(lfd);
+        sc_err_set(err, SC_EIO, "forward: out of memory");
+        return NULL;
+    }
+    sc_op_init(&fw->op, s->loop, "forward");
+    fw->op.cancel = forward_cancel;
+    fw->op.destroy = forward_destroy;
+    fw->op.refs++; /* the core's, until the listener's handle has closed */
+    fw->bind = sc_strdup(bind_addr);
+    fw->to_host = sc_strdup(o->to_host ? o->to_host : "");
+    fw->to_port = o->to_port;
+    fw->socks = o->socks;
+    fw->port = port;
+    fw->lfd = lfd;
+    uv_poll_init(&s->loop->uv, &fw->lpoll, lfd);
+    fw->lpoll.data = fw;
+    uv_poll_start(&fw->lpoll, UV_READABLE, on_accept);
+    fw->cu.service = forward_service;
+    fw->cu.session_lost = forward_session_lost;
+    sc_session_attach(s, &fw->cu);
+    return &fw->op;
+}
+
+int sc_forward_port(sc_op *op) { return ((sc_forward *)op)->port; }
+
+int sc_forward_has_errors(sc_op *op) { return ((sc_forward *)op)->nerr > 0; }
+
+const sc_err *sc_forward_take_error(sc_op *op)
+{
+    sc_forward *fw = (sc_forward *)op;
+    if (fw->nerr == 0)
+        return NULL;
+    fw->taken = fw->errors[fw->err_head];
+    fw->err_head = (fw->err_head + 1) % MAX_QUEUED_ERRORS;
+    fw->nerr--;
+    return &fw->taken;
+}
+
+void sc_forward_counts(sc_op *op, int *active, long *accepted)
+{
+    sc_forward *fw = (sc_forward *)op;
+    *active = fw->active;
+    *accepted = fw->accepted;
+}

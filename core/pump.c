@@ -1,0 +1,315 @@
+/* pump.c - a channel <-> fd pump.
+ *
+ * Back-pressure both ways: bytes read from the channel wait in a fixed buffer until the fd takes
+ * them (meanwhile the channel is not read, so its window closes and the peer stops), and bytes
+ * from the fd are read only as far as the channel window and the session's output budget allow.
+ * Half-close: the channel's EOF becomes shutdown(SHUT_WR) on the fd, the fd's EOF becomes the
+ * channel's EOF; the pump finishes when both directions have ended. */
+#include "pump.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PUMP_BUF 65536
+
+enum { P_OPENING, P_OPEN, P_DONE };
+
+struct sc_pump {
+    sc_chanuser cu;
+    sc_pump_events ev;
+    void *ud;
+    ssh_channel ch;
+    int state;
+    char *host, *orig_host;
+    int port, orig_port;
+    int fd;
+    uv_poll_t poll;
+    int poll_events; /* -1: no handle */
+    int closed;      /* sc_pump_close was called: no more events */
+    int eof_to_fd;   /* the channel's EOF has been passed on */
+    int eof_from_fd; /* the fd ended: EOF sent on the channel */
+    char to_fd[PUMP_BUF];
+    size_t tf_off, tf_len;
+    char from_fd[PUMP_BUF];
+    size_t ff_off, ff_len;
+};
+
+static void pump_run(sc_pump *p);
+
+static void pump_handle_closed(uv_handle_t *h)
+{
+    sc_pump *p = h->data;
+    free(p->host);
+    free(p->orig_host);
+    free(p);
+}
+
+/* Releases the channel and the fd; fires `finished` unless closed by the owner. */
+static void pump_finish(sc_pump *p)
+{
+    if (p->state == P_DONE)
+        return;
+    p->state = P_DONE;
+    sc_session_detach(&p->cu);
+    if (p->ch) {
+        if (ssh_channel_is_open(p->ch))
+            ssh_channel_close(p->ch);
+        ssh_channel_free(p->ch);
+        p->ch = NULL;
+        p->cu.session->loop->live_channels--;
+    }
+    if (p->fd >= 0) {
+        if (p->poll_events >= 0)
+            uv_poll_stop(&p->poll);
+        close(p->fd);
+        p->fd = -1;
+    }
+    if (!p->closed && p->ev.finished)
+        p->ev.finished(p, p->ud);
+}
+
+/* The channel could not be opened: the owner hears it while the fd is still open (a SOCKS
+ * client gets its failure reply) and must close the pump. */
+static void pump_fail(sc_pump *p, const sc_err *err)
+{
+    if (p->closed || !p->ev.failed) {
+        pump_finish(p);
+        return;
+    }
+    p->closed = 1; /* no `finished` after `failed` */
+    sc_session_detach(&p->cu);
+    p->ev.failed(p, err, p->ud);
+}
+
+static void on_pump_poll(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    sc_pump *p = h->data;
+    if (p->state != P_OPEN)
+        return;
+    sc_session *s = p->cu.session;
+    sc_session_ref(s);
+    pump_run(p);
+    sc_session_kick(s); /* flush what was queued; the window may take more now */
+    sc_session_unref(s);
+}
+
+static void pump_update_poll(sc_pump *p)
+{
+    if (p->state != P_OPEN || p->fd < 0)
+        return;
+    if (p->poll_events < 0) {
+        if (uv_poll_init(&p->cu.session->loop->uv, &p->poll, p->fd) != 0)
+            return;
+        p->poll.data = p;
+        p->poll_events = 0;
+    }
+    int want = 0;
+    if (p->tf_len > p->tf_off)
+        want |= UV_WRITABLE;
+    if (!p->eof_from_fd && p->ff_len == p->ff_off)
+        want |= UV_READABLE;
+    if (want != p->poll_events) {
+        if (want)
+            uv_poll_start(&p->poll, want, on_pump_poll);
+        else
+            uv_poll_stop(&p->poll);
+        p->poll_events = want;
+    }
+}
+
+/* Moves bytes both ways as far as buffers, windows and budgets allow. */
+static void pump_run(sc_pump *p)
+{
+    sc_session *s = p->cu.session;
+    size_t moved = 0;
+    if (p->fd < 0)
+        return;
+
+    /* channel -> fd */
+    while (moved < 4 * PUMP_BUF && !p->eof_to_fd) {
+        if (p->tf_len > p->tf_off) {
+            ssize_t n = send(p->fd, p->to_fd + p->tf_off, p->tf_len - p->tf_off, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR || errno == ENOTCONN)
+                    break;
+                pump_finish(p); /* the local side is gone */
+                return;
+            }
+            p->tf_off += (size_t)n;
+            moved += (size_t)n;
+            if (p->tf_off < p->tf_len)
+                break;
+            p->tf_off = p->tf_len = 0;
+        }
+        int n = ssh_channel_read_nonblocking(p->ch, p->to_fd, PUMP_BUF, 0);
+        if (n > 0) {
+            p->tf_len = (size_t)n;
+            continue;
+        }
+        if (n == SSH_EOF || ssh_channel_is_eof(p->ch) || ssh_channel_is_closed(p->ch) || n < 0) {
+            p->eof_to_fd = 1;
+            shutdown(p->fd, SHUT_WR);
+        }
+        break;
+    }
+
+    /* fd -> channel */
+    while (!p->eof_from_fd) {
+        if (p->ff_len == p->ff_off) {
+            ssize_t n = recv(p->fd, p->from_fd, PUMP_BUF, 0);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR || errno == ENOTCONN)
+                    break;
+                n = 0; /* reset or error: end this direction */
+            }
+            if (n == 0) {
+                p->eof_from_fd = 1;
+                if (ssh_channel_is_open(p->ch))
+                    ssh_channel_send_eof(p->ch);
+                break;
+            }
+            p->ff_off = 0;
+            p->ff_len = (size_t)n;
+        }
+        size_t want = p->ff_len - p->ff_off;
+        size_t window = ssh_channel_window_size(p->ch);
+        size_t budget = sc_session_write_budget(s);
+        if (want > window)
+            want = window;
+        if (want > budget)
+            want = budget;
+        if (want == 0)
+            break;
+        int w = ssh_channel_write(p->ch, p->from_fd + p->ff_off, (uint32_t)want);
+        if (w < 0) {
+            pump_finish(p);
+            return;
+        }
+        sc_session_wrote(s, (size_t)w);
+        p->ff_off += (size_t)w;
+        if (p->ff_off == p->ff_len)
+            p->ff_off = p->ff_len = 0;
+        if ((size_t)w < want)
+            break;
+    }
+
+    if ((p->eof_to_fd && p->eof_from_fd) ||
+        (ssh_channel_is_closed(p->ch) && p->eof_to_fd)) {
+        pump_finish(p);
+        return;
+    }
+    pump_update_poll(p);
+}
+
+static void pump_service(sc_chanuser *u)
+{
+    sc_pump *p = (sc_pump *)u;
+    sc_session *s = u->session;
+    if (p->state == P_OPENING) {
+        if (s->state != SS_READY)
+            return;
+        sc_err err;
+        if (!p->ch) {
+            p->ch = ssh_channel_new(s->ssh);
+            if (!p->ch) {
+                sc_err_set(&err, SC_EIO, "cannot create a channel on hop %d", s->hop);
+                pump_fail(p, &err);
+                return;
+            }
+            s->loop->live_channels++;
+        }
+        int rc = ssh_channel_open_forward(p->ch, p->host, p->port, p->orig_host, p->orig_port);
+        if (rc == SSH_AGAIN)
+            return;
+        if (rc != SSH_OK) {
+            const char *e = ssh_get_error(s->ssh);
+            sc_err_set(&err, SC_ECHANNEL, "channel refused by hop %d: %s", s->hop,
+                       e && *e ? e : "open failed");
+            pump_fail(p, &err);
+            return;
+        }
+        p->state = P_OPEN;
+        if (p->ev.opened)
+            p->ev.opened(p, p->ud);
+        if (p->state != P_OPEN)
+            return;
+    }
+    if (p->state == P_OPEN)
+        pump_run(p);
+}
+
+static void pump_session_lost(sc_chanuser *u, const sc_err *why)
+{
+    sc_pump *p = (sc_pump *)u;
+    if (p->state == P_OPENING)
+        pump_fail(p, why);
+    else
+        pump_finish(p);
+}
+
+static sc_pump *pump_new(sc_session *s, int fd, const sc_pump_events *ev, void *ud)
+{
+    sc_pump *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->ev = *ev;
+    p->ud = ud;
+    p->fd = fd;
+    p->poll_events = -1;
+    p->cu.service = pump_service;
+    p->cu.session_lost = pump_session_lost;
+    sc_session_attach(s, &p->cu);
+    return p;
+}
+
+sc_pump *sc_pump_open(sc_session *s, int fd, const char *host, int port, const char *orig_host,
+                      int orig_port, const sc_pump_events *ev, void *ud)
+{
+    sc_pump *p = pump_new(s, fd, ev, ud);
+    if (!p)
+        return NULL;
+    p->host = sc_strdup(host);
+    p->port = port;
+    p->orig_host = sc_strdup(orig_host ? orig_host : "127.0.0.1");
+    p->orig_port = orig_port;
+    p->state = P_OPENING;
+    sc_session_kick(s);
+    return p;
+}
+
+sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_events *ev, void *ud)
+{
+    sc_pump *p = pump_new(s, fd, ev, ud);
+    if (!p)
+        return NULL;
+    p->ch = ch;
+    s->loop->live_channels++;
+    p->state = P_OPEN;
+    sc_session_kick(s);
+    return p;
+}
+
+void sc_pump_set_fd(sc_pump *p, int fd)
+{
+    p->fd = fd;
+    if (p->state == P_OPEN)
+        sc_session_kick(p->cu.session);
+}
+
+void sc_pump_close(sc_pump *p)
+{
+    p->closed = 1;
+    pump_finish(p);
+    if (p->poll_events >= 0) {
+        uv_close((uv_handle_t *)&p->poll, pump_handle_closed);
+    } else {
+        free(p->host);
+        free(p->orig_host);
+        free(p);
+    }
+}

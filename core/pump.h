@@ -1,0 +1,34 @@
+/* pump.h - moves bytes between an SSH channel and a local fd, both ways, with back-pressure and
+ * half-close. Used by hops (the fd is one end of a socketpair whose other end is the child
+ * session's socket), local forwards and SOCKS (an accepted client), and remote forwards. */
+#ifndef SC_PUMP_H
+#define SC_PUMP_H
+
+#include "session.h"
+
+typedef struct sc_pump sc_pump;
+
+typedef struct {
+    /* The direct-tcpip channel is open: pumping starts once the pump has an fd. */
+    void (*opened)(sc_pump *p, void *ud);
+    /* The channel could not be opened (err says why); the fd is still open. The owner must call
+     * sc_pump_close (from here or later). */
+    void (*failed)(sc_pump *p, const sc_err *err, void *ud);
+    /* Both directions have ended, or one failed: channel and fd are closed. */
+    void (*finished)(sc_pump *p, void *ud);
+} sc_pump_events;
+
+/* Opens a direct-tcpip channel on s to host:port and pumps it to fd (-1: the fd is given later
+ * with sc_pump_set_fd, from the opened event). The pump owns fd from now on. */
+sc_pump *sc_pump_open(sc_session *s, int fd, const char *host, int port, const char *orig_host,
+                      int orig_port, const sc_pump_events *ev, void *ud);
+
+/* Pumps an already open channel (an accepted forwarded-tcpip channel) to fd. */
+sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_events *ev, void *ud);
+
+void sc_pump_set_fd(sc_pump *p, int fd);
+
+/* Stops the pump (no more events) and frees it once its handle has closed. */
+void sc_pump_close(sc_pump *p);
+
+#endif

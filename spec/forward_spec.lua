@@ -1,0 +1,130 @@
+-- forward_spec: local forwards and SOCKS5 through the jump chain, served by the event loop.
+local sshchain = require "sshchain"
+local H = require "helper"
+
+local function curl(port, path, extra)
+  return ("curl -sS -m 10 %s http://127.0.0.1:%d%s"):format(extra or "", port, path)
+end
+
+describe("port forwarding", function()
+  local j2
+  before_each(function() j2 = assert(sshchain.connect({ H.spec("j1"), H.spec("j2") })) end)
+  after_each(function()
+    j2:close()
+    H.assert_no_leaks(sshchain)
+  end)
+
+  it("forwards the web server of every target to its own local port, fetched concurrently", function()
+    local names = { "t1", "t2", "t3", "t4" }
+    local fwds, cmds = {}, {}
+    for i, n in ipairs(names) do
+      local host, port = H.lab.http[n]:match("^(.+):(%d+)$")
+      fwds[i] = assert(j2:forward { to_host = host, to_port = tonumber(port) })
+      cmds[i] = curl(fwds[i].port, "/index.html") .. " > /tmp/sshchain-fwd-" .. n
+    end
+    local _, rc = H.bg(sshchain, table.concat(cmds, " & ") .. "; wait")
+    assert.are.equal(0, rc)
+    for i, n in ipairs(names) do
+      assert.are.equal("sshchain lab " .. n .. "\n", H.readfile("/tmp/sshchain-fwd-" .. n))
+      os.remove("/tmp/sshchain-fwd-" .. n)
+      fwds[i]:close()
+    end
+  end)
+
+  it("carries a 1 MiB download intact", function()
+    local f = assert(j2:forward { to_host = "10.231.3.11", to_port = 8080 })
+    local out = H.bg(sshchain, curl(f.port, "/big.bin") .. " | sha256sum")
+    assert.are.equal(H.lab.big_sha256.t1, out:match("^(%x+)"))
+    f:close()
+  end)
+
+  it("serves 100 concurrent HTTP requests through one forward", function()
+    local f = assert(j2:forward { to_host = "10.231.3.12", to_port = 8080 })
+    local out, rc = H.bg(sshchain, "seq 100 | xargs -P 100 -I{} " .. curl(f.port, "/index.html?{}")
+      .. " | grep -c 'sshchain lab t2'", 60)
+    assert.are.equal(0, rc, out)
+    assert.are.equal("100\n", out)
+    assert.are.equal(100, f:stats().accepted)
+    f:close()
+  end)
+
+  it("propagates half-close: a client that shuts down writing still gets the whole response", function()
+    local f = assert(j2:forward { to_host = "10.231.3.13", to_port = 8080 })
+    local py = ([[python3 -c "
+import socket
+s = socket.create_connection(('127.0.0.1', %d))
+s.sendall(b'GET /big.bin HTTP/1.0\r\n\r\n')
+s.shutdown(socket.SHUT_WR)
+data = b''
+while True:
+    b = s.recv(65536)
+    if not b: break
+    data += b
+print(len(data.split(b'\r\n\r\n', 1)[1]))
+"]]):format(f.port)
+    local out, rc = H.bg(sshchain, py)
+    assert.are.equal(0, rc, out)
+    assert.are.equal(tostring(H.lab.big_size) .. "\n", out)
+    f:close()
+  end)
+
+  it("reports a refused destination through on_error and keeps serving", function()
+    local errors = {}
+    local bad = assert(j2:forward { to_host = "10.231.3.99", to_port = 8080,
+      on_error = function(msg, code) errors[#errors + 1] = { msg, code } end })
+    local _, rc = H.bg(sshchain, curl(bad.port, "/"))
+    assert.are_not.equal(0, rc)
+    sshchain.sleep(0.1)
+    assert.are.equal(1, #errors)
+    assert.are.equal("ECHANNEL", errors[1][2])
+    assert.matches("channel refused by hop 2", errors[1][1])
+    assert.is_true(bad:is_open())
+    _, rc = H.bg(sshchain, curl(bad.port, "/"))
+    assert.are_not.equal(0, rc)
+    assert.are.equal(2, bad:stats().errors)
+    bad:close()
+  end)
+
+  it("fails with EIO naming the port when the local port is in use", function()
+    local a = assert(j2:forward { to_host = "10.231.3.11", to_port = 8080 })
+    local b, msg, code = j2:forward { port = a.port, to_host = "10.231.3.11", to_port = 8080 }
+    assert.is_nil(b)
+    assert.are.equal("EIO", code)
+    assert.matches(":" .. a.port, msg)
+    a:close()
+  end)
+
+  it("a hop that forbids forwarding fails each connection with ECHANNEL, not the forward", function()
+    local nofwd = assert(j2:connect(H.spec("j2nofwd", { host = "10.231.2.2" })))
+    local codes = {}
+    local f = assert(nofwd:forward { to_host = "10.231.3.11", to_port = 8080,
+      on_error = function(_, code) codes[#codes + 1] = code end })
+    H.bg(sshchain, curl(f.port, "/"))
+    H.bg(sshchain, curl(f.port, "/"))
+    sshchain.sleep(0.1)
+    assert.are.same({ "ECHANNEL", "ECHANNEL" }, codes)
+    assert.is_true(f:is_open())
+    nofwd:close()
+    assert.is_false(f:is_open()) -- closing the session closes its forwards
+  end)
+
+  it("close stops accepting", function()
+    local f = assert(j2:forward { to_host = "10.231.3.11", to_port = 8080 })
+    local port = f.port
+    f:close()
+    f:close()
+    local _, rc = H.bg(sshchain, curl(port, "/"))
+    assert.are_not.equal(0, rc)
+  end)
+
+  it("is a SOCKS5 proxy whose connections leave from the session", function()
+    local p = assert(j2:socks {})
+    local out = H.bg(sshchain, ("curl -sS -m 10 --socks5-hostname 127.0.0.1:%d http://10.231.3.12:8080/index.html"):format(p.port))
+    assert.are.equal("sshchain lab t2\n", out)
+    out = H.bg(sshchain, ("curl -sS -m 10 --socks5 127.0.0.1:%d http://10.231.3.14:8080/index.html"):format(p.port))
+    assert.are.equal("sshchain lab t4\n", out)
+    local _, rc = H.bg(sshchain, ("curl -sS -m 10 --socks5 127.0.0.1:%d http://10.231.3.99:8080/"):format(p.port))
+    assert.are_not.equal(0, rc)
+    p:close()
+  end)
+end)
