@@ -22,12 +22,17 @@
 
 typedef struct fwd_conn fwd_conn;
 
+static const char FORWARD_KIND[] = "forward";
+
+enum { R_REQUEST, R_LISTEN, R_CANCEL };
+
 typedef struct {
     sc_op op;
     sc_chanuser cu;
     char *bind, *to_host;
     int to_port, socks, port;
-    int lfd;
+    int remote, phase, listen_news;
+    int lfd; /* local listener (not for remote forwards) */
     uv_poll_t lpoll;
     int closing;
     fwd_conn *conns;
@@ -318,28 +323,163 @@ static void listener_closed(uv_handle_t *h)
     sc_op_release(&fw->op); /* the core's reference */
 }
 
-/* Stops listening, closes every connection, completes the op (err NULL: closed on purpose). */
+/* The forward is over: completes the op (err NULL: closed on purpose), drops the core's reference. */
+static void forward_done(sc_forward *fw, const sc_err *err)
+{
+    sc_session *s = fw->cu.session;
+    if (s->global_owner == fw) {
+        s->global_busy = 0;
+        s->global_owner = NULL;
+    }
+    sc_session_detach(&fw->cu);
+    while (fw->conns)
+        conn_close(fw->conns);
+    sc_op_finish(&fw->op, err);
+    if (fw->remote) {
+        sc_op_release(&fw->op);
+        return;
+    }
+    uv_poll_stop(&fw->lpoll);
+    close(fw->lfd);
+    fw->lfd = -1;
+    uv_close((uv_handle_t *)&fw->lpoll, listener_closed);
+}
+
+/* Stops accepting and closes every connection; a remote forward first asks the server to stop
+ * listening. */
 static void forward_close(sc_forward *fw, const sc_err *err)
 {
     if (fw->closing)
         return;
     fw->closing = 1;
-    sc_session_detach(&fw->cu);
     while (fw->conns)
         conn_close(fw->conns);
-    uv_poll_stop(&fw->lpoll);
-    close(fw->lfd);
-    fw->lfd = -1;
-    sc_op_finish(&fw->op, err);
-    uv_close((uv_handle_t *)&fw->lpoll, listener_closed);
+    if (fw->remote && fw->phase == R_LISTEN && !err && fw->cu.session->state == SS_READY) {
+        fw->phase = R_CANCEL;
+        sc_session_kick(fw->cu.session);
+        return;
+    }
+    forward_done(fw, err);
 }
 
-static void forward_service(sc_chanuser *u) { (void)u; }
+/* Remote forwards: the tcpip-forward and cancel-tcpip-forward global requests, one at a time per
+ * session (libssh tracks a single pending global request; keepalives use it too). */
+static void forward_service(sc_chanuser *u)
+{
+    sc_forward *fw = (sc_forward *)((char *)u - offsetof(sc_forward, cu));
+    sc_session *s = u->session;
+    if (!fw->remote || fw->phase == R_LISTEN)
+        return;
+    if (s->global_busy && s->global_owner != fw)
+        return;
+    s->global_busy = 2;
+    s->global_owner = fw;
+    int bound = 0, rc;
+    if (fw->phase == R_REQUEST)
+        rc = ssh_channel_listen_forward(s->ssh, fw->bind, fw->port, &bound);
+    else
+        rc = ssh_channel_cancel_forward(s->ssh, fw->bind, fw->port);
+    if (rc == SSH_AGAIN)
+        return;
+    s->global_busy = 0;
+    s->global_owner = NULL;
+    if (fw->phase == R_CANCEL) {
+        forward_done(fw, NULL);
+        return;
+    }
+    if (rc != SSH_OK) {
+        sc_err err;
+        sc_err_set(&err, SC_ECHANNEL, "%s: remote forward %s:%d: refused by the server: %s",
+                   s->label, fw->bind, fw->port, ssh_get_error(s->ssh));
+        fw->closing = 1;
+        forward_done(fw, &err);
+        return;
+    }
+    if (fw->port == 0)
+        fw->port = bound;
+    fw->phase = R_LISTEN;
+    fw->listen_news = 1;
+    sc_op_notify(&fw->op);
+}
+
+/* Opens a non-blocking TCP connection to host:port (numeric, or "localhost"); -1 on failure. */
+static int connect_local(const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    int family = AF_INET;
+    socklen_t sl = sizeof(struct sockaddr_in);
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0) {
+        if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
+            return -1;
+        family = AF_INET6;
+        sl = sizeof(struct sockaddr_in6);
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&ss, sl) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int sc_forward_incoming(sc_session *s, ssh_message msg)
+{
+    int port = ssh_message_channel_request_open_destination_port(msg);
+    for (sc_chanuser *u = s->users; u; u = u->next) {
+        if (u->kind != FORWARD_KIND)
+            continue;
+        sc_forward *fw = (sc_forward *)((char *)u - offsetof(sc_forward, cu));
+        if (!fw->remote || fw->phase != R_LISTEN || fw->closing || fw->port != port)
+            continue;
+        const char *orig = ssh_message_channel_request_open_originator(msg);
+        int orig_port = ssh_message_channel_request_open_originator_port(msg);
+        int fd = connect_local(fw->to_host, fw->to_port);
+        if (fd < 0) {
+            queue_error(fw, SC_ECONNECT, "%s: remote forward %d -> %s:%d: %s", s->label, fw->port,
+                        fw->to_host, fw->to_port, strerror(errno));
+            return 0;
+        }
+        ssh_channel ch = ssh_message_channel_request_open_reply_accept(msg);
+        if (!ch) {
+            close(fd);
+            return 1;
+        }
+        fwd_conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(fd);
+            ssh_channel_free(ch);
+            return 1;
+        }
+        c->fw = fw;
+        c->fd = fd;
+        sc_sanitize(c->peer, sizeof c->peer, orig ? orig : "?");
+        c->peer_port = orig_port;
+        c->next = fw->conns;
+        if (fw->conns)
+            fw->conns->prev = c;
+        fw->conns = c;
+        fw->active++;
+        fw->accepted++;
+        c->pump = sc_pump_attach(s, ch, fd, &conn_events, c);
+        if (!c->pump) {
+            ssh_channel_free(ch);
+            conn_close(c);
+        }
+        return 1;
+    }
+    return 0;
+}
 
 static void forward_session_lost(sc_chanuser *u, const sc_err *why)
 {
     sc_forward *fw = (sc_forward *)((char *)u - offsetof(sc_forward, cu));
-    forward_close(fw, why);
+    fw->closing = 1;
+    forward_done(fw, why);
 }
 
 static void forward_cancel(sc_op *op) { forward_close((sc_forward *)op, NULL); }
@@ -397,13 +537,13 @@ sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
         return NULL;
     }
     const char *bind_addr = o->bind ? o->bind : "127.0.0.1";
-    int port = 0;
-    int lfd = make_listener(bind_addr, o->port, &port, err);
-    if (lfd < 0)
+    int port = o->port, lfd = -1;
+    if (!o->remote && (lfd = make_listener(bind_addr, o->port, &port, err)) < 0)
         return NULL;
     sc_forward *fw = calloc(1, sizeof *fw);
     if (!fw) {
-        close(lfd);
+        if (lfd >= 0)
+            close(lfd);
         sc_err_set(err, SC_EIO, "forward: out of memory");
         return NULL;
     }
@@ -417,18 +557,37 @@ sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
     fw->socks = o->socks;
     fw->port = port;
     fw->lfd = lfd;
-    uv_poll_init(&s->loop->uv, &fw->lpoll, lfd);
-    fw->lpoll.data = fw;
-    uv_poll_start(&fw->lpoll, UV_READABLE, on_accept);
+    fw->remote = o->remote;
+    fw->phase = R_REQUEST;
+    if (!fw->remote) {
+        uv_poll_init(&s->loop->uv, &fw->lpoll, lfd);
+        fw->lpoll.data = fw;
+        uv_poll_start(&fw->lpoll, UV_READABLE, on_accept);
+    }
+    fw->cu.kind = FORWARD_KIND;
     fw->cu.service = forward_service;
     fw->cu.session_lost = forward_session_lost;
     sc_session_attach(s, &fw->cu);
+    if (fw->remote)
+        sc_session_kick(s);
     return &fw->op;
 }
 
 int sc_forward_port(sc_op *op) { return ((sc_forward *)op)->port; }
 
-int sc_forward_has_errors(sc_op *op) { return ((sc_forward *)op)->nerr > 0; }
+int sc_forward_has_errors(sc_op *op)
+{
+    sc_forward *fw = (sc_forward *)op;
+    return fw->nerr > 0 || fw->listen_news;
+}
+
+int sc_forward_take_listening(sc_op *op)
+{
+    sc_forward *fw = (sc_forward *)op;
+    int was = fw->listen_news;
+    fw->listen_news = 0;
+    return was || fw->phase == R_LISTEN;
+}
 
 const sc_err *sc_forward_take_error(sc_op *op)
 {

@@ -10,7 +10,8 @@ typedef struct {
     int port;         /* 0: any free port */
     const char *to_host;
     int to_port;
-    int socks; /* a SOCKS5 proxy: the destination comes from each client */
+    int socks;  /* a SOCKS5 proxy: the destination comes from each client */
+    int remote; /* ssh -R: the server listens on bind:port, connections come to to_host:to_port */
 } sc_forward_opts;
 
 /* Starts listening. Returns the forward's op (done when the forward has closed: by
@@ -19,6 +20,8 @@ typedef struct {
 sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err);
 
 int sc_forward_port(sc_op *op);
+/* A remote forward's listener is up (once: the call clears the news). */
+int sc_forward_take_listening(sc_op *op);
 /* The oldest connection error not yet taken, or NULL; valid until the next call. */
 const sc_err *sc_forward_take_error(sc_op *op);
 int sc_forward_has_errors(sc_op *op);

@@ -5,7 +5,7 @@
 
 #include <libssh/libssh.h>
 #include <libssh/callbacks.h>
-#include <libssh/server.h> /* ssh_execute_message_callbacks, ssh_send_keepalive: client-side too */
+#include <libssh/server.h> /* ssh_execute_message_callbacks, message accessors: client-side too */
 
 #include "loop.h"
 
@@ -47,6 +47,7 @@ typedef struct sc_chanuser sc_chanuser;
  * service round of the session, and told when the session goes away. */
 struct sc_chanuser {
     sc_session *session;
+    const char *kind; /* "forward" for forwards (incoming channels are matched against them) */
     void (*service)(sc_chanuser *u);
     void (*session_lost)(sc_chanuser *u, const sc_err *why);
     sc_chanuser *next;
@@ -97,6 +98,9 @@ struct sc_session {
     sc_chanuser *users;
     struct sc_pump *pump; /* for a child: the hop's pump on the parent's connection */
     size_t write_queued; /* channel bytes queued since the output buffer was last empty */
+    int global_busy;     /* a tcpip-forward request awaits its reply */
+    void *global_owner;  /* whose: libssh tracks one pending global request per session */
+    ssh_channel probe;   /* the keepalive probe waiting for its answer */
 
     sc_session *next_kicked;
     int kicked;
@@ -130,6 +134,10 @@ void sc_session_run_kicked(sc_loop *loop);
  * set *err and returns -1. */
 int sc_auth_step(sc_session *s, sc_err *err);
 void sc_auth_cleanup(sc_session *s);
+
+/* An incoming forwarded-tcpip channel (forward.c): accepted and pumped by the remote forward
+ * listening on that port; returns 0 if none claims it (it is refused). */
+int sc_forward_incoming(sc_session *s, ssh_message msg);
 
 /* Host key check (auth.c): 0 if the key is acceptable, else -1 with *err set. */
 int sc_hostkey_check(sc_session *s, sc_err *err);

@@ -114,6 +114,13 @@ static int op_port(lua_State *L)
     return 1;
 }
 
+/* forward op: op:listening() -> a remote forward's listener is up */
+static int op_listening(lua_State *L)
+{
+    lua_pushboolean(L, sc_forward_take_listening(check_forward(L)));
+    return 1;
+}
+
 /* forward op: op:take_error() -> "CODE: message", CODE of the oldest connection error, or nil */
 static int op_take_error(lua_State *L)
 {
@@ -168,7 +175,8 @@ static int op_tostring(lua_State *L)
 static const luaL_Reg op_methods[] = {
     {"ready", op_ready},   {"done", op_done},     {"kind", op_kind},     {"take", op_take},
     {"result", op_result}, {"cancel", op_cancel}, {"port", op_port},
-    {"take_error", op_take_error}, {"counts", op_counts}, {NULL, NULL},
+    {"take_error", op_take_error}, {"counts", op_counts}, {"listening", op_listening},
+    {NULL, NULL},
 };
 
 void lsc_open_op(lua_State *L)

@@ -129,6 +129,7 @@ static int l_forward_start(lua_State *L)
     o.to_host = lsc_opt_string(L, 2, "to_host", NULL);
     o.to_port = (int)lsc_opt_number(L, 2, "to_port", 0);
     o.socks = lsc_opt_bool(L, 2, "socks", 0);
+    o.remote = lsc_opt_bool(L, 2, "remote", 0);
     if (o.port < 0 || o.port > 65535 || o.to_port < 0 || o.to_port > 65535)
         return luaL_error(L, "forward: ports must be 0..65535");
     sc_err err;

@@ -406,7 +406,8 @@ M.Forward = Forward
 local FWD_OPTS = { bind = "string", port = "number", to_host = "string", to_port = "number",
   on_error = "function" }
 
-local function start_forward(self, opts, socks, method)
+local function start_forward(self, opts, kind, method)
+  local socks, remote = kind == "socks", kind == "remote"
   check_session(self, method)
   if type(opts) ~= "table" then error("bad argument #1 to '" .. method .. "' (table expected)", 3) end
   for k, v in pairs(opts) do
@@ -419,8 +420,15 @@ local function start_forward(self, opts, socks, method)
     error("forward: to_host and to_port are required", 3)
   end
   local op, msg, code = self._c:forward_start({ bind = opts.bind, port = opts.port, to_host = opts.to_host,
-    to_port = opts.to_port, socks = socks })
+    to_port = opts.to_port, socks = socks, remote = remote })
   if not op then return nil, msg, code end
+  if remote then -- wait until the server listens (or refuses)
+    repeat await(op, true) until op:done() or op:listening()
+    if op:done() then
+      local ok, emsg, ecode = op:result()
+      if not ok then return nil, emsg, ecode end
+    end
+  end
   local f = setmetatable({ port = op:port(), bind = opts.bind or "127.0.0.1", session = self,
     errors = 0, _op = op }, Forward)
   local on_error = opts.on_error
@@ -441,10 +449,14 @@ local function start_forward(self, opts, socks, method)
 end
 
 --- s:forward{bind="127.0.0.1", port=0, to_host=, to_port=, on_error=fn} -> forward (f.port) | nil, msg, CODE
-function Session:forward(opts) return start_forward(self, opts, false, "forward") end
+function Session:forward(opts) return start_forward(self, opts, "local", "forward") end
 
 --- s:socks{bind="127.0.0.1", port=0, on_error=fn}: a SOCKS5 proxy whose connections leave from s.
-function Session:socks(opts) return start_forward(self, opts or {}, true, "socks") end
+function Session:socks(opts) return start_forward(self, opts or {}, "socks", "socks") end
+
+--- s:forward_remote{bind="127.0.0.1", port=, to_host=, to_port=, on_error=fn}: the server listens
+--- on bind:port and its connections are carried back to to_host:to_port from here (ssh -R).
+function Session:forward_remote(opts) return start_forward(self, opts, "remote", "forward_remote") end
 
 --- f:close(): stops accepting and closes its connections; safe twice.
 function Forward:close()
