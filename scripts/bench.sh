@@ -61,7 +61,7 @@ row() { # label, sshchain "wall cpu", openssh "wall cpu", note
 }
 sc() { measure "$build/sshlua" scripts/bench/connect.lua "$@"; }
 
-{
+[ "${BENCH_ONLY:-}" = forward ] || {
   echo "| work | sshchain wall | OpenSSH wall | wall ratio | sshchain CPU | OpenSSH CPU | CPU ratio | notes |"
   echo "|---|---|---|---|---|---|---|---|"
   a=$(sc seq "$N" j1:key); b=$(measure "$work/ssh-run" seq "$N" "$cfg" j1 "$work/fail")
@@ -78,4 +78,70 @@ sc() { measure "$build/sshlua" scripts/bench/connect.lua "$@"; }
   b=$(measure "$work/ssh-run" par "$C" "$work/cm.cfg" t4 "$work/fail")
   row "2 jumps: $C at once, vs ControlMaster \`ssh -J\`" "$a" "$b" "ssh failures: $(fails)/$C"
 } | tee "$out"
+
+# ---- port forwarding through j1 -> j2 to t1: iperf3 throughput, connection rate, memory
+ip netns exec scl-t1 pkill -x iperf3 || true
+ip netns exec scl-t1 iperf3 -s -B 10.231.3.11 -p 5201 -D --pidfile "$work/iperf.pid"
+ip netns exec scl-t1 python3 -c "
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('10.231.3.11', 9000)); s.listen(8)
+buf = b'x' * 1048576
+while True:
+    c, _ = s.accept()
+    try:
+        for i in range(1024): c.sendall(buf)
+    except OSError: pass
+    c.close()
+" & src_pid=$!
+fpid=
+stop_fwd() { if [ -n "$fpid" ]; then kill "$fpid" 2>/dev/null; wait "$fpid" 2>/dev/null || true; fi; fpid=; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+start_fwd() { # sshchain|openssh TO_HOST TO_PORT -> sets port, fpid
+  if [ "$1" = sshchain ]; then
+    rm -f "$work/port"
+    "$build/sshlua" scripts/bench/forward.lua "$work/port" "$2" "$3" & fpid=$!
+    for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
+    port=$(cat "$work/port")
+  else
+    port=$((20000 + RANDOM % 10000))
+    ssh -F "$cfg" -o BatchMode=yes -N -L "$port:$2:$3" j2 & fpid=$!
+  fi
+  wait_port "$port"
+}
+iperf() { # port [-R] -> Mbit/s (retried: the iperf3 server takes one test at a time)
+  local r
+  for _ in 1 2 3 4 5; do
+    r=$(iperf3 -c 127.0.0.1 -p "$1" -t 4 -J ${2:-} | python3 -c 'import json,sys; print("%.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e6))' 2>/dev/null) &&
+      [ -n "$r" ] && { echo "$r"; return; }
+    sleep 1
+  done
+  echo 0
+}
+declare -A up down rate rss
+for who in sshchain openssh; do
+  start_fwd $who 10.231.3.11 5201
+  up[$who]=$(iperf "$port"); down[$who]=$(iperf "$port" -R)
+  stop_fwd
+  start_fwd $who 10.231.3.11 8080
+  rate[$who]=$(python3 scripts/bench/tcpclient.py rate 127.0.0.1 "$port" 400 8)
+  stop_fwd
+  start_fwd $who 10.231.3.11 9000
+  python3 scripts/bench/tcpclient.py slowread 127.0.0.1 "$port" 1073741824 200e6 >/dev/null
+  rss[$who]=$(awk '/VmHWM/ {print $2}' /proc/"$fpid"/status)
+  for c in $(pgrep -P "$fpid"); do rss[$who]=$(( ${rss[$who]} + $(awk '/VmHWM/ {print $2}' /proc/$c/status) )); done
+  stop_fwd
+done
+kill "$src_pid" 2>/dev/null || true
+ip netns exec scl-t1 pkill -x iperf3 || true
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+{
+  echo
+  echo '| forwarding through j1 -> j2 (one local forward) | sshchain | OpenSSH `ssh -J -L` | ratio |'
+  echo "|---|---|---|---|"
+  echo "| throughput, one connection, upload (iperf3) | ${up[sshchain]} Mbit/s | ${up[openssh]} Mbit/s | $(ratio ${up[sshchain]} ${up[openssh]}) |"
+  echo "| throughput, one connection, download (iperf3 -R) | ${down[sshchain]} Mbit/s | ${down[openssh]} Mbit/s | $(ratio ${down[sshchain]} ${down[openssh]}) |"
+  echo "| connections per second (HTTP GET, 8 clients) | ${rate[sshchain]} | ${rate[openssh]} | $(ratio ${rate[sshchain]} ${rate[openssh]}) |"
+  echo "| peak RSS, 1 GiB to a reader at 200 MB/s | $((${rss[sshchain]} / 1024)) MiB | $((${rss[openssh]} / 1024)) MiB (3 ssh processes) | $(ratio ${rss[sshchain]} ${rss[openssh]}) |"
+} | tee -a "$out"
 echo "(wall/CPU ratio < 1: sshchain is faster / uses less client CPU; $(date -u +%F), $(nproc) cores)" | tee -a "$out"
