@@ -175,3 +175,39 @@ describe("remote forwarding", function()
     nofwd:close()
   end)
 end)
+
+describe("forwards in sshlua", function()
+  it("serve in sshchain.run() until Ctrl-C, which ends the script cleanly", function()
+    local script = H.tmpname() .. ".lua"
+    local out = H.tmpname()
+    H.writefile(script, ([[
+      local sshchain = require "sshchain"
+      local s = assert(sshchain.connect{host=%q, port=%d, user=%q, password=%q, known_hosts=%q})
+      local f = assert(s:forward{to_host="10.231.2.2", to_port=2222})
+      io.write("listening ", f.port, "\n") io.flush()
+      sshchain.run()
+    ]]):format(H.lab.j1.host, H.lab.j1.port, H.lab.j1.user, H.lab.j1.password, H.lab.known_hosts))
+    os.execute(("(%s/sshlua %s > %s 2>&1; echo \"rc=$?\" >> %s) &"):format(H.build, script, out, out))
+    local port
+    for _ = 1, 100 do
+      port = (H.readfile(out) or ""):match("listening (%d+)")
+      if port then break end
+      os.execute("sleep 0.1")
+    end
+    assert.is_truthy(port, H.readfile(out))
+    -- the forward answers while the script sits in run(): j2's SSH banner comes through
+    local banner = H.sh("timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port .. "; head -c 7 <&3'")
+    assert.are.equal("SSH-2.0", banner)
+    os.execute("pkill -INT -f " .. script)
+    local text
+    for _ = 1, 50 do
+      text = H.readfile(out) or ""
+      if text:find("rc=") then break end
+      os.execute("sleep 0.1")
+    end
+    os.remove(script)
+    os.remove(out)
+    assert.matches("interrupted!", text)
+    assert.matches("rc=1", text)
+  end)
+end)
