@@ -1,19 +1,21 @@
 # sshchain: build, test, demo, bench. `make test` and `make demo` install what they need first.
 BUILD    ?= build
 CC       ?= gcc
-PKGS     := libssh lua5.4 libuv
+PKGS     := libssh lua5.4 libuv libcrypto
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wpointer-arith -Wformat=2 -Wno-format-nonliteral
 SAN      ?=
 ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(SAN) $(WARN) -fPIC -fvisibility=hidden \
              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS     := $(shell pkg-config --libs libssh libuv 2>/dev/null)
+LIBS     := $(shell pkg-config --libs libssh libuv libcrypto 2>/dev/null)
 LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 
-CORE_SRC := core/sc.c core/loop.c core/session.c core/auth.c core/pump.c core/exec.c core/forward.c
-BIND_SRC := lua/l_core.c lua/l_op.c lua/l_session.c lua/l_module.c
+CORE_SRC := core/sc.c core/loop.c core/session.c core/auth.c core/pump.c core/exec.c core/forward.c \
+            core/transfer.c core/xfer_local.c core/scp.c core/sftp.c
+BIND_SRC := lua/l_core.c lua/l_op.c lua/l_session.c lua/l_transfer.c lua/l_module.c
 LUA_MODS := sshchain.init=lua/sshchain.lua sshchain.sched=lua/sshchain/sched.lua \
-            sshchain.config=lua/sshchain/config.lua sshchain.tree=lua/sshchain/tree.lua
+            sshchain.config=lua/sshchain/config.lua sshchain.tree=lua/sshchain/tree.lua \
+            sshchain.transfer=lua/sshchain/transfer.lua
 LUA_FILES := $(foreach m,$(LUA_MODS),$(word 2,$(subst =, ,$(m))))
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)

@@ -247,6 +247,9 @@ static void exec_finish(sc_exec *x, const sc_err *err)
     sc_session *s = x->cu.session;
     sc_session_detach(&x->cu);
     if (x->ch) {
+        /* libssh keeps a freed channel until the peer's close arrives and may still call its
+         * callbacks: unhook them from x, which may be freed before that */
+        ssh_remove_channel_callbacks(x->ch, &x->cb);
         if (s->ssh && ssh_channel_is_open(x->ch))
             ssh_channel_close(x->ch);
         ssh_channel_free(x->ch);
@@ -266,6 +269,12 @@ static void exec_cancel(sc_op *op)
     sc_err err;
     sc_err_set(&err, SC_ECANCELED, "%s: exec: canceled", x->cu.session->label);
     exec_finish(x, &err);
+}
+
+static int exec_has_news(sc_op *op)
+{
+    sc_exec *x = (sc_exec *)op;
+    return sc_buf_avail(&x->out[0]) > 0 || sc_buf_avail(&x->out[1]) > 0;
 }
 
 static void exec_destroy(sc_op *op)
@@ -290,6 +299,7 @@ sc_op *sc_exec_start(sc_session *s, const sc_exec_opts *o)
     sc_op_init(&x->op, s->loop, "exec");
     x->op.cancel = exec_cancel;
     x->op.destroy = exec_destroy;
+    x->op.has_news = exec_has_news;
     x->op.refs += 2; /* the core's while running, the timer's until its handle closes */
     x->cmd = sc_strdup(o->cmd);
     if (o->stdin_data) {

@@ -550,6 +550,7 @@ sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
     sc_op_init(&fw->op, s->loop, "forward");
     fw->op.cancel = forward_cancel;
     fw->op.destroy = forward_destroy;
+    fw->op.has_news = sc_forward_has_errors;
     fw->op.refs++; /* the core's, until the listener's handle has closed */
     fw->bind = sc_strdup(bind_addr);
     fw->to_host = sc_strdup(o->to_host ? o->to_host : "");

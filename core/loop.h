@@ -26,6 +26,7 @@ struct sc_op {
     sc_op *prev_live, *next_live;
     void (*cancel)(sc_op *op);  /* stop the work early (the handle was dropped); may be NULL */
     void (*destroy)(sc_op *op); /* free the op's memory once both references are gone */
+    int (*has_news)(sc_op *op); /* news the embedder may take before the op is done; may be NULL */
 };
 
 struct sc_loop {

@@ -171,8 +171,10 @@ __attribute__((visibility("default"))) int luaopen_sshchain_core(lua_State *L)
 
         lsc_open_op(L);
         lsc_open_session(L);
+        lsc_open_transfer(L);
     }
     luaL_newlib(L, core_functions);
     luaL_setfuncs(L, lsc_session_functions, 0);
+    luaL_setfuncs(L, lsc_transfer_functions, 0);
     return 1;
 }

@@ -16,17 +16,7 @@ static int op_is_exec(const sc_op *op) { return strcmp(op->kind, "exec") == 0; }
 
 static int op_is_forward(const sc_op *op) { return strcmp(op->kind, "forward") == 0; }
 
-static int op_has_news(sc_op *op)
-{
-    if (op_is_forward(op))
-        return sc_forward_has_errors(op);
-    if (!op_is_exec(op))
-        return 0;
-    size_t a = 0, b = 0;
-    sc_exec_output(op, SC_STDOUT, &a);
-    sc_exec_output(op, SC_STDERR, &b);
-    return a > 0 || b > 0;
-}
+static int op_has_news(sc_op *op) { return op->has_news ? op->has_news(op) : 0; }
 
 /* op:ready([streaming]) -> true when done, or (streaming) when output is waiting to be taken */
 static int op_ready(lua_State *L)

@@ -9,6 +9,7 @@
 #include "../core/forward.h"
 #include "../core/loop.h"
 #include "../core/session.h"
+#include "../core/transfer.h"
 
 #define LSC_SESSION_MT "sshchain.session"
 #define LSC_OP_MT "sshchain.op"
@@ -38,6 +39,8 @@ int lsc_opt_bool(lua_State *L, int t, const char *k, int dflt);
 
 void lsc_open_op(lua_State *L);
 void lsc_open_session(lua_State *L);
+void lsc_open_transfer(lua_State *L);
 extern const luaL_Reg lsc_session_functions[];
+extern const luaL_Reg lsc_transfer_functions[];
 
 #endif

@@ -489,4 +489,5 @@ end
 M.core = core
 M.sched = sched
 M.tree = require("sshchain.tree")(M)
+require("sshchain.transfer")(M)
 return M

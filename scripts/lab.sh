@@ -18,6 +18,9 @@
 #     10.231.3.11    10.231.3.12     10.231.3.13    10.231.3.14     sshd :22 and HTTP :8080 each
 #     sclt1: key     sclt2: kbd-int  sclt3: pw/key  sclt4: pw/key   (index.html = "sshchain lab tN",
 #     id_t1 (passphrase t1-pass)     (+sudo)                          big.bin = 1 MiB random)
+#                                                     t4 also: sshd :2022 (a hostile "scp": its
+#                                                     ForceCommand is evil-scp.sh) and :2023 (SFTP
+#                                                     only: ForceCommand internal-sftp)
 #
 # Routing: every namespace, and the root one, has `unreachable 10.231.0.0/16`; only the connected
 # /24s are more specific. So the root reaches 10.231.1.0/24 only, j1 reaches .1/.2, j2 reaches
@@ -66,6 +69,7 @@ ENDPOINTS=(
 for t in "${TARGETS[@]}"; do
   ENDPOINTS+=("$t scl-j2 scl-$t ${TIP[$t]} 22 ssh" "$t-http scl-j2 scl-$t ${TIP[$t]} 8080 http")
 done
+ENDPOINTS+=("t4evil scl-j2 scl-t4 ${TIP[t4]} 2022 ssh" "t4sftp scl-j2 scl-t4 ${TIP[t4]} 2023 ssh")
 
 log() { echo "lab: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -236,6 +240,8 @@ setup_keys() {
     echo "[10.231.1.2]:2200 $(hostkey j1)"
     echo "[10.231.2.2]:2222 $(hostkey j2)"
     echo "[10.231.2.2]:2223 $(hostkey j2)"
+    echo "[${TIP[t4]}]:2022 $(hostkey t4)"
+    echo "[${TIP[t4]}]:2023 $(hostkey t4)"
     echo "${TIP[t1]} $(hostkey t1)"
     echo "${TIP[t2]} $(hostkey t2)"
     cat "$hashed"
@@ -301,6 +307,50 @@ write_configs() {
   fi
   sshd_conf t3 t3 "${TIP[t3]}" 22 sclt3 "${pw[@]}"
   sshd_conf t4 t4 "${TIP[t4]}" 22 sclt4 "${pw[@]}"
+  sshd_conf t4evil t4 "${TIP[t4]}" 2022 sclt4 "${pw[@]}" "ForceCommand $LAB/evil-scp.sh"
+  sshd_conf t4sftp t4 "${TIP[t4]}" 2023 sclt4 "${pw[@]}" "ForceCommand internal-sftp"
+  write_evil_scp
+}
+
+# evil-scp.sh: the hostile server of the transfer specs. `scp -f -- '.../ATTACK'` answers with the
+# records of that attack (the legacy protocol's known holes: CVE-2019-6111, CVE-2018-20685,
+# CVE-2019-6109/6110), reading the client's acknowledgement after each; any other command runs
+# normally, except that `sha256sum` lies about files named "liar".
+write_evil_scp() {
+  cat >"$LAB/evil-scp.sh" <<'EVIL'
+#!/bin/bash
+cmd=${SSH_ORIGINAL_COMMAND:-}
+case $cmd in
+  "scp -f"*) ;;
+  *sha256sum*liar*) exec sh -c "$cmd" | sed 's/^[0-9a-f]\{64\}/0000000000000000000000000000000000000000000000000000000000000000/' ;;
+  *) exec sh -c "$cmd" ;;
+esac
+path=${cmd##*-- }; path=${path//\'/}; attack=${path##*/}
+ack() { dd bs=1 count=1 status=none >/dev/null; }
+send() { printf "$@"; ack; }
+ack                                                     # the client's go-ahead
+case $attack in
+  dotdot)      send 'C0644 5 ..\n'; send 'evil\n\0' ;;
+  slash)       send 'C0644 5 ../escaped.txt\n'; send 'evil\n\0' ;;
+  absolute)    send 'C0644 5 /tmp/escaped.txt\n'; send 'evil\n\0' ;;
+  empty)       send 'C0644 5 \n'; send 'evil\n\0' ;;
+  dot)         send 'D0777 0 .\n'; send 'E\n' ;;
+  renamed.txt) send 'C0644 5 .bashrc\n'; send 'evil\n\0' ;;
+  second.txt)  send 'C0644 5 second.txt\n'; send 'good\n\0'; send 'C0644 5 extra.txt\n'; send 'evil\n\0' ;;
+  nodir)       send 'D0755 0 nodir\n'; send 'C0644 5 inside.txt\n'; send 'evil\n\0'; send 'E\n' ;;
+  nested)      send 'D0755 0 nested\n'; send 'C0644 5 ../escaped.txt\n'; send 'evil\n\0'; send 'E\n' ;;
+  badmode.txt) send 'C06x4 5 badmode.txt\n'; send 'evil\n\0' ;;
+  setuid.txt)  send 'C4777 5 setuid.txt\n'; send 'good\n\0' ;;
+  huge.txt)    send 'C0644 99999999999999999999999 huge.txt\n' ;;
+  short.txt)   printf 'C0644 100 short.txt\n'; ack; printf 'only a few bytes' ;;
+  noise.txt)   printf '\001scp: \033[31mred\033[0m\a alert\n' ;;
+  text.txt)    printf 'Welcome to the machine!\n' ;;
+  liar)        send 'C0644 5 liar\n'; send 'good\n\0' ;;
+  *)           printf '\001scp: %s: unknown attack\n' "$attack" ;;
+esac
+exit 0
+EVIL
+  chmod 755 "$LAB/evil-scp.sh"
 }
 
 write_www() {
@@ -336,6 +386,8 @@ write_lab_lua() {
     echo "  t2 = { host = \"${TIP[t2]}\", port = 22, user = \"sclt2\", password = \"t2-secret\" },"
     echo "  t3 = { host = \"${TIP[t3]}\", port = 22, user = \"sclt3\", password = \"t3-secret\", identity = $(lq "$K/id_t3") },"
     echo "  t4 = { host = \"${TIP[t4]}\", port = 22, user = \"sclt4\", password = \"t4-secret\", identity = $(lq "$K/id_t4") },"
+    echo "  evil = { host = \"${TIP[t4]}\", port = 2022, user = \"sclt4\", identity = $(lq "$K/id_t4") },  -- hostile scp (evil-scp.sh)"
+    echo "  sftponly = { host = \"${TIP[t4]}\", port = 2023, user = \"sclt4\", identity = $(lq "$K/id_t4") },  -- ForceCommand internal-sftp"
     echo "  passwords = { j2 = \"j2-secret\" },  -- j2 (both ports) also accepts this password"
     printf '  http = {'
     for t in "${TARGETS[@]}"; do printf ' %s = "%s:8080",' "$t" "${TIP[$t]}"; done
@@ -451,6 +503,8 @@ start_servers() {
     start_sshd "$t" "scl-$t"
     start_daemon "$t-http" "scl-$t" "$PY" -m http.server --bind "${TIP[$t]}" 8080 --directory "$LAB/www/$t"
   done
+  start_sshd t4evil scl-t4
+  start_sshd t4sftp scl-t4
   start_daemon silent scl-j1 "$PY" -c "$SILENT_PY" 10.231.1.2 2299
 }
 

@@ -1,0 +1,582 @@
+/* xfer_local.c - this machine's filesystem as a transfer endpoint.
+ *
+ * As a source it walks the path (following symlinks, as scp does, but never around a loop) and
+ * reads each file. As a sink it works below one directory fd: every name goes through *at()
+ * calls with O_NOFOLLOW, so nothing is ever written outside the target, whatever a server sends;
+ * a file is written to a temporary name next to its final one and renamed into place only when
+ * complete; on failure the temporary file is removed. Local file I/O is done in place (regular
+ * files do not block the way sockets do), in bounded chunks per round. */
+#include "xfer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_DEPTH 512
+
+typedef struct {
+    DIR *d;      /* source: the directory being listed (NULL: its listing failed) */
+    int fd;      /* sink: the directory's fd */
+    dev_t dev;   /* source: for loop detection */
+    ino_t ino;
+    unsigned mode;   /* sink: applied when the directory is left */
+    int has_times, created;
+    int64_t mtime, atime;
+} lframe;
+
+typedef struct {
+    xf_end e;
+    lframe *stack;
+    int depth, cap;
+    int root_fd;      /* sink: the directory the top entry goes into */
+    char *top_as;     /* sink: the top entry's name when the target itself is that entry */
+    int top_seen;
+    char top_name[XF_NAME_MAX + 1];
+    struct stat top_st;
+    int fd;           /* the current file */
+    uint64_t left;    /* source: bytes of the current file still to read */
+    char tmp[XF_NAME_MAX + 1];
+    char final[XF_NAME_MAX + 1];
+    int keep_mode;    /* sink: an existing file's mode (-1: none) */
+    xf_entry cur;     /* sink: the file being written */
+    mode_t umask;
+} xf_local;
+
+static int dir_fd(xf_local *l) { return l->depth ? l->stack[l->depth - 1].fd : l->root_fd; }
+
+static int push(xf_local *l, lframe f)
+{
+    if (l->depth >= MAX_DEPTH) {
+        errno = ELOOP;
+        return -1;
+    }
+    if (l->depth == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 8;
+        lframe *s = realloc(l->stack, (size_t)cap * sizeof *s);
+        if (!s)
+            return -1;
+        l->stack = s;
+        l->cap = cap;
+    }
+    l->stack[l->depth++] = f;
+    return 0;
+}
+
+static void close_frames(xf_local *l)
+{
+    while (l->depth > 0) {
+        lframe *f = &l->stack[--l->depth];
+        if (f->d)
+            closedir(f->d);
+        else if (f->fd >= 0)
+            close(f->fd);
+    }
+}
+
+/* path without trailing slashes (but "/" stays), in a new string */
+static char *trimmed(const char *path)
+{
+    char *p = sc_strdup(path);
+    if (!p)
+        return NULL;
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/')
+        p[--n] = '\0';
+    return p;
+}
+
+static const char *base_of(const char *p)
+{
+    const char *b = strrchr(p, '/');
+    return b ? b + 1 : p;
+}
+
+/* ---- source ---- */
+
+/* Bytes in regular files under dir fd (following symlinks), for the progress total. */
+static uint64_t tree_bytes(int fd, int depth)
+{
+    uint64_t sum = 0;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return 0;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) != 0)
+            continue;
+        if (S_ISREG(st.st_mode))
+            sum += (uint64_t)st.st_size;
+        else if (S_ISDIR(st.st_mode) && depth < 64) {
+            int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (sub >= 0)
+                sum += tree_bytes(sub, depth + 1);
+        }
+    }
+    closedir(d);
+    return sum;
+}
+
+static void fill_entry(xf_entry *ent, const char *name, const struct stat *st)
+{
+    ent->type = S_ISDIR(st->st_mode) ? XE_DIR : XE_FILE;
+    snprintf(ent->name, sizeof ent->name, "%s", name);
+    ent->mode = (unsigned)st->st_mode & 0777;
+    ent->size = S_ISREG(st->st_mode) ? (uint64_t)st->st_size : 0;
+    ent->has_times = 1;
+    ent->mtime = (int64_t)st->st_mtime;
+    ent->atime = (int64_t)st->st_atime;
+}
+
+static int src_start(xf_end *e)
+{
+    xf_local *l = (xf_local *)e;
+    const sc_xfer_opts *o = xf_opts(e->x);
+    if (stat(e->path, &l->top_st) != 0)
+        return xf_fail(e, SC_EIO, "local %s: %s", e->path, strerror(errno));
+    if (S_ISDIR(l->top_st.st_mode) && !o->recursive)
+        return xf_fail(e, SC_EIO, "local %s: is a directory (set recursive)", e->path);
+    if (!S_ISDIR(l->top_st.st_mode) && !S_ISREG(l->top_st.st_mode))
+        return xf_fail(e, SC_EIO, "local %s: not a regular file", e->path);
+    const char *b = base_of(e->path);
+    if (!xf_name_ok(b, strlen(b))) {
+        char *real = realpath(e->path, NULL);
+        const char *rb = real ? base_of(real) : "";
+        if (!xf_name_ok(rb, strlen(rb))) {
+            free(real);
+            return xf_fail(e, SC_EIO, "local %s: cannot be sent as a whole (no name)", e->path);
+        }
+        snprintf(l->top_name, sizeof l->top_name, "%s", rb);
+        free(real);
+    } else {
+        snprintf(l->top_name, sizeof l->top_name, "%s", b);
+    }
+    if (S_ISREG(l->top_st.st_mode)) {
+        l->fd = open(e->path, O_RDONLY | O_CLOEXEC);
+        if (l->fd < 0)
+            return xf_fail(e, SC_EIO, "local %s: %s", e->path, strerror(errno));
+        if (fstat(l->fd, &l->top_st) != 0)
+            return xf_fail(e, SC_EIO, "local %s: %s", e->path, strerror(errno));
+        if (o->total_hint == 0)
+            xf_add_total(e->x, (uint64_t)l->top_st.st_size);
+    } else if (o->total_hint == 0) {
+        int fd = open(e->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0)
+            xf_add_total(e->x, tree_bytes(fd, 0));
+    }
+    return XF_OK;
+}
+
+static int on_stack(xf_local *l, const struct stat *st)
+{
+    for (int i = 0; i < l->depth; i++)
+        if (l->stack[i].dev == st->st_dev && l->stack[i].ino == st->st_ino)
+            return 1;
+    return l->top_st.st_dev == st->st_dev && l->top_st.st_ino == st->st_ino;
+}
+
+static int src_next(xf_end *e, xf_entry *ent)
+{
+    xf_local *l = (xf_local *)e;
+    if (!l->top_seen) {
+        l->top_seen = 1;
+        fill_entry(ent, l->top_name, &l->top_st);
+        l->left = ent->size;
+        return XF_OK;
+    }
+    while (l->depth > 0) {
+        lframe *f = &l->stack[l->depth - 1];
+        struct dirent *de = f->d ? readdir(f->d) : NULL;
+        if (!de) {
+            if (f->d)
+                closedir(f->d);
+            l->depth--;
+            ent->type = XE_END_DIR;
+            return XF_OK;
+        }
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(f->d), de->d_name, &st, 0) != 0) {
+            xf_soft(e, "local %s: %s", de->d_name, strerror(errno));
+            continue;
+        }
+        if (S_ISREG(st.st_mode)) {
+            l->fd = openat(dirfd(f->d), de->d_name, O_RDONLY | O_CLOEXEC);
+            if (l->fd < 0 || fstat(l->fd, &st) != 0) {
+                xf_soft(e, "local %s: %s", de->d_name, strerror(errno));
+                if (l->fd >= 0)
+                    close(l->fd);
+                l->fd = -1;
+                continue;
+            }
+        } else if (S_ISDIR(st.st_mode)) {
+            if (on_stack(l, &st)) {
+                xf_soft(e, "local %s: directory loop through a symlink, skipped", de->d_name);
+                continue;
+            }
+        } else {
+            xf_soft(e, "local %s: not a regular file, skipped", de->d_name);
+            continue;
+        }
+        fill_entry(ent, de->d_name, &st);
+        l->left = ent->size;
+        return XF_OK;
+    }
+    return XF_DONE;
+}
+
+static int src_accept(xf_end *e, const xf_entry *ent, int ok)
+{
+    xf_local *l = (xf_local *)e;
+    if (ent->type == XE_FILE && !ok && l->fd >= 0) {
+        close(l->fd);
+        l->fd = -1;
+    }
+    if (ent->type != XE_DIR || !ok)
+        return XF_OK;
+    int fd = l->depth ? openat(dirfd(l->stack[l->depth - 1].d), ent->name,
+                               O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                      : open(e->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    lframe f = {.fd = -1};
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        f.dev = st.st_dev;
+        f.ino = st.st_ino;
+        f.d = fdopendir(fd);
+    }
+    if (!f.d) {
+        xf_soft(e, "local %s: %s", ent->name, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    if (push(l, f) < 0) {
+        if (f.d)
+            closedir(f.d);
+        return xf_fail(e, SC_EIO, "local %s: %s", ent->name, strerror(errno));
+    }
+    return XF_OK;
+}
+
+static int src_read(xf_end *e, char *buf, size_t len, size_t *got)
+{
+    xf_local *l = (xf_local *)e;
+    ssize_t n;
+    do
+        n = read(l->fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return xf_fail(e, SC_EIO, "local read: %s", strerror(errno));
+    if (n == 0)
+        return xf_fail(e, SC_EIO, "local file shrank while being read (%llu bytes missing)",
+                       (unsigned long long)l->left);
+    *got = (size_t)n;
+    l->left -= (uint64_t)n < l->left ? (uint64_t)n : l->left;
+    return XF_OK;
+}
+
+static int src_data_end(xf_end *e)
+{
+    (void)e;
+    return XF_OK;
+}
+
+static int src_file_done(xf_end *e, int ok)
+{
+    (void)ok;
+    xf_local *l = (xf_local *)e;
+    if (l->fd >= 0) {
+        close(l->fd);
+        l->fd = -1;
+    }
+    return XF_OK;
+}
+
+/* ---- sink ---- */
+
+static int sink_start(xf_end *e)
+{
+    xf_local *l = (xf_local *)e;
+    mode_t m = umask(0);
+    umask(m);
+    l->umask = m;
+    struct stat st;
+    int r = stat(e->path, &st);
+    if (r == 0 && S_ISDIR(st.st_mode)) {
+        l->root_fd = open(e->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (l->root_fd < 0)
+            return xf_fail(e, SC_EIO, "local %s: %s", e->path, strerror(errno));
+        return XF_OK;
+    }
+    if (r != 0 && errno != ENOENT)
+        return xf_fail(e, SC_EIO, "local %s: %s", e->path, strerror(errno));
+    if (r == 0 && !S_ISREG(st.st_mode))
+        return xf_fail(e, SC_EIO, "local %s: not a regular file or directory", e->path);
+    /* the target is the top entry itself: work in its parent directory */
+    const char *b = base_of(e->path);
+    if (!xf_name_ok(b, strlen(b)))
+        return xf_fail(e, SC_EIO, "local %s: not a usable target name", e->path);
+    l->top_as = sc_strdup(b);
+    char *parent = sc_strdup(e->path);
+    if (!l->top_as || !parent) {
+        free(parent);
+        return xf_fail(e, SC_EIO, "out of memory");
+    }
+    char *slash = strrchr(parent, '/');
+    const char *pdir = ".";
+    if (slash == parent)
+        pdir = "/";
+    else if (slash) {
+        *slash = '\0';
+        pdir = parent;
+    }
+    l->root_fd = open(pdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (l->root_fd < 0)
+        r = xf_fail(e, SC_EIO, "local %s: %s", pdir, strerror(errno));
+    else
+        r = XF_OK;
+    free(parent);
+    return r;
+}
+
+static void set_dest_root(xf_local *l, const char *name)
+{
+    if (l->e.dest_root)
+        return;
+    if (l->top_as) {
+        l->e.dest_root = sc_strdup(l->e.path);
+        return;
+    }
+    size_t n = strlen(l->e.path) + strlen(name) + 2;
+    l->e.dest_root = malloc(n);
+    if (l->e.dest_root)
+        snprintf(l->e.dest_root, n, "%s%s%s", l->e.path,
+                 l->e.path[strlen(l->e.path) - 1] == '/' ? "" : "/", name);
+}
+
+static int sink_begin(xf_end *e, const xf_entry *ent)
+{
+    xf_local *l = (xf_local *)e;
+    if (ent->type == XE_END_DIR) {
+        if (l->depth == 0)
+            return xf_fail(e, SC_EPROTO, "end of a directory that was never entered");
+        lframe *f = &l->stack[l->depth - 1];
+        if (xf_opts(e->x)->preserve) {
+            fchmod(f->fd, f->mode);
+            if (f->has_times) {
+                struct timespec ts[2] = {{(time_t)f->atime, 0}, {(time_t)f->mtime, 0}};
+                futimens(f->fd, ts);
+            }
+        } else if (f->created) {
+            fchmod(f->fd, f->mode & ~l->umask);
+        }
+        close(f->fd);
+        l->depth--;
+        return XF_OK;
+    }
+    const char *name = ent->name;
+    if (l->depth == 0) {
+        if (l->top_seen)
+            return xf_fail(e, SC_EPROTO, "more than one top-level entry");
+        l->top_seen = 1;
+        if (l->top_as)
+            name = l->top_as;
+    }
+    if (!xf_name_ok(name, strlen(name)))
+        return xf_fail(e, SC_EPROTO, "refusing the name \"%s\"", name);
+    int dfd = dir_fd(l);
+    struct stat st;
+    int exists = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    if (ent->type == XE_DIR) {
+        if (!xf_opts(e->x)->recursive)
+            return xf_fail(e, SC_EPROTO, "directory %s sent, recursive not asked", name);
+        lframe f = {.d = NULL, .mode = ent->mode, .has_times = ent->has_times,
+                    .mtime = ent->mtime, .atime = ent->atime};
+        if (!exists) {
+            if (mkdirat(dfd, name, 0700) != 0)
+                return xf_fail(e, SC_EIO, "local mkdir %s: %s", name, strerror(errno));
+            f.created = 1;
+        } else if (S_ISLNK(st.st_mode)) {
+            return xf_fail(e, SC_EIO, "local %s: is a symlink (not followed)", name);
+        } else if (!S_ISDIR(st.st_mode)) {
+            return xf_fail(e, SC_EIO, "local %s: exists and is not a directory", name);
+        }
+        f.fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (f.fd < 0)
+            return xf_fail(e, SC_EIO, "local %s: %s", name, strerror(errno));
+        if (push(l, f) < 0) {
+            close(f.fd);
+            return xf_fail(e, SC_EIO, "local %s: %s", name, strerror(errno));
+        }
+        if (l->depth == 1)
+            set_dest_root(l, name);
+        return XF_OK;
+    }
+    if (exists && S_ISDIR(st.st_mode))
+        return xf_fail(e, SC_EIO, "local %s: is a directory", name);
+    l->keep_mode = exists && S_ISREG(st.st_mode) ? (int)(st.st_mode & 07777) : -1;
+    l->cur = *ent;
+    snprintf(l->final, sizeof l->final, "%s", name);
+    for (int attempt = 0; attempt < 100; attempt++) {
+        unsigned r = (unsigned)(sc_loop_now() * 1e6) ^ ((unsigned)getpid() << 8) ^
+                     (unsigned)attempt * 2654435761u;
+        snprintf(l->tmp, sizeof l->tmp, ".%.200s.%06x.part", name, r & 0xffffff);
+        l->fd = openat(dfd, l->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (l->fd >= 0 || errno != EEXIST)
+            break;
+    }
+    if (l->fd < 0) {
+        l->tmp[0] = '\0';
+        return xf_fail(e, SC_EIO, "local %s: %s", name, strerror(errno));
+    }
+    if (l->depth == 0)
+        set_dest_root(l, name);
+    return XF_OK;
+}
+
+static int sink_write(xf_end *e, const char *buf, size_t len, size_t *took)
+{
+    xf_local *l = (xf_local *)e;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(l->fd, buf + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return xf_fail(e, SC_EIO, "local write %s: %s", l->final,
+                           n < 0 ? strerror(errno) : "nothing written");
+        done += (size_t)n;
+    }
+    *took = done;
+    return XF_OK;
+}
+
+static void drop_tmp(xf_local *l)
+{
+    if (l->fd >= 0) {
+        close(l->fd);
+        l->fd = -1;
+    }
+    if (l->tmp[0]) {
+        unlinkat(dir_fd(l), l->tmp, 0);
+        l->tmp[0] = '\0';
+    }
+}
+
+static int sink_end_file(xf_end *e, int commit)
+{
+    xf_local *l = (xf_local *)e;
+    if (!commit) {
+        drop_tmp(l);
+        return XF_OK;
+    }
+    const sc_xfer_opts *o = xf_opts(e->x);
+    mode_t mode = l->cur.mode & ~l->umask;
+    if (o->preserve)
+        mode = l->cur.mode;
+    else if (l->keep_mode >= 0)
+        mode = (mode_t)l->keep_mode;
+    if (fchmod(l->fd, mode) != 0)
+        return xf_fail(e, SC_EIO, "local chmod %s: %s", l->final, strerror(errno));
+    if (o->preserve && l->cur.has_times) {
+        struct timespec ts[2] = {{(time_t)l->cur.atime, 0}, {(time_t)l->cur.mtime, 0}};
+        if (futimens(l->fd, ts) != 0)
+            return xf_fail(e, SC_EIO, "local set times %s: %s", l->final, strerror(errno));
+    }
+    int rc = close(l->fd);
+    l->fd = -1;
+    if (rc != 0)
+        return xf_fail(e, SC_EIO, "local write %s: %s", l->final, strerror(errno));
+    int dfd = dir_fd(l);
+    if (renameat(dfd, l->tmp, dfd, l->final) != 0)
+        return xf_fail(e, SC_EIO, "local rename to %s: %s", l->final, strerror(errno));
+    l->tmp[0] = '\0';
+    return XF_OK;
+}
+
+static int sink_finish(xf_end *e)
+{
+    xf_local *l = (xf_local *)e;
+    if (l->depth != 0)
+        return xf_fail(e, SC_EPROTO, "the stream ended inside a directory");
+    if (l->root_fd >= 0) {
+        close(l->root_fd);
+        l->root_fd = -1;
+    }
+    return XF_OK;
+}
+
+/* ---- both ---- */
+
+static void local_abort(xf_end *e)
+{
+    xf_local *l = (xf_local *)e;
+    if (!e->is_src)
+        drop_tmp(l);
+    else if (l->fd >= 0) {
+        close(l->fd);
+        l->fd = -1;
+    }
+    close_frames(l);
+    if (l->root_fd >= 0) {
+        close(l->root_fd);
+        l->root_fd = -1;
+    }
+}
+
+static void local_destroy(xf_end *e)
+{
+    xf_local *l = (xf_local *)e;
+    local_abort(e);
+    free(l->stack);
+    free(l->top_as);
+    free(e->path);
+    free(e->dest_root);
+    free(l);
+}
+
+static int no_op(xf_end *e)
+{
+    (void)e;
+    return XF_OK;
+}
+
+static const xf_ops local_src_ops = {
+    .start = src_start, .next = src_next, .accept = src_accept, .read = src_read,
+    .data_end = src_data_end, .file_done = src_file_done, .finish = no_op,
+    .abort = local_abort, .destroy = local_destroy,
+};
+
+static const xf_ops local_sink_ops = {
+    .start = sink_start, .begin = sink_begin, .write = sink_write, .end_file = sink_end_file,
+    .finish = sink_finish, .abort = local_abort, .destroy = local_destroy,
+};
+
+xf_end *xf_local_new(sc_xfer *x, const char *path, int is_src)
+{
+    xf_local *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->e.ops = is_src ? &local_src_ops : &local_sink_ops;
+    l->e.x = x;
+    l->e.is_src = is_src;
+    l->e.path = trimmed(path);
+    l->fd = -1;
+    l->root_fd = -1;
+    l->keep_mode = -1;
+    if (!l->e.path) {
+        free(l);
+        return NULL;
+    }
+    return &l->e;
+}
