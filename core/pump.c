@@ -13,7 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define PUMP_BUF 65536
+#define PUMP_BUF 65536 /* fd -> channel */
 
 enum { P_OPENING, P_OPEN, P_DONE };
 
@@ -31,7 +31,8 @@ struct sc_pump {
     int closed;      /* sc_pump_close was called: no more events */
     int eof_to_fd;   /* the channel's EOF has been passed on */
     int eof_from_fd; /* the fd ended: EOF sent on the channel */
-    char to_fd[PUMP_BUF];
+    char *to_fd;   /* channel -> fd: `window` bytes, allocated on first use */
+    uint32_t window;
     size_t tf_off, tf_len;
     char from_fd[PUMP_BUF];
     size_t ff_off, ff_len;
@@ -42,6 +43,7 @@ static void pump_run(sc_pump *p);
 static void pump_handle_closed(uv_handle_t *h)
 {
     sc_pump *p = h->data;
+    free(p->to_fd);
     free(p->host);
     free(p->orig_host);
     free(p);
@@ -146,12 +148,16 @@ static void pump_run(sc_pump *p)
                 break;
             p->tf_off = p->tf_len = 0;
         }
-        int n = ssh_channel_read_nonblocking(p->ch, p->to_fd, PUMP_BUF, 0);
+        if (!p->to_fd && !(p->to_fd = malloc(p->window))) {
+            pump_finish(p);
+            return;
+        }
+        int n = sc_channel_read(p->ch, p->to_fd, p->window, 0);
         if (n > 0) {
             p->tf_len = (size_t)n;
             continue;
         }
-        if (n == SSH_EOF || ssh_channel_is_eof(p->ch) || ssh_channel_is_closed(p->ch) || n < 0) {
+        if (n < 0) {
             p->eof_to_fd = 1;
             shutdown(p->fd, SHUT_WR);
         }
@@ -260,6 +266,7 @@ static sc_pump *pump_new(sc_session *s, int fd, const sc_pump_events *ev, void *
     p->ev = *ev;
     p->ud = ud;
     p->fd = fd;
+    p->window = SC_FORWARD_WINDOW;
     p->poll_events = -1;
     p->cu.service = pump_service;
     p->cu.session_lost = pump_session_lost;
@@ -294,6 +301,12 @@ sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_eve
     return p;
 }
 
+void sc_pump_set_window(sc_pump *p, uint32_t bytes)
+{
+    if (!p->to_fd)
+        p->window = bytes;
+}
+
 void sc_pump_set_fd(sc_pump *p, int fd)
 {
     p->fd = fd;
@@ -308,6 +321,7 @@ void sc_pump_close(sc_pump *p)
     if (p->poll_events >= 0) {
         uv_close((uv_handle_t *)&p->poll, pump_handle_closed);
     } else {
+        free(p->to_fd);
         free(p->host);
         free(p->orig_host);
         free(p);

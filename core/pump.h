@@ -28,6 +28,9 @@ sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_eve
 
 void sc_pump_set_fd(sc_pump *p, int fd);
 
+/* The receive window of the pump's channel (default SC_FORWARD_WINDOW): set before data flows. */
+void sc_pump_set_window(sc_pump *p, uint32_t bytes);
+
 /* Stops the pump (no more events) and frees it once its handle has closed. */
 void sc_pump_close(sc_pump *p);
 

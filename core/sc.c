@@ -49,6 +49,31 @@ void sc_err_set(sc_err *err, sc_code code, const char *fmt, ...)
     sc_sanitize(err->msg, sizeof err->msg, raw);
 }
 
+char *sc_buf_reserve(sc_buf *b, size_t n)
+{
+    if (b->off > 0 && b->off == b->len)
+        b->off = b->len = 0;
+    if (b->len + n > b->cap) {
+        if (b->off > 0 && b->len - b->off + n <= b->cap) {
+            memmove(b->data, b->data + b->off, b->len - b->off);
+            b->len -= b->off;
+            b->off = 0;
+        } else {
+            size_t cap = b->cap ? b->cap : 4096;
+            while (cap < b->len + n)
+                cap *= 2;
+            char *d = realloc(b->data, cap);
+            if (!d)
+                return NULL;
+            b->data = d;
+            b->cap = cap;
+        }
+    }
+    return b->data + b->len;
+}
+
+void sc_buf_commit(sc_buf *b, size_t n) { b->len += n; }
+
 int sc_buf_append(sc_buf *b, const void *p, size_t n)
 {
     if (n == 0)

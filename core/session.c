@@ -174,6 +174,20 @@ void sc_session_detach(sc_chanuser *u)
     u->next = NULL;
 }
 
+int sc_channel_read(ssh_channel ch, void *buf, uint32_t len, int is_stderr)
+{
+    /* ssh_channel_read_nonblocking reads at most what is buffered, which never grows the window;
+     * a zero-timeout read asking for len grows it to len when less than that is granted */
+    int n = ssh_channel_read_timeout(ch, buf, len, is_stderr, 0);
+    if (n != 0)
+        return n < 0 ? SSH_ERROR : n;
+    if (ssh_channel_is_eof(ch))
+        return SSH_EOF;
+    if (ssh_channel_is_closed(ch))
+        return SSH_ERROR;
+    return 0;
+}
+
 size_t sc_session_write_budget(sc_session *s)
 {
     if (!s->ssh || !session_alive(s))
@@ -527,6 +541,7 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
             session_fail(s, SC_EIO, "hop channel: out of memory");
             return s;
         }
+        sc_pump_set_window(s->pump, SC_HOP_WINDOW);
         sc_session_kick(parent);
         return s;
     }

@@ -124,6 +124,18 @@ void sc_session_kick(sc_session *s);
 size_t sc_session_write_budget(sc_session *s);
 void sc_session_wrote(sc_session *s, size_t n);
 
+/* Channel receive windows. libssh 0.10 keeps a channel's window near 1.28 MB unless a read asks
+ * for more; through a chain of hops that stalls the pipeline (measured: downloads at half speed).
+ * OpenSSH uses 2 MB per channel. */
+#define SC_HOP_WINDOW (4u * 1024 * 1024)
+#define SC_FORWARD_WINDOW (2u * 1024 * 1024)
+#define SC_XFER_WINDOW (2u * 1024 * 1024)
+
+/* Reads up to len bytes of stdout (or stderr) without waiting, and lets the channel's receive
+ * window grow to len: buf must have room for len bytes (pages never written cost no memory).
+ * Returns the bytes read, 0 if none are there now, SSH_EOF at the end, SSH_ERROR. */
+int sc_channel_read(ssh_channel ch, void *buf, uint32_t len, int is_stderr);
+
 void sc_session_attach(sc_session *s, sc_chanuser *u);
 void sc_session_detach(sc_chanuser *u);
 

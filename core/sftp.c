@@ -355,10 +355,13 @@ static int pump(xf_sftp *sf)
     int r = flush_out(sf);
     if (r == XF_ERR)
         return r;
-    char tmp[65536];
     for (int rounds = 0; rounds < 64; rounds++) {
+        /* replies are read straight into the input buffer; its room is the channel's window */
+        char *room = sc_buf_reserve(&sf->in, SC_XFER_WINDOW);
+        if (!room)
+            return xf_fail(&sf->e, SC_EIO, "out of memory");
         size_t got = 0;
-        r = xf_chan_read(&sf->e, &sf->c, tmp, sizeof tmp, &got);
+        r = xf_chan_read(&sf->e, &sf->c, room, SC_XFER_WINDOW, &got);
         if (r == XF_DONE) {
             const char *err = xf_chan_stderr(&sf->c);
             return xf_fail(&sf->e, SC_EIO, "the SFTP server closed the channel%s%s",
@@ -368,8 +371,7 @@ static int pump(xf_sftp *sf)
             return r;
         if (r == XF_AGAIN)
             break;
-        if (sc_buf_append(&sf->in, tmp, got) < 0)
-            return xf_fail(&sf->e, SC_EIO, "out of memory");
+        sc_buf_commit(&sf->in, got);
         while (sc_buf_avail(&sf->in) >= 5) {
             const uint8_t *p = (const uint8_t *)sf->in.data + sf->in.off;
             uint32_t n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];

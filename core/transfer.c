@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define XF_BUF (256 * 1024)
+#define XF_BUF SC_XFER_WINDOW /* the data channel's receive window too */
 #define XF_QUANTUM (2 * 1024 * 1024) /* bytes moved per round before letting others run */
 
 enum {
@@ -281,18 +281,22 @@ int xf_chan_read(xf_end *e, xf_chan *c, char *buf, size_t len, size_t *got)
     chan_drain_stderr(c);
     if (len > 0x7fffffff)
         len = 0x7fffffff;
-    int n = ssh_channel_read_nonblocking(c->ch, buf, (uint32_t)len, 0);
+    int n = sc_channel_read(c->ch, buf, (uint32_t)len, 0);
     if (n > 0) {
         *got = (size_t)n;
         xf_activity(e->x);
         return XF_OK;
     }
-    if (n == SSH_EOF || (n == 0 && (ssh_channel_is_eof(c->ch) || ssh_channel_is_closed(c->ch)))) {
+    if (n == SSH_EOF) {
         chan_drain_stderr(c);
         return XF_DONE;
     }
-    if (n < 0)
+    if (n < 0) {
+        chan_drain_stderr(c);
+        if (ssh_channel_is_closed(c->ch))
+            return XF_DONE; /* closed without EOF: the caller says what was cut short */
         return xf_fail(e, SC_ECLOSED, "channel read: %s", ssh_get_error(e->session->ssh));
+    }
     return XF_AGAIN;
 }
 
