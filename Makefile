@@ -15,7 +15,9 @@ CORE_SRC := core/sc.c core/loop.c core/session.c core/auth.c core/pump.c core/ex
 BIND_SRC := lua/l_core.c lua/l_op.c lua/l_session.c lua/l_transfer.c lua/l_module.c
 LUA_MODS := sshchain.init=lua/sshchain.lua sshchain.sched=lua/sshchain/sched.lua \
             sshchain.config=lua/sshchain/config.lua sshchain.tree=lua/sshchain/tree.lua \
-            sshchain.transfer=lua/sshchain/transfer.lua
+            sshchain.transfer=lua/sshchain/transfer.lua sshchain.inventory=lua/sshchain/inventory.lua \
+            sshchain.cli=lua/sshchain/cli.lua sshchain.recipes=lua/sshchain/recipes.lua \
+            $(foreach f,$(wildcard scripts/recipes/*.lua),sshchain.recipe.$(basename $(notdir $(f)))=$(f))
 LUA_FILES := $(foreach m,$(LUA_MODS),$(word 2,$(subst =, ,$(m))))
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)

@@ -107,8 +107,10 @@ int sc_auth_step(sc_session *s, sc_err *err)
             rc = ssh_userauth_none(s->ssh, NULL);
             if (rc == SSH_AUTH_AGAIN)
                 return 0;
-            if (rc == SSH_AUTH_SUCCESS)
+            if (rc == SSH_AUTH_SUCCESS) {
+                s->auth_method = "none";
                 return 1;
+            }
             if (rc == SSH_AUTH_ERROR)
                 return auth_error(s, err);
             s->auth.methods = ssh_userauth_list(s->ssh, NULL);
@@ -164,8 +166,13 @@ int sc_auth_step(sc_session *s, sc_err *err)
             }
             if (rc == SSH_AUTH_AGAIN)
                 return 0;
-            if (rc == SSH_AUTH_SUCCESS)
+            if (rc == SSH_AUTH_SUCCESS) {
+                static const char *const names[] = {[A_PUBKEY] = "publickey", [A_AGENT] = "agent",
+                                                     [A_KBDINT] = "keyboard-interactive",
+                                                     [A_PASSWORD] = "password"};
+                s->auth_method = names[s->auth.phase];
                 return 1;
+            }
             if (rc == SSH_AUTH_ERROR)
                 return auth_error(s, err);
             sc_auth_cleanup(s);
@@ -195,6 +202,7 @@ int sc_hostkey_check(sc_session *s, sc_err *err)
         }
         ssh_key_free(key);
     }
+    snprintf(s->hostkey_fp, sizeof s->hostkey_fp, "%s", fp);
     if (s->spec.hostkey_mode == SC_HOSTKEY_OFF)
         return 0;
     enum ssh_known_hosts_e st = ssh_session_is_known_server(s->ssh);

@@ -5,8 +5,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "session.h"
+
+/* Each session through a hop holds three fds (socketpair ends, libssh's duplicate): hundreds of
+ * sessions need more than a stock soft limit of 1024 open files. Raise it to the hard limit. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
 
 static void on_kick_idle(uv_idle_t *h)
 {
@@ -34,6 +49,7 @@ sc_loop *sc_loop_new(void)
     sc_loop *loop = calloc(1, sizeof *loop);
     if (!loop)
         return NULL;
+    raise_fd_limit();
     if (uv_loop_init(&loop->uv) != 0) {
         free(loop);
         return NULL;

@@ -34,19 +34,24 @@ struct sc_pump {
     char *to_fd;   /* channel -> fd: `window` bytes, allocated on first use */
     uint32_t window;
     size_t tf_off, tf_len;
-    char from_fd[PUMP_BUF];
+    char *from_fd; /* fd -> channel: PUMP_BUF bytes, allocated on first use */
     size_t ff_off, ff_len;
 };
 
 static void pump_run(sc_pump *p);
 
-static void pump_handle_closed(uv_handle_t *h)
+static void pump_free(sc_pump *p)
 {
-    sc_pump *p = h->data;
-    free(p->to_fd);
+    sc_big_free(p->to_fd, p->window);
+    free(p->from_fd);
     free(p->host);
     free(p->orig_host);
     free(p);
+}
+
+static void pump_handle_closed(uv_handle_t *h)
+{
+    pump_free(h->data);
 }
 
 /* Releases the channel and the fd; fires `finished` unless closed by the owner. */
@@ -148,7 +153,7 @@ static void pump_run(sc_pump *p)
                 break;
             p->tf_off = p->tf_len = 0;
         }
-        if (!p->to_fd && !(p->to_fd = malloc(p->window))) {
+        if (!p->to_fd && !(p->to_fd = sc_big_alloc(p->window))) {
             pump_finish(p);
             return;
         }
@@ -167,6 +172,10 @@ static void pump_run(sc_pump *p)
     /* fd -> channel */
     while (!p->eof_from_fd) {
         if (p->ff_len == p->ff_off) {
+            if (!p->from_fd && !(p->from_fd = malloc(PUMP_BUF))) {
+                pump_finish(p);
+                return;
+            }
             ssize_t n = recv(p->fd, p->from_fd, PUMP_BUF, 0);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR || errno == ENOTCONN)
@@ -321,9 +330,6 @@ void sc_pump_close(sc_pump *p)
     if (p->poll_events >= 0) {
         uv_close((uv_handle_t *)&p->poll, pump_handle_closed);
     } else {
-        free(p->to_fd);
-        free(p->host);
-        free(p->orig_host);
-        free(p);
+        pump_free(p);
     }
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static const char *const code_names[] = {
     [SC_OK] = "OK",
@@ -129,4 +130,16 @@ char *sc_strdup(const char *s)
     if (d)
         memcpy(d, s, n);
     return d;
+}
+
+void *sc_big_alloc(size_t n)
+{
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void sc_big_free(void *p, size_t n)
+{
+    if (p)
+        munmap(p, n);
 }

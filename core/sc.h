@@ -52,4 +52,9 @@ void sc_buf_free(sc_buf *b);
 
 char *sc_strdup(const char *s); /* NULL-safe strdup */
 
+/* Large buffers (channel windows): mapped directly, so pages never written cost no memory and a
+ * freed buffer goes back to the system, whatever malloc's thresholds are. NULL out of memory. */
+void *sc_big_alloc(size_t n);
+void sc_big_free(void *p, size_t n);
+
 #endif

@@ -254,6 +254,7 @@ static void session_advance(sc_session *s)
         }
         s->state = SS_HANDSHAKE;
         s->stage = "handshake";
+        s->t_connected = sc_loop_now();
     }
         /* fallthrough */
     case SS_HANDSHAKE: {
@@ -267,6 +268,9 @@ static void session_advance(sc_session *s)
             session_fail(s, SC_ECONNECT, "handshake: %s", e && *e ? e : "connection closed");
             return;
         }
+        s->t_handshake = sc_loop_now();
+        const char *banner = ssh_get_serverbanner(s->ssh);
+        sc_sanitize(s->banner, sizeof s->banner, banner ? banner : "");
         s->stage = "host key";
         if (sc_hostkey_check(s, &err) != 0) {
             session_fail_err(s, &err);
@@ -350,6 +354,7 @@ static int on_message(ssh_session ssh, ssh_message msg, void *ud)
 
 static void session_ready(sc_session *s)
 {
+    s->t_ready = sc_loop_now();
     s->state = SS_READY;
     s->stage = "ready";
     ssh_set_message_callback(s->ssh, on_message, s);
@@ -422,6 +427,7 @@ static void hop_opened(sc_pump *p, void *ud)
         return;
     }
     sc_pump_set_fd(p, sv[0]);
+    child->t_connected = sc_loop_now();
     if (session_begin_handshake(child, sv[1]) == 0)
         sc_session_kick(child);
 }
@@ -507,6 +513,7 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
     if (s->spec.timeout <= 0)
         s->spec.timeout = 30;
     s->hop = parent ? parent->hop + 1 : 1;
+    s->t_start = sc_loop_now();
     snprintf(s->label, sizeof s->label, "hop %d %s@%s:%d", s->hop, s->spec.user, s->spec.host,
              s->spec.port);
     s->stage = "connect";

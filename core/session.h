@@ -105,6 +105,12 @@ struct sc_session {
     sc_session *next_kicked;
     int kicked;
     int servicing;
+
+    /* what the connect learned, for probes (sshlua -r tree) */
+    char hostkey_fp[200];     /* "ssh-ed25519 SHA256:..." */
+    const char *auth_method;  /* the method that succeeded: "publickey", "agent", ... */
+    char banner[120];         /* the server's version string, sanitized */
+    double t_start, t_connected, t_handshake, t_ready; /* sc_loop_now() at each stage, 0 before */
 };
 
 /* Starts connecting a session described by spec (taken over) through parent (NULL: directly over

@@ -726,7 +726,7 @@ static void xfer_destroy(sc_op *op)
     free(x->files);
     if (x->md)
         EVP_MD_CTX_free(x->md);
-    free(x->buf);
+    sc_big_free(x->buf, XF_BUF);
     free(x->rel);
     free(x->rel_marks);
     free(x->src_path);
@@ -768,7 +768,7 @@ sc_op *sc_xfer_start(const sc_xfer_opts *o)
         x->o.progress_every = 0.25;
     x->total = o->total_hint;
     snprintf(x->label, sizeof x->label, "%s", any->label);
-    x->buf = malloc(XF_BUF);
+    x->buf = sc_big_alloc(XF_BUF);
     if (o->hash)
         x->md = EVP_MD_CTX_new();
     uv_timer_init(&any->loop->uv, &x->timer);

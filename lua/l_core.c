@@ -2,6 +2,8 @@
  * The Lua half (sshchain.lua) builds the public API on these primitives. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "lsc.h"
 
@@ -139,9 +141,27 @@ static int core_now(lua_State *L)
     return 1;
 }
 
+/* core.isatty(fd) -> whether fd (0, 1, 2) is a terminal (recipes: progress bars, colours) */
+static int core_isatty(lua_State *L)
+{
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+/* core.term_width(fd) -> columns of the terminal on fd, or nil */
+static int core_term_width(lua_State *L)
+{
+    struct winsize ws;
+    if (ioctl((int)luaL_checkinteger(L, 1), TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0)
+        return 0;
+    lua_pushinteger(L, ws.ws_col);
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
     {"step", core_step},   {"sleep", core_sleep},   {"stats", core_stats},
-    {"now", core_now},     {NULL, NULL},
+    {"now", core_now},     {"isatty", core_isatty}, {"term_width", core_term_width},
+    {NULL, NULL},
 };
 
 __attribute__((visibility("default"))) int luaopen_sshchain_core(lua_State *L);

@@ -190,6 +190,41 @@ static int l_hop(lua_State *L)
     return 1;
 }
 
+static void set_ms(lua_State *L, const char *k, double from, double to)
+{
+    if (from > 0 && to >= from) {
+        lua_pushnumber(L, (to - from) * 1000.0);
+        lua_setfield(L, -2, k);
+    }
+}
+
+/* session:info() -> {host_key=, auth=, banner=, connect_ms=, handshake_ms=, auth_ms=, total_ms=}:
+ * what the connect learned (fields absent when not reached) */
+static int l_info(lua_State *L)
+{
+    sc_session *s = to_session(L, 1)->s;
+    lua_createtable(L, 0, 7);
+    if (!s)
+        return 1;
+    if (s->hostkey_fp[0]) {
+        lua_pushstring(L, s->hostkey_fp);
+        lua_setfield(L, -2, "host_key");
+    }
+    if (s->auth_method) {
+        lua_pushstring(L, s->auth_method);
+        lua_setfield(L, -2, "auth");
+    }
+    if (s->banner[0]) {
+        lua_pushstring(L, s->banner);
+        lua_setfield(L, -2, "banner");
+    }
+    set_ms(L, "connect_ms", s->t_start, s->t_connected);
+    set_ms(L, "handshake_ms", s->t_connected, s->t_handshake);
+    set_ms(L, "auth_ms", s->t_handshake, s->t_ready);
+    set_ms(L, "total_ms", s->t_start, s->t_ready);
+    return 1;
+}
+
 static int l_tostring(lua_State *L)
 {
     lsc_session *box = to_session(L, 1);
@@ -203,7 +238,8 @@ static int l_tostring(lua_State *L)
 static const luaL_Reg session_methods[] = {
     {"exec_start", l_exec_start}, {"forward_start", l_forward_start},
     {"close", l_close}, {"state", l_state},
-    {"label", l_label},           {"hop", l_hop},     {NULL, NULL},
+    {"label", l_label},           {"hop", l_hop},     {"info", l_info},
+    {NULL, NULL},
 };
 
 const luaL_Reg lsc_session_functions[] = {

@@ -474,6 +474,8 @@ Forward.__close = Forward.close
 
 function Session:state() return check_session(self, "state"):state() end
 function Session:label() return check_session(self, "label"):label() end
+--- s:info() -> {host_key=, auth=, banner=, connect_ms=, handshake_ms=, auth_ms=, total_ms=}
+function Session:info() return check_session(self, "info"):info() end
 function Session:__tostring() return tostring(self._c) end
 Session.__close = Session.close
 

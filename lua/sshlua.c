@@ -185,12 +185,18 @@ static int handle_script(lua_State *L, char **argv)
     return report(L, status);
 }
 
-/* -r NAME: the recipe is the embedded module "sshchain.recipes", which finds and runs NAME. */
+/* -r NAME: the recipe is the embedded module "sshchain.recipes", which finds and runs NAME.
+ * Loading "sshchain" first registers the embedded modules. */
 static int handle_recipe(lua_State *L, char **argv, int argc, int at)
 {
     lua_getglobal(L, "require");
+    lua_pushliteral(L, "sshchain");
+    int status = docall(L, 1, 0);
+    if (status != LUA_OK)
+        return report(L, status);
+    lua_getglobal(L, "require");
     lua_pushliteral(L, "sshchain.recipes");
-    int status = docall(L, 1, 1);
+    status = docall(L, 1, 1);
     if (status != LUA_OK)
         return report(L, status);
     lua_getfield(L, -1, "main");

@@ -19,12 +19,21 @@ cleanup() {
 trap cleanup EXIT INT TERM
 scripts/lab.sh up
 
-# measure CMD...: prints "wall cpu" (seconds; CPU = user+sys of the command and its children)
+# measure CMD...: prints "wall cpu" (seconds). CPU is every process the command started, waited
+# for or not (perf stat's task-clock: ssh -J's ProxyJump processes are not always waited for, so
+# getrusage would miss them); without a working perf, user+sys of waited children.
+if perf stat -e task-clock -x, -o /dev/null true 2>/dev/null; then HAVE_PERF=1; else HAVE_PERF=0; fi
 measure() {
-  local tf=$work/time
-  /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$work/last.err" ||
-    { echo "bench: failed: $* ($(tail -3 "$work/last.err"))" >&2; exit 1; }
-  awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$tf"
+  local tf=$work/time pf=$work/perf
+  if [ "$HAVE_PERF" = 1 ]; then
+    perf stat -e task-clock -x, -o "$pf" -- /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$work/last.err" ||
+      { echo "bench: failed: $* ($(tail -3 "$work/last.err"))" >&2; exit 1; }
+    awk -F, -v wall="$(cut -d' ' -f1 "$tf")" '$3 == "task-clock" { printf "%.3f %.3f\n", wall, $1 / 1000 }' "$pf"
+  else
+    /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$work/last.err" ||
+      { echo "bench: failed: $* ($(tail -3 "$work/last.err"))" >&2; exit 1; }
+    awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$tf"
+  fi
 }
 
 # OpenSSH, with the lab's ssh_config; failures are counted in $work/fail (MaxStartups drops)
@@ -61,7 +70,9 @@ row() { # label, sshchain "wall cpu", openssh "wall cpu", note
 }
 sc() { measure "$build/sshlua" scripts/bench/connect.lua "$@"; }
 
-[ "${BENCH_ONLY:-}" = forward ] || {
+want() { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = "$1" ]; }   # BENCH_ONLY=connect|forward|transfer
+
+want connect && {
   echo "| work | sshchain wall | OpenSSH wall | wall ratio | sshchain CPU | OpenSSH CPU | CPU ratio | notes |"
   echo "|---|---|---|---|---|---|---|---|"
   a=$(sc seq "$N" j1:key); b=$(measure "$work/ssh-run" seq "$N" "$cfg" j1 "$work/fail")
@@ -80,6 +91,7 @@ sc() { measure "$build/sshlua" scripts/bench/connect.lua "$@"; }
 } | tee "$out"
 
 # ---- port forwarding through j1 -> j2 to t1: iperf3 throughput, connection rate, memory
+want forward && {
 ip netns exec scl-t1 pkill -x iperf3 || true
 ip netns exec scl-t1 iperf3 -s -B 10.231.3.11 -p 5201 -D --pidfile "$work/iperf.pid"
 ip netns exec scl-t1 python3 -c "
@@ -145,4 +157,72 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
   echo "| connections per second (short HTTP/1.0 GETs, 8 clients) | ${rate[sshchain]} | ${rate[openssh]} | $(ratio ${rate[sshchain]} ${rate[openssh]}) |"
   echo "| peak RSS, 1 GiB to a reader at 200 MB/s | $((${rss[sshchain]} / 1024)) MiB | $((${rss[openssh]} / 1024)) MiB (3 ssh processes) | $(ratio ${rss[sshchain]} ${rss[openssh]}) |"
 } | tee -a "$out"
+}
+
+# ---- file transfer through j1 -> j2 -> t4: MB each way, medians of RUNS runs
+want transfer && {
+MB=${BENCH_XFER_MB:-512}
+RUNS=${BENCH_RUNS:-3}
+xdir=$work/xfer
+mkdir -p "$xdir"
+head -c "${MB}M" /dev/urandom >"$xdir/src.bin"
+remote=/home/sclt4/bench-xfer.bin
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+runs() { # n CMD... -> "wall cpu" medians of n runs
+  local n=$1 i; shift
+  for i in $(seq "$n"); do measure "$@"; done >"$work/runs"
+  echo "$(cut -d' ' -f1 "$work/runs" | median) $(cut -d' ' -f2 "$work/runs" | median)"
+}
+declare -A xw xc
+xfer() { # key n up|down CMD...: records medians in xw[key-dir], xc[key-dir]
+  local key=$1 n=$2 dir=$3; shift 3
+  read -r "xw[$key-$dir]" "xc[$key-$dir]" <<<"$(runs "$n" "$@")"
+}
+
+for proto in scp sftp; do
+  xfer "sc-$proto" "$RUNS" up "$build/sshlua" scripts/bench/transfer.lua up "$proto" "$xdir/src.bin" "$remote"
+  xfer "sc-$proto" "$RUNS" down "$build/sshlua" scripts/bench/transfer.lua down "$proto" "$xdir/down.bin" "$remote"
+  cmp -s "$xdir/src.bin" "$xdir/down.bin" || { echo "bench: sshchain $proto download differs" >&2; exit 1; }
+done
+for mode in -O -s; do
+  xfer "ossh$mode" "$RUNS" up scp "$mode" -q -F "$cfg" -o BatchMode=yes "$xdir/src.bin" "t4:$remote"
+  xfer "ossh$mode" "$RUNS" down scp "$mode" -q -F "$cfg" -o BatchMode=yes "t4:$remote" "$xdir/down.bin"
+done
+xfer pm 1 up /usr/bin/python3 scripts/bench/paramiko_copy.py up "$lab" "$xdir/src.bin" "$remote"
+xfer pm 1 down /usr/bin/python3 scripts/bench/paramiko_copy.py down "$lab" "$xdir/down.bin" "$remote"
+rm -f "$xdir/down.bin"
+# peak memory streaming 2 GiB (a sparse file on the target) to this machine's disk
+ip netns exec scl-t4 truncate -s 2G /home/sclt4/bench-2g.bin
+/usr/bin/time -o "$work/rss" -f '%M' "$build/sshlua" scripts/bench/transfer.lua down scp "$xdir/2g.bin" /home/sclt4/bench-2g.bin
+rss2g=$(cat "$work/rss")
+rm -f "$xdir/2g.bin" /home/sclt4/bench-2g.bin "$remote"
+gb=$(awk -v mb="$MB" 'BEGIN { print mb / 1024 }')
+xrow() { # label key
+  awk -v l="$1" -v uw="${xw[$2-up]}" -v uc="${xc[$2-up]}" -v dw="${xw[$2-down]}" -v dc="${xc[$2-down]}" -v mb="$MB" -v gb="$gb" 'BEGIN {
+    printf "| %s | %.2f s (%.0f MB/s) | %.2f s | %.2f s (%.0f MB/s) | %.2f s |\n", l, uw, mb / uw, uc / gb, dw, mb / dw, dc / gb }'
+}
+xratio() { # label key other: wall and CPU ratios of key to other, both directions
+  awk -v l="$1" -v a="${xw[$2-up]}" -v b="${xw[$3-up]}" -v c="${xw[$2-down]}" -v d="${xw[$3-down]}" \
+      -v e="${xc[$2-up]}" -v f="${xc[$3-up]}" -v g="${xc[$2-down]}" -v h="${xc[$3-down]}" 'BEGIN {
+    printf "| %s | %.2f | %.2f | %.2f | %.2f |\n", l, a / b, e / (f > 0 ? f : 1e-9), c / d, g / (h > 0 ? h : 1e-9) }'
+}
+{
+  echo
+  echo "| $MB MB through j1 -> j2 -> t4 | upload wall | upload client CPU per GB | download wall | download client CPU per GB |"
+  echo "|---|---|---|---|---|"
+  xrow "sshchain, SCP" sc-scp
+  xrow "sshchain, SFTP" sc-sftp
+  xrow "OpenSSH \`scp -O -J\` (legacy SCP)" ossh-O
+  xrow "OpenSSH \`scp -J\` (SFTP)" ossh-s
+  xrow "paramiko + python3-scp (the original tool)" pm
+  echo
+  echo "| ratio (wall < 1: sshchain faster; CPU < 1: less client CPU) | upload wall | upload CPU | download wall | download CPU |"
+  echo "|---|---|---|---|---|"
+  xratio "sshchain SCP / \`scp -O -J\`" sc-scp ossh-O
+  xratio "sshchain SFTP / \`scp -J\` (SFTP)" sc-sftp ossh-s
+  xratio "sshchain SCP / paramiko + scp" sc-scp pm
+  echo
+  echo "peak RSS streaming a 2 GiB file to disk through the chain: $((rss2g / 1024)) MiB (median of $RUNS runs above; paramiko: 1 run)"
+} | tee -a "$out"
+}
 echo "(wall/CPU ratio < 1: sshchain is faster / uses less client CPU; $(date -u +%F), $(nproc) cores)" | tee -a "$out"

@@ -9,7 +9,7 @@ case "$what" in
   test|demo|bench)
     pkgs+=(lua-busted lua-cjson lua-argparse openssh-server openssh-client iproute2 python3 sudo
            procps psmisc curl luarocks)
-    [ "$what" = bench ] && pkgs+=(iperf3 python3-paramiko python3-scp time)
+    [ "$what" = bench ] && pkgs+=(iperf3 python3-paramiko python3-scp time linux-perf)
     ;;
   *) echo "usage: $0 [build|test|bench|demo]" >&2; exit 2 ;;
 esac

@@ -21,6 +21,8 @@
 #                                                     t4 also: sshd :2022 (a hostile "scp": its
 #                                                     ForceCommand is evil-scp.sh) and :2023 (SFTP
 #                                                     only: ForceCommand internal-sftp)
+#       n01..n16 10.231.3.101-116 on the same bridge: a small cluster, sshd :22 each (sclnode,
+#       key id_node, one host key for all)
 #
 # Routing: every namespace, and the root one, has `unreachable 10.231.0.0/16`; only the connected
 # /24s are more specific. So the root reaches 10.231.1.0/24 only, j1 reaches .1/.2, j2 reaches
@@ -49,9 +51,13 @@ READY_TIMEOUT=10          # seconds `up` waits for every server to answer
 
 RANGE=10.231.0.0/16
 ROOT_IF=sclv-j1           # the root namespace's end of the veth to j1
-NETS=(scl-j1 scl-j2 scl-t1 scl-t2 scl-t3 scl-t4)
 TARGETS=(t1 t2 t3 t4)
 declare -A TIP=([t1]=10.231.3.11 [t2]=10.231.3.12 [t3]=10.231.3.13 [t4]=10.231.3.14)
+# a small cluster behind j2: n01..n16 (10.231.3.101-116), user sclnode, key id_node, one host key
+NODES=()
+for i in $(seq 1 16); do n=$(printf 'n%02d' "$i"); NODES+=("$n"); TIP[$n]=10.231.3.$((100 + i)); done
+NETS=(scl-j1 scl-j2 scl-t1 scl-t2 scl-t3 scl-t4)
+for n in "${NODES[@]}"; do NETS+=("scl-$n"); done
 declare -A PASSWORD=([sclj1]=j1-secret [sclj2]=j2-secret [sclt2]=t2-secret [sclt3]=t3-secret
                      [sclt4]=t4-secret)   # sclt1 has no usable password (key only)
 T1_PASSPHRASE=t1-pass
@@ -70,6 +76,7 @@ for t in "${TARGETS[@]}"; do
   ENDPOINTS+=("$t scl-j2 scl-$t ${TIP[$t]} 22 ssh" "$t-http scl-j2 scl-$t ${TIP[$t]} 8080 http")
 done
 ENDPOINTS+=("t4evil scl-j2 scl-t4 ${TIP[t4]} 2022 ssh" "t4sftp scl-j2 scl-t4 ${TIP[t4]} 2023 ssh")
+for n in "${NODES[@]}"; do ENDPOINTS+=("$n scl-j2 scl-$n ${TIP[$n]} 22 ssh"); done
 
 log() { echo "lab: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -181,11 +188,12 @@ ensure_user() { # NAME
 
 setup_users() {
   local u
-  for u in sclj1 sclj2 sclt1 sclt2 sclt3 sclt4; do ensure_user "$u"; done
+  for u in sclj1 sclj2 sclt1 sclt2 sclt3 sclt4 sclnode; do ensure_user "$u"; done
   for u in "${!PASSWORD[@]}"; do printf '%s:%s\n' "$u" "${PASSWORD[$u]}"; done | chpasswd
   # sclt1 logs in by key only. A '*' hash matches no password, but unlike useradd's '!' it does
   # not mark the account locked (sshd refuses even key logins to locked accounts).
   usermod -p '*' sclt1
+  usermod -p '*' sclnode
   # sudo for sclt3 (password required) if sudo is installed. lecture=never keeps sudo's first-use
   # lecture (which mentions "password") out of command output.
   if command -v sudo >/dev/null 2>&1 && [ -d /etc/sudoers.d ]; then
@@ -219,12 +227,12 @@ setup_keys() {
   chmod 755 "$LAB" "$LAB/keys" "$LAB/authorized"
   chmod 700 "$LAB/hostkeys"
   local k
-  for k in j1 j2 t3 t4 other; do keygen "$LAB/keys/id_$k" ed25519; done
+  for k in j1 j2 t3 t4 node other; do keygen "$LAB/keys/id_$k" ed25519; done
   keygen "$LAB/keys/id_t1" ed25519 "$T1_PASSPHRASE"
   keygen "$LAB/keys/id_t2" rsa
-  for k in j1 j2 t1 t2 t3 t4 bad; do keygen "$LAB/hostkeys/$k" ed25519; done
+  for k in j1 j2 t1 t2 t3 t4 node bad; do keygen "$LAB/hostkeys/$k" ed25519; done
   # id_other is authorized nowhere
-  for k in j1 j2 t1 t2 t3 t4; do
+  for k in j1 j2 t1 t2 t3 t4 node; do
     cp "$LAB/keys/id_$k.pub" "$LAB/authorized/scl$k"
     chmod 644 "$LAB/authorized/scl$k"
   done
@@ -243,6 +251,7 @@ setup_keys() {
     echo "[${TIP[t4]}]:2022 $(hostkey t4)"
     echo "[${TIP[t4]}]:2023 $(hostkey t4)"
     echo "${TIP[t1]} $(hostkey t1)"
+    for n in "${NODES[@]}"; do echo "${TIP[$n]} $(hostkey node)"; done
     echo "${TIP[t2]} $(hostkey t2)"
     cat "$hashed"
   } >"$tmp"
@@ -309,6 +318,8 @@ write_configs() {
   sshd_conf t4 t4 "${TIP[t4]}" 22 sclt4 "${pw[@]}"
   sshd_conf t4evil t4 "${TIP[t4]}" 2022 sclt4 "${pw[@]}" "ForceCommand $LAB/evil-scp.sh"
   sshd_conf t4sftp t4 "${TIP[t4]}" 2023 sclt4 "${pw[@]}" "ForceCommand internal-sftp"
+  local n
+  for n in "${NODES[@]}"; do sshd_conf "$n" node "${TIP[$n]}" 22 sclnode "${nopw[@]}"; done
   write_evil_scp
 }
 
@@ -402,9 +413,51 @@ write_lab_lua() {
     echo "  kbdint = $KBDINT,  -- whether t2 authenticates by keyboard-interactive (else password)"
     echo "  sudo = $(command -v sudo >/dev/null 2>&1 && echo true || echo false),  -- sclt3 may sudo (password t3-secret)"
     echo "  ns = { j1 = \"scl-j1\", j2 = \"scl-j2\", t1 = \"scl-t1\", t2 = \"scl-t2\", t3 = \"scl-t3\", t4 = \"scl-t4\" },"
+    printf '  nodes = {  -- the cluster behind j2: user sclnode, key id_node\n'
+    for t in "${NODES[@]}"; do
+      printf '    { name = "%s", host = "%s", port = 22, user = "sclnode", identity = %s },\n' "$t" "${TIP[$t]}" "$(lq "$K/id_node")"
+    done
+    echo "  },"
+    echo "  inventory = $(lq "$LAB/inventory.lua"),  -- the lab as a Lua inventory (secrets: inventory.env)"
+    echo "  inventory_env = $(lq "$LAB/inventory.env"),"
     echo "}"
   } >"$tmp"
   chmod 644 "$tmp"; mv -f "$tmp" "$LAB/lab.lua"
+}
+
+# inventory.lua: the lab as a Lua inventory for the recipes (sshlua -r ... -i inventory.lua);
+# secrets are read from the environment (inventory.env sets them: `. inventory.env`).
+write_inventory() {
+  local K=$LAB/keys t tmp
+  tmp=$(mktemp "$LAB/.inv.XXXXXX")
+  {
+    echo "-- the sshchain lab as a Lua inventory (scripts/lab.sh); secrets from the environment:"
+    echo "-- . $LAB/inventory.env"
+    echo "return {"
+    echo "  defaults = { known_hosts = $(lq "$LAB/known_hosts"), timeout = 10 },"
+    echo "  hosts = {"
+    echo "    j1 = { host = \"10.231.1.2\", user = \"sclj1\", password = env \"SCL_J1_PASSWORD\" },"
+    echo "    j2 = { host = \"10.231.2.2\", port = 2222, user = \"sclj2\", identity = $(lq "$K/id_j2"), via = \"j1\" },"
+    echo "    t1 = { host = \"${TIP[t1]}\", user = \"sclt1\", identity = $(lq "$K/id_t1"), passphrase = env \"SCL_T1_PASSPHRASE\", via = \"j2\" },"
+    echo "    t2 = { host = \"${TIP[t2]}\", user = \"sclt2\", password = env \"SCL_T2_PASSWORD\", via = \"j2\" },"
+    echo "    t3 = { host = \"${TIP[t3]}\", user = \"sclt3\", identity = $(lq "$K/id_t3"), via = \"j2\" },"
+    echo "    t4 = { host = \"${TIP[t4]}\", user = \"sclt4\", identity = $(lq "$K/id_t4"), via = \"j2\" },"
+    for t in "${NODES[@]}"; do
+      echo "    $t = { host = \"${TIP[$t]}\", user = \"sclnode\", identity = $(lq "$K/id_node"), via = \"j2\" },"
+    done
+    echo "  },"
+    echo "  groups = {"
+    echo "    jumps = { \"j1\", \"j2\" },"
+    echo "    targets = { \"t1\", \"t2\", \"t3\", \"t4\" },"
+    echo "    nodes = { \"n*\" },"
+    echo "    all = { \"jumps\", \"targets\", \"nodes\" },"
+    echo "  },"
+    echo "}"
+  } >"$tmp"
+  chmod 644 "$tmp"; mv -f "$tmp" "$LAB/inventory.lua"
+  printf 'export SCL_J1_PASSWORD=%s SCL_T1_PASSPHRASE=%s SCL_T2_PASSWORD=%s\n' \
+    "${PASSWORD[sclj1]}" "$T1_PASSPHRASE" "${PASSWORD[sclt2]}" >"$LAB/inventory.env"
+  chmod 600 "$LAB/inventory.env"
 }
 
 write_ssh_config() {
@@ -418,6 +471,10 @@ write_ssh_config() {
     for t in "${TARGETS[@]}"; do
       printf 'Host %s\n  HostName %s\n  Port 22\n  User scl%s\n  IdentityFile %s\n  ProxyJump j2\n' \
         "$t" "${TIP[$t]}" "$t" "$K/id_$t"
+    done
+    for t in "${NODES[@]}"; do
+      printf 'Host %s\n  HostName %s\n  Port 22\n  User sclnode\n  IdentityFile %s\n  ProxyJump j2\n' \
+        "$t" "${TIP[$t]}" "$K/id_node"
     done
     printf 'Host *\n  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n' "$LAB/known_hosts"
     printf '  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n  ConnectTimeout 5\n'
@@ -459,7 +516,7 @@ build_network() {
   ip -n scl-j2 link add br0 type bridge stp_state 0 forward_delay 0
   ip -n scl-j2 addr add 10.231.3.1/24 dev br0
   ip -n scl-j2 link set br0 up
-  for t in "${TARGETS[@]}"; do
+  for t in "${TARGETS[@]}" "${NODES[@]}"; do
     ip -n scl-j2 link add "v-$t" type veth peer name eth0 netns "scl-$t"
     ip -n scl-j2 link set "v-$t" master br0 up
     ip -n "scl-$t" addr add "${TIP[$t]}/24" dev eth0
@@ -505,6 +562,7 @@ start_servers() {
   done
   start_sshd t4evil scl-t4
   start_sshd t4sftp scl-t4
+  for t in "${NODES[@]}"; do start_sshd "$t" "scl-$t"; done
   start_daemon silent scl-j1 "$PY" -c "$SILENT_PY" 10.231.1.2 2299
 }
 
@@ -529,6 +587,7 @@ cmd_up() {
   write_configs
   write_www
   write_ssh_config
+  write_inventory
   printf '%s\n' "$LAB" >"$OWNER"
   build_network
   start_servers
@@ -536,7 +595,7 @@ cmd_up() {
   stamp >"$LAB/run/stamp"
   write_lab_lua
   UP_OK=1
-  log "up in $(( ($(now) - t0) / 1000 )) ms: j1 10.231.1.2:22/2200, j2 10.231.2.2:2222/2223, t1-t4 10.231.3.11-14 (kbdint=$KBDINT)"
+  log "up in $(( ($(now) - t0) / 1000 )) ms: j1 10.231.1.2:22/2200, j2 10.231.2.2:2222/2223, t1-t4 10.231.3.11-14, n01-n16 10.231.3.101-116 (kbdint=$KBDINT)"
 }
 
 cmd_down() {

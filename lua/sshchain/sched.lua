@@ -149,7 +149,7 @@ function M.parallel(items, fn, opts)
   if type(items) ~= "table" then error("bad argument #1 to 'parallel' (table expected)", 2) end
   if type(fn) ~= "function" then error("bad argument #2 to 'parallel' (function expected)", 2) end
   local n = #items
-  local limit = opts and opts.limit or n
+  local limit = opts and opts.limit or math.max(n, 1)
   if type(limit) ~= "number" or limit < 1 then error("parallel: limit must be a positive number", 2) end
   local results, next_i = {}, 0
   local function worker()

@@ -1,0 +1,230 @@
+-- sshchain.cli: what the bundled recipes share: command lines (lua-argparse), the inventory and
+-- connection options, output as aligned tables, host-prefixed lines or JSON lines (lua-cjson), a
+-- progress bar on terminals (quiet otherwise), units, percentiles, and exit statuses.
+local core = require "sshchain.core"
+local inventory = require "sshchain.inventory"
+
+local M = { OK = 0, FAILED = 1, USAGE = 2 }
+
+--- A maintained library the recipes depend on, with a clear message when it is missing.
+function M.need(module, package)
+  local ok, lib = pcall(require, module)
+  if not ok then
+    error(("this recipe needs the Lua module %q (Debian package %s)"):format(module, package), 0)
+  end
+  return lib
+end
+
+function M.eprintf(fmt, ...) io.stderr:write(fmt:format(...)) end
+
+local tty_cache = {}
+function M.isatty(fd)
+  if tty_cache[fd] == nil then tty_cache[fd] = core.isatty(fd) end
+  return tty_cache[fd]
+end
+
+---------------------------------------------------------------------------------------------------
+-- Command lines
+
+--- Splits argv at the first "--": the options and targets before it, the command words after.
+function M.split_command(argv)
+  local before, after = {}, nil
+  for _, a in ipairs(argv) do
+    if after then
+      after[#after + 1] = a
+    elseif a == "--" then
+      after = {}
+    else
+      before[#before + 1] = a
+    end
+  end
+  return before, after
+end
+
+--- A parser for recipe `name`, its help laid out like a manual page: usage, description, then
+--- the arguments and options, then `epilog` (examples, exit status, environment).
+function M.parser(name, description, epilog)
+  local argparse = M.need("argparse", "lua-argparse")
+  local p = argparse("sshlua -r " .. name, description, epilog)
+  p:help_max_width(100)
+  p:help_description_margin(32)
+  return p
+end
+
+--- Adds the options every recipe that connects has.
+function M.connection_options(p)
+  p:option("-i --inventory", "Inventory: a Lua inventory file or an ssh_config file "
+    .. "(default: $SSHCHAIN_INVENTORY, else ~/.ssh/config).", nil):argname("FILE")
+  p:option("--known-hosts", "known_hosts file for every hop (default: each host's, else "
+    .. "~/.ssh/known_hosts).", nil):argname("FILE")
+  p:option("--host-key", "Host key policy for every hop: strict, accept-new or off.", nil)
+    :choices({ "strict", "accept-new", "off" }):argname("MODE")
+  p:option("--connect-timeout", "Seconds each hop may take to connect.", nil, tonumber):argname("S")
+end
+
+--- Parses argv; returns the arguments, or nil and the exit status after printing the error.
+function M.parse(p, argv)
+  local ok, args = p:pparse(argv)
+  if not ok then
+    io.stderr:write(p:get_usage(), "\n\nError: ", args, "\n")
+    return nil, M.USAGE
+  end
+  return args
+end
+
+local function home() return os.getenv("HOME") or "" end
+
+--- The inventory named by the options (or the default one); nil and a message on failure.
+function M.open_inventory(args)
+  local path = args.inventory or os.getenv("SSHCHAIN_INVENTORY")
+  if not path then
+    path = home() .. "/.ssh/config"
+    local f = io.open(path)
+    if not f then return nil, "no inventory: give --inventory FILE (or set SSHCHAIN_INVENTORY)" end
+    f:close()
+  end
+  return inventory.load(path)
+end
+
+--- The chain to a host with the command line's connection options applied to every hop.
+function M.chain(inv, name, args)
+  local chain, err = inv:chain(name)
+  if not chain then return nil, err end
+  for i, spec in ipairs(chain) do
+    local s = {}
+    for k, v in pairs(spec) do s[k] = v end
+    if args.known_hosts then s.known_hosts = args.known_hosts end
+    if args.host_key then s.host_key = args.host_key end
+    if args.connect_timeout then s.timeout = args.connect_timeout end
+    chain[i] = s
+  end
+  return chain
+end
+
+--- Chains for many hosts, asking for any prompted secret first (before parallel work starts).
+function M.chains(inv, names, args)
+  local out = {}
+  for i, n in ipairs(names) do
+    local c, err = M.chain(inv, n, args)
+    if not c then return nil, err end
+    out[i] = c
+  end
+  return out
+end
+
+---------------------------------------------------------------------------------------------------
+-- Output
+
+function M.bytes(n)
+  if not n then return "?" end
+  local units = { "B", "KiB", "MiB", "GiB", "TiB" }
+  local i = 1
+  while n >= 1024 and i < #units do
+    n = n / 1024
+    i = i + 1
+  end
+  return i == 1 and ("%d B"):format(n) or ("%.1f %s"):format(n, units[i])
+end
+
+function M.duration(s)
+  if not s or s ~= s or s == math.huge then return "--:--" end
+  s = math.floor(s + 0.5)
+  if s >= 3600 then return ("%d:%02d:%02d"):format(s // 3600, s % 3600 // 60, s % 60) end
+  return ("%d:%02d"):format(s // 60, s % 60)
+end
+
+--- The p-th percentile (0..100) of a sorted list (nearest rank), or nil when it is empty.
+function M.percentile(sorted, p)
+  local n = #sorted
+  if n == 0 then return nil end
+  local rank = math.max(1, math.ceil(p / 100 * n))
+  return sorted[math.min(rank, n)]
+end
+
+local function width(s) return utf8.len(s) or #s end
+
+--- Prints rows (lists of strings) under headers, columns aligned; the last column is not padded.
+function M.table(headers, rows, out)
+  out = out or io.stdout
+  local w = {}
+  for i, h in ipairs(headers) do w[i] = width(h) end
+  for _, r in ipairs(rows) do
+    for i = 1, #headers do w[i] = math.max(w[i], width(tostring(r[i] or ""))) end
+  end
+  local function line(r)
+    local parts = {}
+    for i = 1, #headers do
+      local c = tostring(r[i] or "")
+      parts[i] = i < #headers and c .. string.rep(" ", w[i] - width(c)) or c
+    end
+    out:write((table.concat(parts, "  "):gsub("%s+$", "")), "\n")
+  end
+  line(headers)
+  local rule = {}
+  for i = 1, #headers do rule[i] = string.rep("-", w[i]) end
+  line(rule)
+  for _, r in ipairs(rows) do line(r) end
+end
+
+--- One JSON object per line.
+function M.json_line(obj, out)
+  local cjson = M.need("cjson", "lua-cjson")
+  ;(out or io.stdout):write(cjson.encode(obj), "\n")
+end
+
+--- Server text made safe to print (control characters other than newline and tab replaced).
+function M.clean(s) return (s:gsub("[%z\1-\8\11-\31\127]", "?")) end
+
+---------------------------------------------------------------------------------------------------
+-- Progress on a terminal (stderr); nothing when stderr is not one, or when quiet.
+
+local Progress = {}
+Progress.__index = Progress
+
+function M.progress(quiet)
+  return setmetatable({ on = not quiet and M.isatty(2), t0 = core.now(), last = 0, shown = false }, Progress)
+end
+
+--- A status line (free text), redrawn at most 5 times a second unless forced.
+function Progress:status(text, force)
+  if not self.on then return end
+  local now = core.now()
+  if not force and now - self.last < 0.2 then return end
+  self.last = now
+  local cols = core.term_width(2) or 80
+  if width(text) > cols - 1 then text = text:sub(1, cols - 1) end
+  io.stderr:write("\r\27[K", text)
+  io.stderr:flush()
+  self.shown = true
+end
+
+--- A bar for bytes: done of total (nil: unknown), the rate since the start, the time left.
+function Progress:bytes(done, total, label, force)
+  if not self.on then return end
+  local elapsed = math.max(core.now() - self.t0, 1e-3)
+  local rate = done / elapsed
+  local cols = core.term_width(2) or 80
+  local tail
+  if total and total > 0 then
+    local frac = math.min(done / total, 1)
+    tail = ("%3d%% %s/%s %s/s ETA %s"):format(math.floor(frac * 100), M.bytes(done), M.bytes(total),
+      M.bytes(rate), M.duration(rate > 0 and (total - done) / rate or nil))
+    local barw = math.max(10, math.min(30, cols - width(tail) - width(label or "") - 6))
+    local fill = math.floor(frac * barw + 0.5)
+    tail = "[" .. string.rep("#", fill) .. string.rep(".", barw - fill) .. "] " .. tail
+  else
+    tail = ("%s %s/s"):format(M.bytes(done), M.bytes(rate))
+  end
+  self:status((label and label ~= "" and (label .. " ") or "") .. tail, force)
+end
+
+--- Clears the line.
+function Progress:finish()
+  if self.on and self.shown then
+    io.stderr:write("\r\27[K")
+    io.stderr:flush()
+  end
+  self.shown = false
+end
+
+return M

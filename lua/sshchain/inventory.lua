@@ -1,0 +1,256 @@
+-- sshchain.inventory: the hosts recipes work on, from a Lua inventory file or an OpenSSH client
+-- config, and the selection of hosts by name, group or glob pattern.
+--
+-- A Lua inventory returns a table:
+--
+--   return {
+--     defaults = { user = "root", identity = "~/.ssh/id_ed25519", timeout = 10 },  -- every host
+--     hosts = {
+--       gw    = { host = "10.0.0.1", user = "ops", password = env "GW_PASS" },
+--       jump  = { host = "10.1.0.1", port = 2222, via = "gw" },
+--       node1 = { host = "10.2.0.7", via = "jump", password = prompt "root password of node1" },
+--     },
+--     groups = { compute = { "node*" }, everything = { "compute", "gw" } },
+--   }
+--
+-- A host's fields are host spec fields (see sshchain.connect) plus `via`: the host it is reached
+-- through (whose own `via` applies in turn, as with ProxyJump), or a list of hosts passed in
+-- order. Groups list host names, other groups, or glob patterns (* ? [...]). Secrets stay out of
+-- the file: env "NAME" reads an environment variable (a host that needs a missing one fails with
+-- an error naming it), and
+-- prompt "text" asks on the terminal once, without echo, when a host that needs it is selected.
+--
+-- Any other file is read as ssh_config: its Host names (without wildcards) are the hosts,
+-- ProxyJump gives the jumps, and a selector may be any name ssh_config resolves.
+local config = require "sshchain.config"
+
+local M = {}
+
+local SECRET = {} -- metatable of deferred secrets
+
+--- A glob (* ? [a-z] [!a-z]) as a Lua pattern anchored at both ends.
+local function glob_to_pattern(g)
+  local out, i = { "^" }, 1
+  while i <= #g do
+    local c = g:sub(i, i)
+    local close = c == "[" and g:find("]", i + 2, true)
+    if close then
+      local set = g:sub(i + 1, close - 1):gsub("^!", "^"):gsub("%%", "%%%%")
+      out[#out + 1] = "[" .. set .. "]"
+      i = close + 1
+    else
+      out[#out + 1] = c == "*" and ".*" or c == "?" and "." or c:gsub("%W", "%%%0")
+      i = i + 1
+    end
+  end
+  return table.concat(out) .. "$"
+end
+
+local function is_glob(s) return s:find("[%*%?%[]") ~= nil end
+
+--- Reads a line from the terminal without echo (for prompt "..." secrets).
+local function ask(text)
+  local tty = io.open("/dev/tty", "r+")
+  if not tty then
+    return nil, "needs a terminal to ask for \"" .. text .. "\" (or set the secret in the environment)"
+  end
+  tty:write(text, ": ")
+  tty:flush()
+  os.execute("stty -echo < /dev/tty 2>/dev/null")
+  local line = tty:read("l")
+  os.execute("stty echo < /dev/tty 2>/dev/null")
+  tty:write("\n")
+  tty:close()
+  if not line then return nil, "no answer for \"" .. text .. "\"" end
+  return line
+end
+
+local Inventory = {}
+Inventory.__index = Inventory
+
+--- Loads a Lua inventory (if the file is one) or an ssh_config file. Returns the inventory, or
+--- nil and a message.
+function M.load(path)
+  local f = io.open(path, "r")
+  if not f then return nil, "inventory " .. path .. ": cannot read it" end
+  local text = f:read("a")
+  f:close()
+  local env = setmetatable({
+    env = function(name)
+      local v = os.getenv(name)
+      if v == nil then return setmetatable({ env = name }, SECRET) end -- an error when used
+      return v
+    end,
+    prompt = function(text_) return setmetatable({ text = text_ }, SECRET) end,
+  }, { __index = _G })
+  local chunk = load(text, "@" .. path, "t", env)
+  if chunk and not text:match("^%s*[Hh][Oo][Ss][Tt]%s") then
+    local ok, t = pcall(chunk)
+    if not ok then return nil, "inventory " .. tostring(t) end
+    if type(t) ~= "table" or type(t.hosts) ~= "table" then
+      return nil, "inventory " .. path .. ": must return a table with a `hosts` table"
+    end
+    return M.from_table(t, path)
+  end
+  local blocks, err = config.parse(path)
+  if not blocks then return nil, "inventory (ssh_config) " .. tostring(err) end
+  local names, seen = {}, {}
+  for _, b in ipairs(blocks) do
+    for _, p in ipairs(b.patterns or {}) do
+      if not is_glob(p) and p:sub(1, 1) ~= "!" and not seen[p] then
+        seen[p] = true
+        names[#names + 1] = p
+      end
+    end
+  end
+  table.sort(names)
+  return setmetatable({ path = path, kind = "ssh_config", blocks = blocks, names = names,
+    known = seen, groups = {} }, Inventory)
+end
+
+--- An inventory from a table of the Lua format (see above).
+function M.from_table(t, path)
+  local names = {}
+  for name, h in pairs(t.hosts) do
+    if type(name) ~= "string" or type(h) ~= "table" then
+      return nil, "inventory " .. tostring(path) .. ": hosts must be name = { host = ..., ... }"
+    end
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  local known = {}
+  for _, n in ipairs(names) do known[n] = true end
+  for name, h in pairs(t.hosts) do
+    local via = h.via
+    if type(via) == "string" then via = { via } end
+    for _, v in ipairs(via or {}) do
+      if not known[v] then
+        return nil, ("inventory %s: host %s goes via %s, which is not a host"):format(tostring(path), name, v)
+      end
+    end
+  end
+  return setmetatable({ path = path, kind = "lua", hosts = t.hosts, defaults = t.defaults or {},
+    groups = t.groups or {}, names = names, known = known, secrets = {} }, Inventory)
+end
+
+--- Host names matching one selector: a host, a group (recursively), or a glob pattern.
+function Inventory:_match(sel, out, seen, depth)
+  if depth > 20 then error("inventory: groups nested too deeply at " .. sel, 0) end
+  local found = false
+  local function add(n)
+    found = true
+    if not seen[n] then
+      seen[n] = true
+      out[#out + 1] = n
+    end
+  end
+  if self.groups[sel] then
+    for _, m in ipairs(self.groups[sel]) do
+      if not self:_match(m, out, seen, depth + 1) then
+        error(("inventory: group %s lists %s, which matches nothing"):format(sel, m), 0)
+      end
+    end
+    return true
+  end
+  if self.known[sel] then
+    add(sel)
+  elseif is_glob(sel) then
+    local pat = glob_to_pattern(sel)
+    for _, n in ipairs(self.names) do
+      if n:match(pat) then add(n) end
+    end
+  elseif self.kind == "ssh_config" then
+    add(sel) -- any name ssh_config resolves (user@host:port, a HostName pattern's match)
+  end
+  return found
+end
+
+--- select{selectors...} -> host names in the order given (globs expanded in name order), or nil
+--- and a message naming the selector that matches nothing.
+function Inventory:select(selectors)
+  local out, seen = {}, {}
+  for _, sel in ipairs(selectors) do
+    local ok, found = pcall(self._match, self, sel, out, seen, 0)
+    if not ok then return nil, found end
+    if not found then
+      return nil, ("no host or group matches %q in %s"):format(sel, tostring(self.path))
+    end
+  end
+  return out
+end
+
+--- The groups, for listings: name -> list of members.
+function Inventory:group_names()
+  local g = {}
+  for name in pairs(self.groups) do g[#g + 1] = name end
+  table.sort(g)
+  return g
+end
+
+local function secret_value(self, v, host)
+  if getmetatable(v) ~= SECRET then return v end
+  if v.env then
+    error(("inventory %s: host %s needs the environment variable %s, which is not set")
+      :format(tostring(self.path), host, v.env), 0)
+  end
+  local cached = self.secrets[v]
+  if cached then return cached end
+  local answer, err = ask(v.text)
+  if not answer then error(err, 0) end
+  self.secrets[v] = answer
+  return answer
+end
+
+--- The spec of one host of a Lua inventory (defaults applied, secrets asked), with name set.
+function Inventory:_spec(name)
+  local h = self.hosts[name]
+  local s = {}
+  for k, v in pairs(self.defaults) do s[k] = v end
+  for k, v in pairs(h) do
+    if k ~= "via" then s[k] = v end
+  end
+  for k, v in pairs(s) do s[k] = secret_value(self, v, name) end
+  s.name = name
+  return s
+end
+
+--- chain(name) -> the list of specs (jump hosts first, `name` last), or nil and a message.
+function Inventory:chain(name)
+  if self.kind == "ssh_config" then
+    local chain, err = config.chain(self.blocks, name)
+    if not chain then return nil, "ssh_config " .. self.path .. ": " .. err end
+    return chain
+  end
+  if not self.hosts[name] then return nil, "no host " .. name .. " in " .. tostring(self.path) end
+  local ok, chain = pcall(function()
+    local function build(n, depth)
+      if depth > 16 then error("inventory: `via` loop or chain deeper than 16 at " .. n, 0) end
+      local via = self.hosts[n].via
+      if type(via) == "string" then via = { via } end
+      local list = {}
+      if via and via[1] then
+        list = build(via[1], depth + 1)
+        for i = 2, #via do list[#list + 1] = self:_spec(via[i]) end
+      end
+      list[#list + 1] = self:_spec(n)
+      return list
+    end
+    return build(name, 0)
+  end)
+  if not ok then return nil, chain end
+  return chain
+end
+
+--- Every chain for the names, asking for secrets first (before any parallel work starts).
+function Inventory:chains(names)
+  local out = {}
+  for i, n in ipairs(names) do
+    local c, err = self:chain(n)
+    if not c then return nil, err end
+    out[i] = c
+  end
+  return out
+end
+
+M.Inventory = Inventory
+return M

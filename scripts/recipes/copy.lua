@@ -1,0 +1,203 @@
+-- copy: copy files and directories to, from and between servers through their jump hosts.
+local sshchain = require "sshchain"
+local cli = require "sshchain.cli"
+
+local R = { summary = "copy files to, from and between servers (SCP or SFTP), with progress" }
+
+local DESCRIPTION = [[
+Copies each SRC to DST as scp does, through the jump hosts of the hosts involved. A remote path
+is written HOST:PATH (HOST from the inventory; a colon before any slash makes it remote, so write
+./a:b for a local file named a:b). Local to remote uploads, remote to local downloads, and
+remote to remote streams from one server to the other through this machine, without a
+temporary file. Downloads are written under a temporary name and renamed only when complete:
+a failure never leaves half a file under the final name.
+
+With --to, every SRC goes to the path DST on each host --to selects (hosts, groups or patterns),
+at most --limit at once: one file to a whole cluster.
+
+On a terminal a progress bar shows bytes, rate and time left; the summary (and any failure,
+per destination) goes to standard error.]]
+
+local EPILOG = [[
+Examples:
+   sshlua -r copy -i lab/inventory.lua ./build.tgz t1:/tmp/
+   sshlua -r copy -i inventory.lua -r --verify node1:/var/log/app ./logs/
+   sshlua -r copy -i inventory.lua t1:/data/dump.sql t4:/backup/
+   sshlua -r copy -i inventory.lua --to 'node*' -- ./fix.sh /usr/local/bin/
+
+Exit status:
+   0  every copy completed (and verified, with --verify)
+   1  some copy failed (each says why)
+   2  bad command line or inventory]]
+
+local function parser()
+  local p = cli.parser("copy", DESCRIPTION, EPILOG)
+  p:usage("Usage: sshlua -r copy [options] SRC... DST\n       sshlua -r copy [options] --to HOST... -- SRC... DST")
+  p:argument("paths", "Sources, then the destination."):args("2+"):argname("PATH")
+  cli.connection_options(p)
+  p:flag("-r --recursive", "Copy directories with their contents.")
+  p:flag("-p --preserve", "Keep modes and times.")
+  p:flag("--verify", "Compare SHA-256 digests with the remote side's sha256sum.")
+  p:flag("--sftp", "Speak SFTP (for servers without an scp binary) instead of SCP.")
+  p:option("--to", "Copy to PATH on each of these hosts.", nil):args("+"):count("*"):argname("HOST")
+  p:option("-l --limit", "Destinations at once (with --to).", "16", tonumber):argname("N")
+  p:flag("-j --json", "One JSON object per copy.")
+  p:flag("-q --quiet", "No progress bar and no summary.")
+  return p
+end
+
+--- "host:path" -> host, path; a local path -> nil, path (scp's rule: a colon before any slash).
+local function split_remote(s)
+  local host, path = s:match("^([^/:]+):(.*)$")
+  if host then return host, path ~= "" and path or "." end
+  return nil, s
+end
+
+function R.main(argv)
+  local p = parser()
+  local args, code = cli.parse(p, argv)
+  if not args then return code end
+  local inv, err = cli.open_inventory(args)
+  if not inv then
+    cli.eprintf("copy: %s\n", err)
+    return cli.USAGE
+  end
+  local function usage(msg)
+    io.stderr:write(p:get_usage(), "\n\nError: ", msg, "\n")
+    return cli.USAGE
+  end
+  local paths = args.paths
+  local dst_path = table.remove(paths)
+  local jobs = {}
+  local function host_chain(name)
+    local names = inv:select { name }
+    if not names or #names ~= 1 or names[1] ~= name then
+      return nil, ("no host %q in %s"):format(name, tostring(inv.path))
+    end
+    return cli.chain(inv, name, args)
+  end
+  if #args.to > 0 then
+    local selectors = {}
+    for _, list in ipairs(args.to) do for _, h in ipairs(list) do selectors[#selectors + 1] = h end end
+    local names, serr = inv:select(selectors)
+    if not names then return usage(serr) end
+    if split_remote(dst_path) then return usage("with --to, DST is a path on each host (no HOST:)") end
+    for _, n in ipairs(names) do
+      for _, src in ipairs(paths) do
+        local sh, sp = split_remote(src)
+        jobs[#jobs + 1] = { src_host = sh, src = sp, dst_host = n, dst = dst_path }
+      end
+    end
+  else
+    local dh, dp = split_remote(dst_path)
+    for _, src in ipairs(paths) do
+      local sh, sp = split_remote(src)
+      if not sh and not dh then return usage("both ends are local (" .. src .. " -> " .. dst_path .. "): use cp") end
+      jobs[#jobs + 1] = { src_host = sh, src = sp, dst_host = dh, dst = dp }
+    end
+  end
+  -- chains first: any prompted secret is asked before transfers start
+  for _, j in ipairs(jobs) do
+    for _, side in ipairs { "src_host", "dst_host" } do
+      if j[side] then
+        local chain, cerr = host_chain(j[side])
+        if not chain then return usage(cerr) end
+        j[side .. "_chain"] = chain
+      end
+    end
+    j.label = (j.src_host and (j.src_host .. ":") or "") .. j.src .. " -> " ..
+      (j.dst_host and (j.dst_host .. ":") or "") .. j.dst
+  end
+
+  local progress = cli.progress(args.quiet or (args.json and not cli.isatty(2)))
+  local t0 = sshchain.core.now()
+  local sessions = {}
+  local function session(name, chain)
+    local e = sessions[name]
+    if e and e.pending then e.pending:wait() end
+    if not e then
+      e = { pending = sshchain.sched.cond() }
+      sessions[name] = e
+      e.s, e.err, e.code = sshchain.connect(chain)
+      local pending = e.pending
+      e.pending = nil
+      pending:signal()
+    end
+    return e.s, e.err, e.code
+  end
+  local done_by, total_by, current = {}, {}, ""
+  local function show(force)
+    local done, total, known = 0, 0, true
+    for i = 1, #jobs do
+      done = done + (done_by[i] or 0)
+      if total_by[i] then total = total + total_by[i] else known = false end
+    end
+    local label = #jobs == 1 and current or ("%d copies"):format(#jobs)
+    progress:bytes(done, known and total or nil, label, force)
+  end
+  local opts_base = { recursive = args.recursive, preserve = args.preserve, verify = args.verify,
+    protocol = args.sftp and "sftp" or "scp" }
+  local function run(j, i)
+    local opts = {}
+    for k, v in pairs(opts_base) do opts[k] = v end
+    opts.progress = function(done, total, name)
+      done_by[i], total_by[i] = done, total
+      if name and name ~= "" then current = name end
+      show()
+    end
+    local src_s, dst_s, msg, ecode
+    if j.src_host then
+      src_s, msg, ecode = session(j.src_host, j.src_host_chain)
+      if not src_s then return nil, msg, ecode end
+    end
+    if j.dst_host then
+      dst_s, msg, ecode = session(j.dst_host, j.dst_host_chain)
+      if not dst_s then return nil, msg, ecode end
+    end
+    if src_s and dst_s then
+      return sshchain.copy(src_s, j.src, dst_s, j.dst, opts)
+    elseif dst_s then
+      return dst_s:upload(j.src, j.dst, opts)
+    else
+      return src_s:download(j.src, j.dst, opts)
+    end
+  end
+  local limit = #args.to > 0 and math.max(1, args.limit) or 1 -- plain SRC... DST: one after another
+  local ok_n, bytes, files, verified = 0, 0, 0, 0
+  local results = sshchain.parallel(jobs, function(j, i)
+    local ok, info, ecode = run(j, i)
+    if ok then
+      done_by[i], total_by[i] = info.bytes, info.bytes
+      return info
+    end
+    return nil, info, ecode
+  end, { limit = limit })
+  progress:finish()
+  for i, r in ipairs(results) do
+    local j = jobs[i]
+    if r.ok then
+      ok_n = ok_n + 1
+      bytes, files = bytes + r.value.bytes, files + r.value.files
+      verified = verified + (r.value.verified or 0)
+    elseif not args.quiet then
+      cli.eprintf("copy: %s: %s\n", j.label, cli.clean(r.err))
+    end
+    if args.json then
+      cli.json_line { src = j.src, src_host = j.src_host, dst = j.dst, dst_host = j.dst_host, ok = r.ok,
+        bytes = r.ok and r.value.bytes or nil, files = r.ok and r.value.files or nil,
+        seconds = r.ok and r.value.seconds or nil, verified = r.ok and r.value.verified or nil,
+        error = not r.ok and r.err or nil, code = not r.ok and r.code or nil }
+    end
+  end
+  for _, e in pairs(sessions) do if e.s then e.s:close() end end
+  if not args.quiet then
+    local secs = sshchain.core.now() - t0
+    io.stdout:flush()
+    cli.eprintf("copy: %d of %d copies done: %d files, %s in %.2f s (%s/s)%s\n", ok_n, #jobs, files,
+      cli.bytes(bytes), secs, cli.bytes(bytes / math.max(secs, 1e-3)),
+      args.verify and ("; " .. verified .. " files verified (SHA-256)") or "")
+  end
+  return ok_n == #jobs and cli.OK or cli.FAILED
+end
+
+return R

@@ -1,0 +1,163 @@
+-- exec: run a command on many hosts at once, each through its jump hosts, and collect the results.
+local sshchain = require "sshchain"
+local cli = require "sshchain.cli"
+
+local R = { summary = "run a command on many hosts in parallel, through their jump hosts" }
+
+local DESCRIPTION = [[
+Runs COMMAND on every selected host, at most --limit at once, each through the chain of jump
+hosts its inventory entry describes. Hosts behind the same jump hosts share one connection to
+each of them. The command words are joined with spaces and run by the remote user's shell.
+
+TARGET is a host name, a group, or a glob pattern (quote it: 'node*'); with an ssh_config
+inventory, any name ssh_config resolves.
+
+Output (standard output): a table of host, status, time and output, in inventory order; with
+--lines every output line prefixed by its host as hosts finish; with --json one JSON object per
+host ({"host","stdout","stderr","status","signal","seconds","error","code"}). Progress and the
+summary go to standard error.]]
+
+local EPILOG = [[
+Examples:
+   sshlua -r exec -i lab/inventory.lua targets -- uptime
+   sshlua -r exec -i ~/.ssh/config 'node*' --limit 64 --json -- ipmitool sdr > sdr.jsonl
+   sshlua -r exec -i inventory.lua compute --lines -- 'dmesg | tail -3'
+
+Exit status:
+   0  the command ran on every host and exited 0
+   1  some host failed: unreachable, or the command exited non-zero (each host says why)
+   2  bad command line or inventory
+
+Environment:
+   SSHCHAIN_INVENTORY   the inventory when --inventory is not given]]
+
+local function parser()
+  local p = cli.parser("exec", DESCRIPTION, EPILOG)
+  p:usage("Usage: sshlua -r exec [options] TARGET... -- COMMAND...")
+  p:argument("targets", "Hosts, groups or patterns to run on."):args("+"):argname("TARGET")
+  cli.connection_options(p)
+  p:option("-l --limit", "Hosts at once.", "32", tonumber):argname("N")
+  p:option("-t --timeout", "Seconds the command may run on each host (0: no limit).", "0", tonumber)
+    :argname("S")
+  p:flag("--pty", "Run the command on a pseudo-terminal.")
+  p:mutex(p:flag("-j --json", "One JSON object per host."),
+    p:flag("--lines", "Each output line prefixed with its host."))
+  p:flag("-q --quiet", "No progress line and no summary.")
+  return p
+end
+
+--- The status column: ok, exit N, SIGNAL, or the failure CODE.
+local function status_of(r)
+  if r.error then return r.code end
+  if r.signal then return "SIG" .. r.signal end
+  if r.status ~= 0 then return "exit " .. tostring(r.status) end
+  return "ok"
+end
+
+local function print_lines(r)
+  local out = io.stdout
+  if r.error then
+    out:write(r.host, "! ", cli.clean(r.error), "\n")
+    return
+  end
+  for line in r.stdout:gmatch("[^\n]+") do out:write(r.host, ": ", cli.clean(line), "\n") end
+  for line in r.stderr:gmatch("[^\n]+") do out:write(r.host, "! ", cli.clean(line), "\n") end
+  if r.status ~= 0 or r.signal then out:write(r.host, "! ", status_of(r), "\n") end
+end
+
+local function print_table(results)
+  local rows = {}
+  for _, r in ipairs(results) do
+    local lines = {}
+    if r.error then
+      lines[1] = cli.clean(r.error)
+    else
+      for line in r.stdout:gmatch("[^\n]*") do lines[#lines + 1] = cli.clean(line) end
+      while #lines > 0 and lines[#lines] == "" do lines[#lines] = nil end
+      for line in r.stderr:gmatch("[^\n]+") do lines[#lines + 1] = "! " .. cli.clean(line) end
+    end
+    rows[#rows + 1] = { r.host, status_of(r), ("%.2fs"):format(r.seconds or 0), lines[1] or "" }
+    for i = 2, #lines do rows[#rows + 1] = { "", "", "", lines[i] } end
+  end
+  cli.table({ "HOST", "STATUS", "TIME", "OUTPUT" }, rows)
+end
+
+function R.main(argv)
+  local before, command = cli.split_command(argv)
+  local p = parser()
+  local args, code = cli.parse(p, before)
+  if not args then return code end
+  if not command or #command == 0 then
+    io.stderr:write(p:get_usage(), "\n\nError: no command (give it after --)\n")
+    return cli.USAGE
+  end
+  local cmd = table.concat(command, " ")
+  local inv, err = cli.open_inventory(args)
+  if not inv then
+    cli.eprintf("exec: %s\n", err)
+    return cli.USAGE
+  end
+  local names, serr = inv:select(args.targets)
+  if not names then
+    cli.eprintf("exec: %s\n", serr)
+    return cli.USAGE
+  end
+  local chains, cerr = cli.chains(inv, names, args)
+  if not chains then
+    cli.eprintf("exec: %s\n", cerr)
+    return cli.USAGE
+  end
+
+  local progress = cli.progress(args.quiet or args.json and not cli.isatty(2))
+  local t0 = sshchain.core.now()
+  local finished, failed = 0, 0
+  local results = {}
+  local function run(name, i)
+    local r = { host = name }
+    local h0 = sshchain.core.now()
+    local s, msg, ecode = sshchain.connect(chains[i])
+    if s then
+      local x
+      x, msg, ecode = s:exec(cmd, { timeout = args.timeout > 0 and args.timeout or nil, pty = args.pty })
+      s:close()
+      if x then
+        r.stdout, r.stderr, r.status, r.signal = x.stdout, x.stderr, x.status, x.signal
+      end
+    end
+    if msg then r.error, r.code = msg, ecode end
+    r.seconds = sshchain.core.now() - h0
+    results[i] = r
+    finished = finished + 1
+    if r.error or r.status ~= 0 or r.signal then failed = failed + 1 end
+    if args.json or args.lines then progress:finish() end
+    if args.json then
+      cli.json_line { host = name, stdout = r.stdout, stderr = r.stderr, status = r.status, signal = r.signal,
+        seconds = r.seconds, error = r.error, code = r.code }
+      io.stdout:flush()
+    elseif args.lines then
+      print_lines(r)
+      io.stdout:flush()
+    end
+    progress:status(("exec: %d/%d hosts done, %d failed"):format(finished, #names, failed), true)
+  end
+  progress:status(("exec: %d hosts, %d at once"):format(#names, args.limit), true)
+  local out = sshchain.parallel(names, run, { limit = math.max(1, args.limit) })
+  for i, o in ipairs(out) do -- a task that raised: a bug, but report the host, do not lose it
+    if not o.ok and not results[i] then
+      results[i] = { host = names[i], error = o.err, code = o.code, seconds = 0 }
+      failed = failed + 1
+    end
+  end
+  progress:finish()
+  if not args.json and not args.lines then print_table(results) end
+  if not args.quiet then
+    local unreachable = 0
+    for _, r in ipairs(results) do if r.error then unreachable = unreachable + 1 end end
+    io.stdout:flush()
+    cli.eprintf("%d hosts: %d ok, %d failed (%d unreachable) in %.2f s\n", #names, #names - failed,
+      failed, unreachable, sshchain.core.now() - t0)
+  end
+  return failed > 0 and cli.FAILED or cli.OK
+end
+
+return R
