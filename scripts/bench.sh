@@ -70,7 +70,7 @@ row() { # label, sshchain "wall cpu", openssh "wall cpu", note
 }
 sc() { measure "$build/sshlua" scripts/bench/connect.lua "$@"; }
 
-want() { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = "$1" ]; }   # BENCH_ONLY=connect|forward|transfer
+want() { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = "$1" ]; }   # BENCH_ONLY=connect|forward|transfer|recipes
 
 want connect && {
   echo "| work | sshchain wall | OpenSSH wall | wall ratio | sshchain CPU | OpenSSH CPU | CPU ratio | notes |"
@@ -225,4 +225,50 @@ xratio() { # label key other: wall and CPU ratios of key to other, both directio
   echo "peak RSS streaming a 2 GiB file to disk through the chain: $((rss2g / 1024)) MiB (median of $RUNS runs above; paramiko: 1 run)"
 } | tee -a "$out"
 }
+# ---- recipes: exec across 20 hosts vs a parallel loop of ssh -J; stress; memory per idle session
+want recipes && {
+hosts20="j1 j2 t3 t4 n01 n02 n03 n04 n05 n06 n07 n08 n09 n10 n11 n12 n13 n14 n15 n16"
+cat > "$work/xargs-ssh" <<'SH'
+#!/usr/bin/env bash
+# xargs-ssh CONFIG FAILFILE HOSTS...: `ssh HOST true` on every host at once (xargs -P)
+cfg=$1 failfile=$2; shift 2
+printf '%s\n' "$@" | xargs -P "$#" -I{} sh -c "ssh -F '$cfg' -o BatchMode=yes {} true 2>/dev/null || echo {}" >"$failfile.list"
+wc -l <"$failfile.list" >"$failfile"
+exit 0
+SH
+chmod +x "$work/xargs-ssh"
+# shellcheck disable=SC2086
+a=$(measure "$build/sshlua" -r exec -i "$cfg" -q $hosts20 -- true)
+# shellcheck disable=SC2086
+b=$(measure "$work/xargs-ssh" "$cfg" "$work/fail" $hosts20)
+ossh_fail=$(cat "$work/fail")
+rx() { # label N: stress with N users at once on t4 -> a table row
+  local js
+  /usr/bin/time -o "$work/rss" -f '%M' "$build/sshlua" -r stress -i "$lab/inventory.lua" --users "$2" --barrier \
+    --hold 1 --json t4 -- true >"$work/stress.json" 2>/dev/null || true
+  js=$(cat "$work/stress.json")
+  /usr/bin/python3 -c 'import json, sys
+f = json.loads(sys.argv[1]); rss = int(sys.argv[3]) / 1024
+print("| %s | %d/%d | %d | %.1f | %.0f / %.0f ms | %.1f / %.1f / %.1f ms | %.1f s | %.0f MiB |" % (sys.argv[2],
+  f["sessions"], f["users"], f["peak_sessions"], f["connects_per_s"], f["login_p50"], f["login_p99"],
+  f["p50"], f["p99"], f["max"], f["duration_s"], rss))' "$js" "$1" "$(cat "$work/rss")"
+}
+. "$lab/inventory.env"
+read -r n kb0 kb1 <<<"$("$build/sshlua" scripts/bench/idle.lua "${BENCH_IDLE:-1000}")"
+{
+  echo
+  echo "| work | sshchain wall | OpenSSH wall | wall ratio | sshchain CPU | OpenSSH CPU | CPU ratio | notes |"
+  echo "|---|---|---|---|---|---|---|---|"
+  row "\`exec\` recipe on 20 hosts behind 2 jumps, vs \`xargs -P 20 ssh -J\`" "$a" "$b" "ssh failures: $ossh_fail/20"
+  echo
+  echo "| stress recipe on t4 through 2 jumps (\`--barrier\`: all logged in at once) | logged in | peak concurrent | logins/s | login p50 / p99 | command p50 / p99 / max | duration | peak RSS |"
+  echo "|---|---|---|---|---|---|---|---|"
+  rx "100 users" 100
+  rx "500 users" 500
+  echo
+  awk -v n="$n" -v a="$kb0" -v b="$kb1" 'BEGIN { printf "memory per idle session through a shared jump: %.1f KiB (%d sessions: RSS %.1f MiB -> %.1f MiB)\n", (b - a) / n, n, a / 1024, b / 1024 }'
+} | tee -a "$out"
+}
+
 echo "(wall/CPU ratio < 1: sshchain is faster / uses less client CPU; $(date -u +%F), $(nproc) cores)" | tee -a "$out"
+
