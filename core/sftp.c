@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 
 #define SF_CHUNK 65536
-#define SF_PIPE 32
+#define SF_PIPE 64
 #define SF_MAX_REQ (SF_PIPE + 4)
 #define SF_MAX_PACKET (SF_CHUNK + 65536) /* replies larger than this are refused */
 

@@ -209,7 +209,7 @@ function Progress:bytes(done, total, label, force)
     local frac = math.min(done / total, 1)
     tail = ("%3d%% %s/%s %s/s ETA %s"):format(math.floor(frac * 100), M.bytes(done), M.bytes(total),
       M.bytes(rate), M.duration(rate > 0 and (total - done) / rate or nil))
-    local barw = math.max(10, math.min(30, cols - width(tail) - width(label or "") - 6))
+    local barw = math.max(10, math.min(30, cols - 62 - width(label or ""))) -- steady as numbers grow
     local fill = math.floor(frac * barw + 0.5)
     tail = "[" .. string.rep("#", fill) .. string.rep(".", barw - fill) .. "] " .. tail
   else
