@@ -3,12 +3,77 @@
  * Methods are tried in the order OpenSSH uses: public keys from files, the agent,
  * keyboard-interactive (answered with the password), then password; only those the server lists. */
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "session.h"
+
+/* Private keys decrypted once per process: a key with a passphrase costs ~100 ms of CPU to
+ * decrypt (bcrypt KDF), which would bound logins to ~10/s. An entry is found again only for the
+ * same file (path, inode, size, mtime) and the same passphrase (its SHA-256; the passphrase
+ * itself is not kept). */
+struct sc_keycache {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    time_t mtime;
+    unsigned char pass[32];
+    ssh_key key;
+    struct sc_keycache *next;
+};
+
+static void pass_digest(const char *pass, unsigned char out[32])
+{
+    unsigned int n = 0;
+    memset(out, 0, 32);
+    EVP_Digest(pass ? pass : "", pass ? strlen(pass) : 0, out, &n, EVP_sha256(), NULL);
+}
+
+static struct sc_keycache *keycache_find(sc_loop *loop, const char *path, const struct stat *st,
+                                         const unsigned char pass[32])
+{
+    for (struct sc_keycache *c = loop->keys; c; c = c->next)
+        if (c->dev == st->st_dev && c->ino == st->st_ino && c->size == st->st_size &&
+            c->mtime == st->st_mtime && memcmp(c->pass, pass, 32) == 0 && strcmp(c->path, path) == 0)
+            return c;
+    return NULL;
+}
+
+static void keycache_add(sc_loop *loop, const char *path, const struct stat *st,
+                         const unsigned char pass[32], ssh_key key)
+{
+    struct sc_keycache *c = calloc(1, sizeof *c);
+    ssh_key copy = ssh_key_dup(key);
+    if (!c || !copy || !(c->path = sc_strdup(path))) {
+        free(c);
+        ssh_key_free(copy);
+        return;
+    }
+    c->dev = st->st_dev;
+    c->ino = st->st_ino;
+    c->size = st->st_size;
+    c->mtime = st->st_mtime;
+    memcpy(c->pass, pass, 32);
+    c->key = copy;
+    c->next = loop->keys;
+    loop->keys = c;
+}
+
+void sc_keycache_free(sc_loop *loop)
+{
+    struct sc_keycache *c;
+    while ((c = loop->keys) != NULL) {
+        loop->keys = c->next;
+        ssh_key_free(c->key);
+        free(c->path);
+        free(c);
+    }
+}
 
 enum { A_NONE = 0, A_PICK, A_PUBKEY, A_AGENT, A_KBDINT, A_PASSWORD };
 
@@ -61,13 +126,23 @@ static int load_next_identity(sc_session *s)
     while (s->auth.next_identity < s->spec.n_identities) {
         const char *path = s->spec.identities[s->auth.next_identity++];
         ssh_key key = NULL;
-        if (access(path, R_OK) != 0) {
+        struct stat st;
+        if (access(path, R_OK) != 0 || stat(path, &st) != 0) {
             snprintf(s->auth.key_problem, sizeof s->auth.key_problem, "identity %s: %s", path,
                      strerror(errno));
             continue;
         }
+        unsigned char pass[32];
+        pass_digest(s->spec.passphrase, pass);
+        struct sc_keycache *cached = keycache_find(s->loop, path, &st, pass);
+        if (cached && (key = ssh_key_dup(cached->key)) != NULL) {
+            s->auth.key = key;
+            return 1;
+        }
         int rc = ssh_pki_import_privkey_file(path, s->spec.passphrase ? s->spec.passphrase : "",
                                              NULL, NULL, &key);
+        if (rc == SSH_OK)
+            keycache_add(s->loop, path, &st, pass, key);
         if (rc != SSH_OK) {
             snprintf(s->auth.key_problem, sizeof s->auth.key_problem,
                      s->spec.passphrase ? "identity %s: wrong passphrase or unreadable key"

@@ -68,6 +68,7 @@ void sc_loop_free(sc_loop *loop)
     while ((op = sc_loop_pop_ready(loop)) != NULL)
         sc_op_release(op);
     uv_close((uv_handle_t *)&loop->kick_idle, NULL);
+    sc_keycache_free(loop);
     if (interrupt_loop == loop)
         interrupt_loop = NULL;
     uv_close((uv_handle_t *)&loop->wakeup, NULL);

@@ -38,6 +38,7 @@ struct sc_loop {
     int n_live_ops;
     uv_idle_t kick_idle;          /* runs deferred session service rounds */
     struct sc_session *kicked;    /* sessions waiting for a service round */
+    struct sc_keycache *keys;     /* private keys already decrypted (auth.c) */
     uv_async_t wakeup; /* sc_interrupt: makes a blocked turn return */
 };
 

@@ -157,6 +157,9 @@ void sc_auth_cleanup(sc_session *s);
  * listening on that port; returns 0 if none claims it (it is refused). */
 int sc_forward_incoming(sc_session *s, ssh_message msg);
 
+/* Frees the loop's cache of decrypted private keys (auth.c). */
+void sc_keycache_free(sc_loop *loop);
+
 /* Host key check (auth.c): 0 if the key is acceptable, else -1 with *err set. */
 int sc_hostkey_check(sc_session *s, sc_err *err);
 

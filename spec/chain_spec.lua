@@ -55,6 +55,23 @@ describe("chains", function()
     assert.matches("wrong passphrase", msg)
   end)
 
+  it("decrypts a key once per process, but never lets a wrong or missing passphrase use it", function()
+    local good = assert(sshchain.connect(H.chain("t1"))) -- decrypted, and kept for the process
+    good:close()
+    local s, msg, code = sshchain.connect(H.chain("t1", { passphrase = "not-it" }))
+    assert.is_nil(s)
+    assert.are.equal("EAUTH", code, msg)
+    local nopass = H.spec("t1")
+    nopass.passphrase = nil
+    s, msg, code = sshchain.connect({ H.spec("j1"), H.spec("j2"), nopass })
+    assert.is_nil(s)
+    assert.are.equal("EAUTH", code, msg)
+    assert.matches("needs a passphrase", msg, 1, true)
+    local again = assert(sshchain.connect(H.chain("t1")))
+    assert.are.equal("sclt1\n", assert(again:exec("whoami")).stdout)
+    again:close()
+  end)
+
   it("fails with ECHANNEL when a hop forbids forwarding", function()
     local s, msg, code = sshchain.connect({ H.spec("j1"), H.spec("j2nofwd"), H.spec("t1") })
     assert.is_nil(s)
