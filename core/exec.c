@@ -328,7 +328,7 @@ sc_op *sc_exec_start(sc_session *s, const sc_exec_opts *o)
         return &x->op;
     }
     if (o->timeout > 0)
-        uv_timer_start(&x->timer, on_timeout, (uint64_t)(o->timeout * 1000.0), 0);
+        sc_timer_start(&x->timer, on_timeout, (uint64_t)(o->timeout * 1000.0), 0);
     sc_session_attach(s, &x->cu);
     sc_session_kick(s);
     return &x->op;

@@ -80,6 +80,12 @@ void sc_loop_free(sc_loop *loop)
     free(loop);
 }
 
+void sc_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms, uint64_t repeat)
+{
+    uv_update_time(t->loop);
+    uv_timer_start(t, cb, ms, repeat);
+}
+
 static void on_turn_timeout(uv_timer_t *t) { (void)t; }
 
 void sc_loop_turn(sc_loop *loop, int timeout_ms)
@@ -94,7 +100,7 @@ void sc_loop_turn(sc_loop *loop, int timeout_ms)
     }
     uv_timer_t t;
     uv_timer_init(&loop->uv, &t);
-    uv_timer_start(&t, on_turn_timeout, (uint64_t)timeout_ms, 0);
+    sc_timer_start(&t, on_turn_timeout, (uint64_t)timeout_ms, 0);
     uv_run(&loop->uv, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&t, NULL);
     uv_run(&loop->uv, UV_RUN_NOWAIT); /* lets the close complete before t leaves scope */
@@ -234,6 +240,6 @@ sc_op *sc_sleep_start(sc_loop *loop, double sec)
     sl->timer.data = sl;
     if (sec < 0)
         sec = 0;
-    uv_timer_start(&sl->timer, sleep_fired, (uint64_t)(sec * 1000.0 + 0.5), 0);
+    sc_timer_start(&sl->timer, sleep_fired, (uint64_t)(sec * 1000.0 + 0.5), 0);
     return &sl->op;
 }

@@ -67,6 +67,11 @@ void sc_op_release(sc_op *op);
 /* The embedder drops its handle: cancels unfinished work, then releases. */
 void sc_op_abandon(sc_op *op);
 
+/* Starts a timer ms from now. libuv counts from the time cached at the last turn of the loop,
+ * which is stale when the embedder did other work between turns (a script that ran a long
+ * command, then connects): refresh it first, or a deadline would be in the past already. */
+void sc_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms, uint64_t repeat);
+
 /* A sleep that completes after sec seconds. */
 sc_op *sc_sleep_start(sc_loop *loop, double sec);
 

@@ -371,7 +371,7 @@ static void session_ready(sc_session *s)
         if (ms < 10)
             ms = 10;
         s->rx_seen = s->rx.in_bytes;
-        uv_timer_start(&s->keepalive_timer, on_keepalive, ms, ms);
+        sc_timer_start(&s->keepalive_timer, on_keepalive, ms, ms);
     }
 }
 
@@ -530,7 +530,7 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
     *opp = &cop->op;
     loop->live_sessions++;
 
-    uv_timer_start(&s->timer, on_deadline, (uint64_t)(s->spec.timeout * 1000.0), 0);
+    sc_timer_start(&s->timer, on_deadline, (uint64_t)(s->spec.timeout * 1000.0), 0);
 
     if (parent) {
         s->parent = parent;

@@ -823,7 +823,7 @@ sc_op *sc_xfer_start(const sc_xfer_opts *o)
         uint64_t ms = (uint64_t)(x->o.idle_timeout * 250.0);
         if (ms < 10)
             ms = 10;
-        uv_timer_start(&x->timer, on_idle_check, ms, ms);
+        sc_timer_start(&x->timer, on_idle_check, ms, ms);
     }
     xf_wake(x);
     return &x->op;

@@ -444,6 +444,12 @@ local function start_forward(self, opts, kind, method)
         if on_error then on_error(emsg, ecode) end
       end
     until op:done()
+    -- the forward itself ended: closed (ECANCELED), or its session was lost
+    local ok, emsg, ecode = op:result()
+    if not ok and ecode ~= "ECANCELED" then
+      f.failed, f.last_error = emsg, emsg
+      if on_error then on_error(emsg, ecode) end
+    end
   end)
   return f
 end

@@ -256,11 +256,11 @@ describe("recipe stress", function()
     assert.are.same({ 4, 8, 16, 8 }, { f.hosts, f.sessions, f.commands, f.failures_by_code.ESTATUS })
   end)
 
-  it("paces commands at --rate (open loop) and prints a table", function()
+  it("paces commands at --rate (rate-limited) and prints a table", function()
     local t0 = sshchain.core.now()
     local out, err, status = recipe("stress -i " .. q(INV) .. " --users 5 --repeat 4 --rate 20 t3 -- true")
     assert.are.equal(0, status, err)
-    assert.matches("open loop, 20 commands/s", out, 1, true)
+    assert.matches("rate-limited, 20 commands/s", out, 1, true)
     assert.matches("\ncommands +20 +0 ", out)
     assert.is_true(sshchain.core.now() - t0 >= 19 / 20) -- 20 commands at 20/s span at least 0.95 s
   end)

@@ -86,26 +86,34 @@ function M.open_inventory(args)
   return inventory.load(path)
 end
 
---- The chain to a host with the command line's connection options applied to every hop.
-function M.chain(inv, name, args)
-  local chain, err = inv:chain(name)
+--- The chain to a host with the command line's connection options applied to every hop, each
+--- spec checked now (a bad field is a usage error naming the host, not a failure later).
+--- opts.secrets = false: leave secrets out (nothing is asked).
+function M.chain(inv, name, args, opts)
+  local chain, err = inv:chain(name, opts)
   if not chain then return nil, err end
+  local sshchain = require "sshchain"
   for i, spec in ipairs(chain) do
     local s = {}
     for k, v in pairs(spec) do s[k] = v end
     if args.known_hosts then s.known_hosts = args.known_hosts end
     if args.host_key then s.host_key = args.host_key end
     if args.connect_timeout then s.timeout = args.connect_timeout end
+    local ok, perr = pcall(sshchain.normalize_spec, s)
+    if not ok then
+      return nil, ("inventory %s: host %s: %s"):format(tostring(inv.path), s.name or s.host or "?",
+        tostring(perr):gsub("^[^:]*:%d+: ", ""))
+    end
     chain[i] = s
   end
   return chain
 end
 
 --- Chains for many hosts, asking for any prompted secret first (before parallel work starts).
-function M.chains(inv, names, args)
+function M.chains(inv, names, args, opts)
   local out = {}
   for i, n in ipairs(names) do
-    local c, err = M.chain(inv, n, args)
+    local c, err = M.chain(inv, n, args, opts)
     if not c then return nil, err end
     out[i] = c
   end
@@ -166,14 +174,42 @@ function M.table(headers, rows, out)
   for _, r in ipairs(rows) do line(r) end
 end
 
---- One JSON object per line.
-function M.json_line(obj, out)
-  local cjson = M.need("cjson", "lua-cjson")
-  ;(out or io.stdout):write(cjson.encode(obj), "\n")
+--- Bytes as valid UTF-8: each byte of an invalid sequence becomes U+FFFD.
+function M.utf8(s)
+  if utf8.len(s) then return s end
+  local out, i = {}, 1
+  while i <= #s do
+    local ok, n = pcall(utf8.len, s, i, i)
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or c >= 0xF0 and 4 or c >= 0xE0 and 3 or c >= 0xC0 and 2 or 1
+    if ok and n and utf8.len(s:sub(i, i + len - 1)) then
+      out[#out + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = "\u{FFFD}"
+      i = i + 1
+    end
+  end
+  return table.concat(out)
 end
 
---- Server text made safe to print (control characters other than newline and tab replaced).
-function M.clean(s) return (s:gsub("[%z\1-\8\11-\31\127]", "?")) end
+local function utf8_values(v)
+  if type(v) == "string" then return M.utf8(v) end
+  if type(v) ~= "table" then return v end
+  local t = {}
+  for k, x in pairs(v) do t[k] = utf8_values(x) end
+  return t
+end
+
+--- One JSON object per line (strings made valid UTF-8: command output may be anything).
+function M.json_line(obj, out)
+  local cjson = M.need("cjson", "lua-cjson")
+  ;(out or io.stdout):write(cjson.encode(utf8_values(obj)), "\n")
+end
+
+--- Server text made safe to print: line ends kept (a pty's \r\n as \n), other control
+--- characters replaced.
+function M.clean(s) return (s:gsub("\r\n", "\n"):gsub("\r$", ""):gsub("[%z\1-\8\11-\31\127]", "?")) end
 
 ---------------------------------------------------------------------------------------------------
 -- Progress on a terminal (stderr); nothing when stderr is not one, or when quiet.

@@ -160,9 +160,11 @@ local HOSTKEY_MODES = { yes = "strict", ask = "strict", ["accept-new"] = "accept
 --- A host spec for `name` (a Host alias or [user@]host[:port]) from the parsed blocks, and the
 --- raw ProxyJump value (nil, or "none").
 function M.spec_for(blocks, name)
+  name = name:gsub("^ssh://", "") -- ProxyJump also takes ssh://[user@]host[:port]
   local user, rest = name:match("^([^@]+)@(.+)$")
   rest = rest or name
   local alias, port = rest:match("^%[(.-)%]:(%d+)$")
+  if not alias then alias = rest:match("^%[(.-)%]$") end
   if not alias then alias, port = rest:match("^([^:]+):(%d+)$") end
   alias = alias or rest
   local o = M.lookup(blocks, alias)

@@ -48,19 +48,21 @@ end
 
 local function is_glob(s) return s:find("[%*%?%[]") ~= nil end
 
---- Reads a line from the terminal without echo (for prompt "..." secrets).
+--- Reads a line from the terminal without echo (for prompt "..." secrets). Echo is restored
+--- whatever happens (Ctrl-C included).
 local function ask(text)
   local tty = io.open("/dev/tty", "r+")
   if not tty then
-    return nil, "needs a terminal to ask for \"" .. text .. "\" (or set the secret in the environment)"
+    return nil, "needs a terminal to ask for \"" .. text .. "\" (or write env \"VAR\" in the inventory)"
   end
   tty:write(text, ": ")
   tty:flush()
   os.execute("stty -echo < /dev/tty 2>/dev/null")
-  local line = tty:read("l")
+  local ok, line = pcall(tty.read, tty, "l")
   os.execute("stty echo < /dev/tty 2>/dev/null")
   tty:write("\n")
   tty:close()
+  if not ok then error(line, 0) end
   if not line then return nil, "no answer for \"" .. text .. "\"" end
   return line
 end
@@ -83,8 +85,12 @@ function M.load(path)
     end,
     prompt = function(text_) return setmetatable({ text = text_ }, SECRET) end,
   }, { __index = _G })
-  local chunk = load(text, "@" .. path, "t", env)
-  if chunk and not text:match("^%s*[Hh][Oo][Ss][Tt]%s") then
+  -- Lua when named *.lua or when it starts like Lua; else ssh_config (whose comments are #)
+  local first = text:gsub("^%s+", ""):match("^[%w_%-]+") or text:gsub("^%s+", ""):sub(1, 2)
+  local is_lua = path:match("%.lua$") or first == "return" or first == "local" or first == "--"
+  if is_lua then
+    local chunk, cerr = load(text, "@" .. path, "t", env)
+    if not chunk then return nil, "inventory " .. tostring(cerr) end
     local ok, t = pcall(chunk)
     if not ok then return nil, "inventory " .. tostring(t) end
     if type(t) ~= "table" or type(t.hosts) ~= "table" then
@@ -108,29 +114,47 @@ function M.load(path)
     known = seen, groups = {} }, Inventory)
 end
 
---- An inventory from a table of the Lua format (see above).
+--- An inventory from a table of the Lua format (see above); nil and a message when it is not one.
 function M.from_table(t, path)
-  local names = {}
+  local where = "inventory " .. tostring(path)
+  local names, known = {}, {}
   for name, h in pairs(t.hosts) do
     if type(name) ~= "string" or type(h) ~= "table" then
-      return nil, "inventory " .. tostring(path) .. ": hosts must be name = { host = ..., ... }"
+      return nil, where .. ": hosts must be written name = { host = ..., ... }"
     end
     names[#names + 1] = name
+    known[name] = true
   end
   table.sort(names)
-  local known = {}
-  for _, n in ipairs(names) do known[n] = true end
+  if t.defaults ~= nil and type(t.defaults) ~= "table" then return nil, where .. ": defaults must be a table" end
+  if t.defaults and t.defaults.via ~= nil then
+    return nil, where .. ": `via` belongs to hosts, not to defaults"
+  end
   for name, h in pairs(t.hosts) do
     local via = h.via
     if type(via) == "string" then via = { via } end
+    if via ~= nil and type(via) ~= "table" then
+      return nil, ("%s: host %s: via must be a host name or a list of them"):format(where, name)
+    end
     for _, v in ipairs(via or {}) do
       if not known[v] then
-        return nil, ("inventory %s: host %s goes via %s, which is not a host"):format(tostring(path), name, v)
+        return nil, ("%s: host %s goes via %s, which is not a host"):format(where, name, tostring(v))
       end
     end
   end
+  local groups = t.groups or {}
+  if type(groups) ~= "table" then return nil, where .. ": groups must be a table" end
+  for g, members in pairs(groups) do
+    if type(g) ~= "string" or type(members) ~= "table" then
+      return nil, where .. ": groups must be written name = { \"member\", ... }"
+    end
+    if known[g] then return nil, ("%s: %s is both a host and a group"):format(where, g) end
+    for _, m in ipairs(members) do
+      if type(m) ~= "string" then return nil, ("%s: group %s lists a %s"):format(where, g, type(m)) end
+    end
+  end
   return setmetatable({ path = path, kind = "lua", hosts = t.hosts, defaults = t.defaults or {},
-    groups = t.groups or {}, names = names, known = known, secrets = {} }, Inventory)
+    groups = groups, names = names, known = known, secrets = {} }, Inventory)
 end
 
 --- Host names matching one selector: a host, a group (recursively), or a glob pattern.
@@ -150,14 +174,20 @@ function Inventory:_match(sel, out, seen, depth)
         error(("inventory: group %s lists %s, which matches nothing"):format(sel, m), 0)
       end
     end
+    if #self.groups[sel] == 0 then error(("inventory: group %s is empty"):format(sel), 0) end
     return true
   end
   if self.known[sel] then
     add(sel)
   elseif is_glob(sel) then
-    local pat = glob_to_pattern(sel)
+    local ok, pat = pcall(glob_to_pattern, sel)
+    if ok then ok = pcall(string.match, "", pat) end
+    if not ok then error(("bad pattern %q"):format(sel), 0) end
     for _, n in ipairs(self.names) do
       if n:match(pat) then add(n) end
+    end
+    if not found and self.kind == "ssh_config" and sel:find("[", 1, true) and not sel:find("[*?]") then
+      add(sel) -- [v6addr]:port, not a pattern
     end
   elseif self.kind == "ssh_config" then
     add(sel) -- any name ssh_config resolves (user@host:port, a HostName pattern's match)
@@ -196,26 +226,31 @@ local function secret_value(self, v, host)
   local cached = self.secrets[v]
   if cached then return cached end
   local answer, err = ask(v.text)
-  if not answer then error(err, 0) end
+  if not answer then error(("inventory %s: host %s: %s"):format(tostring(self.path), host, err), 0) end
   self.secrets[v] = answer
   return answer
 end
 
 --- The spec of one host of a Lua inventory (defaults applied, secrets asked), with name set.
-function Inventory:_spec(name)
+function Inventory:_spec(name, keep_secrets)
   local h = self.hosts[name]
   local s = {}
   for k, v in pairs(self.defaults) do s[k] = v end
   for k, v in pairs(h) do
     if k ~= "via" then s[k] = v end
   end
-  for k, v in pairs(s) do s[k] = secret_value(self, v, name) end
+  for k, v in pairs(s) do
+    if keep_secrets and getmetatable(v) == SECRET then s[k] = nil else s[k] = secret_value(self, v, name) end
+  end
+  s.host = s.host or name -- as ssh_config: the name is the address unless host says otherwise
   s.name = name
   return s
 end
 
---- chain(name) -> the list of specs (jump hosts first, `name` last), or nil and a message.
-function Inventory:chain(name)
+--- chain(name [, {secrets=false}]) -> the list of specs (jump hosts first, `name` last), or nil
+--- and a message. With secrets=false, fields holding secrets are left out (nothing is asked).
+function Inventory:chain(name, opts)
+  local keep = opts and opts.secrets == false
   if self.kind == "ssh_config" then
     local chain, err = config.chain(self.blocks, name)
     if not chain then return nil, "ssh_config " .. self.path .. ": " .. err end
@@ -230,9 +265,9 @@ function Inventory:chain(name)
       local list = {}
       if via and via[1] then
         list = build(via[1], depth + 1)
-        for i = 2, #via do list[#list + 1] = self:_spec(via[i]) end
+        for i = 2, #via do list[#list + 1] = self:_spec(via[i], keep) end
       end
-      list[#list + 1] = self:_spec(n)
+      list[#list + 1] = self:_spec(n, keep)
       return list
     end
     return build(name, 0)

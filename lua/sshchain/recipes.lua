@@ -19,8 +19,8 @@ function M.list(out)
   out = out or io.stdout
   out:write("Recipes (sshlua -r NAME --help for each):\n")
   for _, n in ipairs(M.names) do
-    local r = load_recipe(n)
-    out:write(("  %-9s %s\n"):format(n, r and r.summary or "(not available)"))
+    local ok, r = pcall(load_recipe, n)
+    out:write(("  %-9s %s\n"):format(n, ok and r and r.summary or "(not available)"))
   end
 end
 

@@ -78,7 +78,8 @@ return function(M)
     if single then
       cmd = "sha256sum -- " .. remote_quote(root)
     else
-      cmd = "cd -- " .. remote_quote(root) .. " && find . -type f -exec sha256sum -- {} +"
+      -- -L: symlinks are followed, as scp -r and the SFTP source follow them
+      cmd = "cd -- " .. remote_quote(root) .. " && find -L . -type f -exec sha256sum -- {} +"
     end
     local r, msg, code = s:exec(cmd, { timeout = 3600 })
     if not r then return nil, msg, code end
@@ -117,10 +118,25 @@ return function(M)
 
   --- Bytes in the regular files under path on s (GNU find), or nil.
   local function remote_total(s, path)
-    local r = s:exec("find " .. remote_quote(path) .. " -type f -printf '%s\\n' 2>/dev/null | awk '{s+=$1} END {print s+0}'",
+    local r = s:exec("find -L " .. remote_quote(path) .. " -type f -printf '%s\\n' 2>/dev/null | awk '{s+=$1} END {print s+0}'",
       { timeout = 60 })
     local n = r and r.ok and tonumber(r.stdout:match("%d+"))
     return n and n > 0 and n or nil
+  end
+
+  --- A remote source named ".", "..", "~" or ending so has no name of its own to send (the
+  --- server would send "." and be refused): the directory it means, or nil, msg, CODE.
+  local function named_source(s, verb, path)
+    local base = basename(path)
+    if path ~= "~" and base ~= "." and base ~= ".." and base ~= "" then return path end
+    local r, msg, code = s:exec("cd -- " .. remote_quote(path) .. " && pwd -P", { timeout = 60 })
+    if not r then return nil, msg, code end
+    local dir = r.ok and r.stdout:match("^(/[^\n]*)\n$")
+    if not dir then
+      return nil, ("EIO: %s: %s: remote %s: %s"):format(s:label(), verb, path, (r.stderr:gsub("%c", " "))), "EIO"
+    end
+    if dir == "/" then return nil, ("EIO: %s: %s: cannot copy / as a whole"):format(s:label(), verb), "EIO" end
+    return dir
   end
 
   --- Runs one transfer op to its end, calling progress as news comes; returns the op.
@@ -158,6 +174,11 @@ return function(M)
       return conn
     end
     -- questions for the remote sides first: they need channels of their own
+    if remote_src then
+      local p, msg, code = named_source(remote_src, verb, src_path)
+      if not p then return nil, msg, code end
+      src_path = p
+    end
     local proto = opts.protocol or "scp"
     local dst_root_known
     if opts.verify and remote_dst and proto == "scp" then

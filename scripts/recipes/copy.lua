@@ -40,15 +40,17 @@ local function parser()
   p:flag("--verify", "Compare SHA-256 digests with the remote side's sha256sum.")
   p:flag("--sftp", "Speak SFTP (for servers without an scp binary) instead of SCP.")
   p:option("--to", "Copy to PATH on each of these hosts.", nil):args("+"):count("*"):argname("HOST")
-  p:option("-l --limit", "Destinations at once (with --to).", "16", tonumber):argname("N")
+  p:option("-l --limit", "Copies at once (with --to).", "16", tonumber):argname("N")
   p:flag("-j --json", "One JSON object per copy.")
-  p:flag("-q --quiet", "No progress bar and no summary.")
+  p:flag("-q --quiet", "No progress bar and no summary (failures are still shown).")
   return p
 end
 
---- "host:path" -> host, path; a local path -> nil, path (scp's rule: a colon before any slash).
+--- "host:path" -> host, path; a local path -> nil, path (scp's rule: a colon before any slash;
+--- [v6addr]:path and user@[v6addr]:path too).
 local function split_remote(s)
-  local host, path = s:match("^([^/:]+):(.*)$")
+  local host, path = s:match("^([^/:@%[]*@?%[[^%]/]+%]):(.*)$")
+  if not host then host, path = s:match("^([^/:%[]+):(.*)$") end
   if host then return host, path ~= "" and path or "." end
   return nil, s
 end
@@ -90,12 +92,16 @@ function R.main(argv)
     end
   else
     local dh, dp = split_remote(dst_path)
+    if #paths > 1 and not dh and not os.execute("test -d " .. sshchain.shell_quote(dp)) then
+      return usage(dst_path .. " is not a directory (several sources)")
+    end
     for _, src in ipairs(paths) do
       local sh, sp = split_remote(src)
       if not sh and not dh then return usage("both ends are local (" .. src .. " -> " .. dst_path .. "): use cp") end
       jobs[#jobs + 1] = { src_host = sh, src = sp, dst_host = dh, dst = dp }
     end
   end
+  local several = #paths > 1 -- then DST must be a directory, as scp requires
   -- chains first: any prompted secret is asked before transfers start
   for _, j in ipairs(jobs) do
     for _, side in ipairs { "src_host", "dst_host" } do
@@ -111,19 +117,44 @@ function R.main(argv)
 
   local progress = cli.progress(args.quiet or (args.json and not cli.isatty(2)))
   local t0 = sshchain.core.now()
-  local sessions = {}
+  local sessions, jobs_left = {}, {}
+  for _, j in ipairs(jobs) do
+    for _, h in ipairs { j.src_host or false, j.dst_host or false } do
+      if h then jobs_left[h] = (jobs_left[h] or 0) + 1 end
+    end
+  end
+  --- The session to a host, shared by its copies (one connect even when several ask at once).
   local function session(name, chain)
     local e = sessions[name]
     if e and e.pending then e.pending:wait() end
     if not e then
       e = { pending = sshchain.sched.cond() }
       sessions[name] = e
-      e.s, e.err, e.code = sshchain.connect(chain)
+      local ok, s, msg, ecode = pcall(sshchain.connect, chain)
+      if ok then e.s, e.err, e.code = s, msg, ecode else e.err, e.code = tostring(s), "EERROR" end
       local pending = e.pending
       e.pending = nil
-      pending:signal()
+      pending:signal() -- always: the waiters must not wait for ever
     end
     return e.s, e.err, e.code
+  end
+  --- A copy is over: a host whose copies are all over is logged out of.
+  local function release(host)
+    if not host then return end
+    jobs_left[host] = jobs_left[host] - 1
+    local e = sessions[host]
+    if jobs_left[host] == 0 and e and e.s then
+      e.s:close()
+      e.s = nil
+    end
+  end
+  local dir_checked = {}
+  --- With several sources, DST must be a directory on the host (scp's rule).
+  local function check_dir(host, s, path)
+    if not several or dir_checked[host] ~= nil then return dir_checked[host] ~= false end
+    local r = s:exec("test -d " .. sshchain.shell_quote(path))
+    dir_checked[host] = r and r.ok or false
+    return dir_checked[host]
   end
   local done_by, total_by, current = {}, {}, ""
   local function show(force)
@@ -153,6 +184,9 @@ function R.main(argv)
     if j.dst_host then
       dst_s, msg, ecode = session(j.dst_host, j.dst_host_chain)
       if not dst_s then return nil, msg, ecode end
+      if not check_dir(j.dst_host, dst_s, j.dst) then
+        return nil, ("EIO: %s: %s is not a directory (several sources)"):format(dst_s:label(), j.dst), "EIO"
+      end
     end
     if src_s and dst_s then
       return sshchain.copy(src_s, j.src, dst_s, j.dst, opts)
@@ -166,6 +200,8 @@ function R.main(argv)
   local ok_n, bytes, files, verified = 0, 0, 0, 0
   local results = sshchain.parallel(jobs, function(j, i)
     local ok, info, ecode = run(j, i)
+    release(j.src_host)
+    release(j.dst_host)
     if ok then
       done_by[i], total_by[i] = info.bytes, info.bytes
       return info
@@ -179,7 +215,7 @@ function R.main(argv)
       ok_n = ok_n + 1
       bytes, files = bytes + r.value.bytes, files + r.value.files
       verified = verified + (r.value.verified or 0)
-    elseif not args.quiet then
+    else
       cli.eprintf("copy: %s: %s\n", j.label, cli.clean(r.err))
     end
     if args.json then

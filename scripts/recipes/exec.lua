@@ -12,7 +12,7 @@ each of them. The command words are joined with spaces and run by the remote use
 TARGET is a host name, a group, or a glob pattern (quote it: 'node*'); with an ssh_config
 inventory, any name ssh_config resolves.
 
-Output (standard output): a table of host, status, time and output, in inventory order; with
+Output (standard output): a table of host, status, time and output, in the order selected; with
 --lines every output line prefixed by its host as hosts finish; with --json one JSON object per
 host ({"host","stdout","stderr","status","signal","seconds","error","code"}). Progress and the
 summary go to standard error.]]
@@ -27,6 +27,7 @@ Exit status:
    0  the command ran on every host and exited 0
    1  some host failed: unreachable, or the command exited non-zero (each host says why)
    2  bad command line or inventory
+   130  interrupted (Ctrl-C): the hosts done so far are shown
 
 Environment:
    SSHCHAIN_INVENTORY   the inventory when --inventory is not given]]
@@ -50,9 +51,12 @@ end
 local function status_of(r)
   if r.error then return r.code end
   if r.signal then return "SIG" .. r.signal end
+  if r.status == nil then return "no status" end
   if r.status ~= 0 then return "exit " .. tostring(r.status) end
   return "ok"
 end
+
+local function failed(r) return r.error or r.signal or r.status ~= 0 end
 
 local function print_lines(r)
   local out = io.stdout
@@ -62,7 +66,7 @@ local function print_lines(r)
   end
   for line in r.stdout:gmatch("[^\n]+") do out:write(r.host, ": ", cli.clean(line), "\n") end
   for line in r.stderr:gmatch("[^\n]+") do out:write(r.host, "! ", cli.clean(line), "\n") end
-  if r.status ~= 0 or r.signal then out:write(r.host, "! ", status_of(r), "\n") end
+  if failed(r) then out:write(r.host, "! ", status_of(r), "\n") end
 end
 
 local function print_table(results)
@@ -92,6 +96,7 @@ function R.main(argv)
     return cli.USAGE
   end
   local cmd = table.concat(command, " ")
+  if args.json then cli.need("cjson", "lua-cjson") end
   local inv, err = cli.open_inventory(args)
   if not inv then
     cli.eprintf("exec: %s\n", err)
@@ -110,8 +115,19 @@ function R.main(argv)
 
   local progress = cli.progress(args.quiet or args.json and not cli.isatty(2))
   local t0 = sshchain.core.now()
-  local finished, failed = 0, 0
+  local finished, nfailed = 0, 0
   local results = {}
+  local function report(r)
+    if args.json or args.lines then progress:finish() end
+    if args.json then
+      cli.json_line { host = r.host, stdout = r.stdout, stderr = r.stderr, status = r.status, signal = r.signal,
+        seconds = r.seconds, error = r.error, code = r.code }
+      io.stdout:flush()
+    elseif args.lines then
+      print_lines(r)
+      io.stdout:flush()
+    end
+  end
   local function run(name, i)
     local r = { host = name }
     local h0 = sshchain.core.now()
@@ -123,41 +139,42 @@ function R.main(argv)
       if x then
         r.stdout, r.stderr, r.status, r.signal = x.stdout, x.stderr, x.status, x.signal
       end
+    else
+      r.unreachable = true
     end
     if msg then r.error, r.code = msg, ecode end
     r.seconds = sshchain.core.now() - h0
     results[i] = r
     finished = finished + 1
-    if r.error or r.status ~= 0 or r.signal then failed = failed + 1 end
-    if args.json or args.lines then progress:finish() end
-    if args.json then
-      cli.json_line { host = name, stdout = r.stdout, stderr = r.stderr, status = r.status, signal = r.signal,
-        seconds = r.seconds, error = r.error, code = r.code }
-      io.stdout:flush()
-    elseif args.lines then
-      print_lines(r)
-      io.stdout:flush()
-    end
-    progress:status(("exec: %d/%d hosts done, %d failed"):format(finished, #names, failed), true)
+    if failed(r) then nfailed = nfailed + 1 end
+    report(r)
+    progress:status(("exec: %d/%d hosts done, %d failed"):format(finished, #names, nfailed), true)
   end
   progress:status(("exec: %d hosts, %d at once"):format(#names, args.limit), true)
-  local out = sshchain.parallel(names, run, { limit = math.max(1, args.limit) })
-  for i, o in ipairs(out) do -- a task that raised: a bug, but report the host, do not lose it
+  local ok, out = pcall(sshchain.parallel, names, run, { limit = math.max(1, args.limit) })
+  local interrupted = not ok and tostring(out):find("interrupted!", 1, true)
+  if not ok and not interrupted then error(out, 0) end
+  for i, o in ipairs(ok and out or {}) do -- a task that raised: a bug, but report the host, do not lose it
     if not o.ok and not results[i] then
       results[i] = { host = names[i], error = o.err, code = o.code, seconds = 0 }
-      failed = failed + 1
+      nfailed = nfailed + 1
+      report(results[i])
     end
   end
   progress:finish()
-  if not args.json and not args.lines then print_table(results) end
-  if not args.quiet then
+  local done = {}
+  for i = 1, #names do if results[i] then done[#done + 1] = results[i] end end
+  if not args.json and not args.lines then print_table(done) end
+  io.stdout:flush()
+  if not args.quiet or interrupted then
     local unreachable = 0
-    for _, r in ipairs(results) do if r.error then unreachable = unreachable + 1 end end
-    io.stdout:flush()
-    cli.eprintf("%d hosts: %d ok, %d failed (%d unreachable) in %.2f s\n", #names, #names - failed,
-      failed, unreachable, sshchain.core.now() - t0)
+    for _, r in ipairs(done) do if r.unreachable then unreachable = unreachable + 1 end end
+    cli.eprintf("%s%d hosts: %d ok, %d failed (%d unreachable) in %.2f s\n",
+      interrupted and ("interrupted: " .. #done .. " of ") or "", #names, #done - nfailed, nfailed,
+      unreachable, sshchain.core.now() - t0)
   end
-  return failed > 0 and cli.FAILED or cli.OK
+  if interrupted then return 130 end
+  return nfailed > 0 and cli.FAILED or cli.OK
 end
 
 return R

@@ -8,7 +8,8 @@ local DESCRIPTION = [[
 Listens on a local port for each HOST:PORT and carries every connection to it through HOST's
 jump hosts: the last jump host opens the connection to HOST's address and PORT, so HOST needs no
 SSH server of its own (a BMC's web interface, say). With --direct the connection is opened by a
-login on HOST itself, to its 127.0.0.1:PORT. Hosts behind the same jump hosts share one
+login on HOST itself, to its 127.0.0.1:PORT; so is a HOST that has no jump host in the
+inventory (there is nothing in between to open it). Hosts behind the same jump hosts share one
 connection to each of them. --socks adds a SOCKS5 proxy (CONNECT, no auth) whose connections
 leave from --via HOST, or else from the first forward's jump host.
 
@@ -24,7 +25,8 @@ Examples:
 
 Exit status:
    0  served until Ctrl-C or --for
-   1  some forward could not be set up (the others were served)
+   1  some forward could not be set up, or ended early (its session was lost); the others were
+      served
    2  bad command line or inventory]]
 
 local function parser()
@@ -113,11 +115,11 @@ function R.main(argv)
     if not e then
       e = { pending = sshchain.sched.cond() }
       sessions[key] = e
-      local s, msg = sshchain.connect(chain)
-      e.s, e.err = s, msg
+      local ok, s, msg = pcall(sshchain.connect, chain)
+      if ok then e.s, e.err = s, msg else e.err = tostring(s) end
       local pending = e.pending
       e.pending = nil
-      pending:signal()
+      pending:signal() -- always: the waiters must not wait for ever
     end
     return e.s, e.err
   end
@@ -136,7 +138,7 @@ function R.main(argv)
     forwards[#forwards + 1] = f
     return { f = f, via = s:label() }
   end)
-  local rows = {}
+  local rows, failed_rows = {}, {}
   for i, r in ipairs(results) do
     local w = wanted[i]
     local label = ("%s:%d"):format(w.host, w.port)
@@ -147,6 +149,7 @@ function R.main(argv)
     else
       failures = failures + 1
       rows[#rows + 1] = { label, "FAILED", cli.clean(r.err) }
+      failed_rows[#rows] = true
     end
   end
   if args.socks then
@@ -165,10 +168,17 @@ function R.main(argv)
     else
       failures = failures + 1
       rows[#rows + 1] = { "SOCKS5", "FAILED", cli.clean(msg) }
+      failed_rows[#rows] = true
     end
   end
   if args.json then
-    for _, r in ipairs(rows) do cli.json_line { forward = r[1], ["local"] = r[2], via = r[3] } end
+    for i, r in ipairs(rows) do
+      if failed_rows[i] then
+        cli.json_line { forward = r[1], error = r[3] }
+      else
+        cli.json_line { forward = r[1], ["local"] = r[2], via = r[3] }
+      end
+    end
   else
     cli.table({ "REMOTE", "LOCAL", "THROUGH" }, rows)
   end
@@ -180,6 +190,7 @@ function R.main(argv)
   local served = 0
   for _, f in ipairs(forwards) do
     served = served + f:stats().accepted
+    if f.failed then failures = failures + 1 end -- already reported through on_error
     f:close()
   end
   for _, e in pairs(sessions) do if e.s then e.s:close() end end

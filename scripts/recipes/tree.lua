@@ -73,7 +73,7 @@ function R.main(argv)
     cli.eprintf("tree: %s\n", serr)
     return cli.USAGE
   end
-  local chains, cerr = cli.chains(inv, names, args)
+  local chains, cerr = cli.chains(inv, names, args, args.no_probe and { secrets = false } or nil)
   if not chains then
     cli.eprintf("tree: %s\n", cerr)
     return cli.USAGE
