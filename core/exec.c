@@ -18,6 +18,7 @@ typedef struct {
     ssh_channel ch;
     struct ssh_channel_callbacks_struct cb;
     int phase;
+    int opening; /* ssh_channel_open_session has answered AGAIN and not yet answered */
     char *cmd;
     char *stdin_data;
     size_t stdin_len, stdin_off;
@@ -183,6 +184,7 @@ static void exec_service(sc_chanuser *u)
             ssh_set_channel_callbacks(x->ch, &x->cb);
         }
         rc = ssh_channel_open_session(x->ch);
+        x->opening = rc == SSH_AGAIN;
         if (rc == SSH_AGAIN)
             return;
         if (rc != SSH_OK) {
@@ -250,9 +252,13 @@ static void exec_finish(sc_exec *x, const sc_err *err)
         /* libssh keeps a freed channel until the peer's close arrives and may still call its
          * callbacks: unhook them from x, which may be freed before that */
         ssh_remove_channel_callbacks(x->ch, &x->cb);
-        if (s->ssh && ssh_channel_is_open(x->ch))
-            ssh_channel_close(x->ch);
-        ssh_channel_free(x->ch);
+        if (x->opening && s->state == SS_READY) {
+            sc_session_bury(s, x->ch, NULL, 0, NULL, 0); /* canceled while opening */
+        } else {
+            if (s->ssh && ssh_channel_is_open(x->ch))
+                ssh_channel_close(x->ch);
+            ssh_channel_free(x->ch);
+        }
         x->ch = NULL;
         s->loop->live_channels--;
     }

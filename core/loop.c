@@ -67,6 +67,14 @@ void sc_loop_free(sc_loop *loop)
     sc_op *op;
     while ((op = sc_loop_pop_ready(loop)) != NULL)
         sc_op_release(op);
+    /* sessions waiting for a service round hold a reference the idle hook would release */
+    sc_session *k;
+    while ((k = loop->kicked) != NULL) {
+        loop->kicked = k->next_kicked;
+        k->next_kicked = NULL;
+        k->kicked = 0;
+        sc_session_unref(k);
+    }
     uv_close((uv_handle_t *)&loop->kick_idle, NULL);
     sc_keycache_free(loop);
     if (interrupt_loop == loop)

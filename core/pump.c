@@ -29,6 +29,7 @@ struct sc_pump {
     uv_poll_t poll;
     int poll_events; /* -1: no handle */
     int closed;      /* sc_pump_close was called: no more events */
+    int opening;     /* ssh_channel_open_forward has answered AGAIN and not yet answered */
     int eof_to_fd;   /* the channel's EOF has been passed on */
     int eof_from_fd; /* the fd ended: EOF sent on the channel */
     char *to_fd;   /* channel -> fd: `window` bytes, allocated on first use */
@@ -59,14 +60,20 @@ static void pump_finish(sc_pump *p)
 {
     if (p->state == P_DONE)
         return;
+    int was_opening = p->state == P_OPENING && p->opening;
     p->state = P_DONE;
     sc_session_detach(&p->cu);
     if (p->ch) {
-        if (ssh_channel_is_open(p->ch))
-            ssh_channel_close(p->ch);
-        ssh_channel_free(p->ch);
+        sc_session *s = p->cu.session;
+        if (was_opening && s->state == SS_READY) { /* given up while opening */
+            sc_session_bury(s, p->ch, p->host, p->port, p->orig_host, p->orig_port);
+        } else {
+            if (ssh_channel_is_open(p->ch))
+                ssh_channel_close(p->ch);
+            ssh_channel_free(p->ch);
+        }
         p->ch = NULL;
-        p->cu.session->loop->live_channels--;
+        s->loop->live_channels--;
     }
     if (p->fd >= 0) {
         if (p->poll_events >= 0)
@@ -239,6 +246,7 @@ static void pump_service(sc_chanuser *u)
             s->loop->live_channels++;
         }
         int rc = ssh_channel_open_forward(p->ch, p->host, p->port, p->orig_host, p->orig_port);
+        p->opening = rc == SSH_AGAIN;
         if (rc == SSH_AGAIN)
             return;
         if (rc != SSH_OK) {

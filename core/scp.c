@@ -321,6 +321,10 @@ static int src_next(xf_end *e, xf_entry *ent)
         if (r == XF_DONE) {
             if (sc->depth != 0)
                 return xf_fail(e, SC_EPROTO, "the server's stream ended inside a directory");
+            if (sc->top_count == 0 && xf_soft_count(e->x) == 0) {
+                const char *err = xf_chan_stderr(&sc->c);
+                return xf_fail(e, SC_EPROTO, "the remote scp sent nothing%s%s", *err ? ": " : "", err);
+            }
             return XF_DONE;
         }
         if (r != XF_OK)
@@ -424,7 +428,7 @@ static int sink_start(xf_end *e)
         return r;
     r = read_reply(sc, "the start");
     if (r == XF_SKIP) /* the target is unusable: nothing can go there */
-        return XF_ERR;
+        return xf_fail(e, SC_EIO, "%s", xf_soft_message(e->x));
     return r;
 }
 

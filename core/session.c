@@ -203,6 +203,59 @@ void sc_session_wrote(sc_session *s, size_t n)
     session_update_poll(s);
 }
 
+struct sc_burial {
+    ssh_channel ch;
+    char *host, *orig_host;
+    int port, orig_port;
+    struct sc_burial *next;
+};
+
+static void burial_free(struct sc_burial *b)
+{
+    ssh_channel_free(b->ch);
+    free(b->host);
+    free(b->orig_host);
+    free(b);
+}
+
+void sc_session_bury(sc_session *s, ssh_channel ch, const char *host, int port,
+                     const char *orig_host, int orig_port)
+{
+    struct sc_burial *b = calloc(1, sizeof *b);
+    if (!b || !session_alive(s) || !s->ssh) {
+        free(b);
+        ssh_channel_free(ch);
+        return;
+    }
+    b->ch = ch;
+    b->host = sc_strdup(host);
+    b->orig_host = sc_strdup(orig_host);
+    b->port = port;
+    b->orig_port = orig_port;
+    b->next = s->buried;
+    s->buried = b;
+    sc_session_kick(s);
+}
+
+/* Finishes the opens of buried channels; the ones answered are closed and freed. */
+static void session_bury_round(sc_session *s)
+{
+    struct sc_burial **pp = &s->buried;
+    while (*pp) {
+        struct sc_burial *b = *pp;
+        int rc = b->host ? ssh_channel_open_forward(b->ch, b->host, b->port, b->orig_host, b->orig_port)
+                         : ssh_channel_open_session(b->ch);
+        if (rc == SSH_AGAIN) {
+            pp = &b->next;
+            continue;
+        }
+        if (rc == SSH_OK)
+            ssh_channel_close(b->ch);
+        *pp = b->next;
+        burial_free(b);
+    }
+}
+
 /* service round of a ready session: read what arrived, then advance every channel user */
 static void session_serve(sc_session *s)
 {
@@ -217,6 +270,8 @@ static void session_serve(sc_session *s)
         session_fail(s, SC_ECLOSED, "connection lost: %s", why && *why ? why : "closed by peer");
         return;
     }
+    if (s->buried)
+        session_bury_round(s);
     if (s->probe && ssh_channel_open_x11(s->probe, "127.0.0.1", 0) != SSH_AGAIN) {
         ssh_channel_free(s->probe); /* the keepalive probe was answered (refused, as meant) */
         s->probe = NULL;
@@ -332,7 +387,9 @@ static void on_keepalive(uv_timer_t *t)
      * slot with remote forwards. Whatever arrives counts as life. */
     if (!s->probe) {
         s->probe = ssh_channel_new(s->ssh);
-        if (s->probe && ssh_channel_open_x11(s->probe, "127.0.0.1", 0) != SSH_AGAIN) {
+        if (s->buried)
+        session_bury_round(s);
+    if (s->probe && ssh_channel_open_x11(s->probe, "127.0.0.1", 0) != SSH_AGAIN) {
             ssh_channel_free(s->probe);
             s->probe = NULL;
         }
@@ -632,6 +689,11 @@ static void session_teardown(sc_session *s, sc_sstate final, const sc_err *why)
     if (s->probe) {
         ssh_channel_free(s->probe);
         s->probe = NULL;
+    }
+    while (s->buried) {
+        struct sc_burial *b = s->buried;
+        s->buried = b->next;
+        burial_free(b);
     }
     if (s->ssh) {
         /* ssh_disconnect never closes a given fd; libssh may have closed it already (then -1) */

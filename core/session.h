@@ -97,6 +97,7 @@ struct sc_session {
 
     sc_chanuser *users;
     struct sc_pump *pump; /* for a child: the hop's pump on the parent's connection */
+    struct sc_burial *buried; /* channels given up while opening (sc_session_bury) */
     size_t write_queued; /* channel bytes queued since the output buffer was last empty */
     int global_busy;     /* a tcpip-forward request awaits its reply */
     void *global_owner;  /* whose: libssh tracks one pending global request per session */
@@ -141,6 +142,13 @@ void sc_session_wrote(sc_session *s, size_t n);
  * window grow to len: buf must have room for len bytes (pages never written cost no memory).
  * Returns the bytes read, 0 if none are there now, SSH_EOF at the end, SSH_ERROR. */
 int sc_channel_read(ssh_channel ch, void *buf, uint32_t len, int is_stderr);
+
+/* A channel whose owner gave up while it was still opening: libssh would forget it at once and
+ * the server would keep its side open for the life of the connection (against MaxSessions).
+ * The session finishes the open (the same call: a session channel, or direct-tcpip to host:port
+ * from orig_host:orig_port when host is not NULL), then closes and frees it. Takes ch over. */
+void sc_session_bury(sc_session *s, ssh_channel ch, const char *host, int port,
+                     const char *orig_host, int orig_port);
 
 void sc_session_attach(sc_session *s, sc_chanuser *u);
 void sc_session_detach(sc_chanuser *u);

@@ -16,7 +16,7 @@
 #define SF_CHUNK 65536
 #define SF_PIPE 64
 #define SF_MAX_REQ (SF_PIPE + 4)
-#define SF_MAX_PACKET (SF_CHUNK + 65536) /* replies larger than this are refused */
+#define SF_MAX_PACKET (256 * 1024 + 1024) /* OpenSSH's limit; larger replies are refused */
 
 enum {
     FXP_INIT = 1, FXP_VERSION = 2, FXP_OPEN = 3, FXP_CLOSE = 4, FXP_READ = 5, FXP_WRITE = 6,
@@ -329,6 +329,8 @@ static int on_packet(xf_sftp *sf, const uint8_t *p, size_t n)
         q->type = type;
         if (type == FXP_STATUS) {
             q->status = get_u32(&c);
+            if (c.bad)
+                return xf_fail(&sf->e, SC_EPROTO, "a short SFTP status reply");
             size_t ml;
             const uint8_t *m = get_str(&c, &ml);
             char raw[sizeof q->msg];
@@ -577,6 +579,8 @@ static int src_start(xf_end *e)
         return xf_fail(e, SC_EIO, "remote %s: is a directory (set recursive)", e->path);
     if (!attrs_is_dir(&sf->top) && !attrs_is_reg(&sf->top))
         return xf_fail(e, SC_EIO, "remote %s: not a regular file", e->path);
+    if (attrs_is_reg(&sf->top) && !(sf->top.flags & ATTR_SIZE))
+        return xf_fail(e, SC_EPROTO, "remote %s: the server gave no size", e->path);
     const char *b = base_of(e->path);
     if (!xf_name_ok(b, strlen(b)))
         return xf_fail(e, SC_EIO, "remote %s: cannot be sent as a whole (no name)", e->path);
@@ -662,16 +666,28 @@ static int src_next(xf_end *e, xf_entry *ent)
                     return r;
                 sreq *q = reply(sf);
                 if (q->type == FXP_ATTRS) {
-                    take_attrs(sf, &s->a);
+                    r = take_attrs(sf, &s->a);
                     call_done(sf);
+                    if (r != XF_OK)
+                        return r;
                 } else {
                     call_done(sf);
                     f->next_name++;
                     xf_soft(e, "remote %s/%s: dangling symlink, skipped", f->path, s->name);
                     continue;
                 }
+                if (attrs_is_dir(&s->a)) {
+                    /* as sftp get -r: without inode numbers a symlink loop cannot be seen */
+                    f->next_name++;
+                    xf_soft(e, "remote %s/%s: symlink to a directory, not followed", f->path, s->name);
+                    continue;
+                }
             }
             f->next_name++;
+            if (attrs_is_reg(&s->a) && !(s->a.flags & ATTR_SIZE)) {
+                xf_soft(e, "remote %s/%s: the server gave no size, skipped", f->path, s->name);
+                continue;
+            }
             if (!attrs_is_dir(&s->a) && !attrs_is_reg(&s->a)) {
                 xf_soft(e, "remote %s/%s: not a regular file, skipped", f->path, s->name);
                 continue;
@@ -779,7 +795,11 @@ static int src_accept(xf_end *e, const xf_entry *ent, int ok)
     r = wait_reply(sf, sf->cur);
     if (r != XF_OK)
         return r;
-    r = expect(sf, FXP_HANDLE, "open", sf->fpath, 0);
+    r = expect(sf, FXP_HANDLE, "open", sf->fpath, 1);
+    if (r == XF_SKIP) { /* this file cannot be read: the others still come */
+        drop_file(sf);
+        return r;
+    }
     if (r != XF_OK)
         return r;
     r = take_handle(sf, &sf->handle, &sf->hlen);
@@ -834,8 +854,20 @@ static int src_read(xf_end *e, char *buf, size_t len, size_t *got)
             sf->ring_n++;
             sf->next_off += n;
         }
-        if (sf->ring_n == 0)
+        if (sf->ring_n == 0) {
+            if (sf->next_off < sf->size) { /* no request slot free: discarded reads still due */
+                int r = pump(sf);
+                if (r != XF_OK)
+                    return r;
+                int any_free = 0;
+                for (int i = 0; i < SF_MAX_REQ && !any_free; i++)
+                    any_free = sf->req[i].state == RQ_FREE;
+                if (!any_free)
+                    return XF_AGAIN; /* their replies come on the session: a round brings us back */
+                continue;
+            }
             return xf_fail(e, SC_EIO, "remote %s: file shrank while being read", sf->fpath);
+        }
         int slot = ring_at(sf, 0);
         int r = wait_reply(sf, slot);
         if (r != XF_OK)
@@ -851,8 +883,8 @@ static int src_read(xf_end *e, char *buf, size_t len, size_t *got)
         cursor c = {q->data, q->len, 0};
         size_t dl;
         const uint8_t *d = get_str(&c, &dl);
-        if (c.bad || dl > q->want)
-            return xf_fail(e, SC_EPROTO, "a bad SFTP data reply");
+        if (c.bad || dl > q->want || dl == 0)
+            return xf_fail(e, SC_EPROTO, "a bad SFTP data reply (%zu bytes for %u asked)", dl, q->want);
         size_t n = dl - q->used;
         if (n > len)
             n = len;
@@ -900,8 +932,10 @@ static int sink_start(xf_end *e)
     CALL(sf, req_path(sf, FXP_STAT, e->path, NULL));
     sreq *q = reply(sf);
     sattrs a = {0};
-    if (q->type == FXP_ATTRS)
-        take_attrs(sf, &a);
+    if (q->type == FXP_ATTRS && (r = take_attrs(sf, &a)) != XF_OK) {
+        call_done(sf);
+        return r;
+    }
     call_done(sf);
     if (attrs_is_dir(&a)) {
         sf->root = sc_strdup(e->path);
@@ -967,8 +1001,10 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
             CALL(sf, req_path(sf, FXP_LSTAT, sf->fpath, NULL));
             sreq *q = reply(sf);
             sattrs ea = {0};
-            if (q->type == FXP_ATTRS)
-                take_attrs(sf, &ea);
+            if (q->type == FXP_ATTRS && (r = take_attrs(sf, &ea)) != XF_OK) {
+                call_done(sf);
+                return r;
+            }
             call_done(sf);
             if (!attrs_is_dir(&ea)) {
                 sf->step = 0;
@@ -1099,14 +1135,20 @@ static int sink_end_file(xf_end *e, int commit)
         sf->step = commit ? 1 : 4;
     }
     if (sf->step == 1) { /* modes (and times) */
+        /* Without preserve, the mode the server gave at OPEN (its umask applied) stays, unless
+         * the owner bits had to be added to write the file: then the source's bits come back,
+         * as scp -t does. With preserve: the source's mode and times. */
+        int preserve = xf_opts(e->x)->preserve;
         sattrs a = {.flags = ATTR_PERMISSIONS, .perm = sf->cur_ent.mode & 0777};
-        if (xf_opts(e->x)->preserve && sf->cur_ent.has_times) {
+        if (preserve && sf->cur_ent.has_times) {
             a.flags |= ATTR_ACMODTIME;
             a.atime = (uint32_t)sf->cur_ent.atime;
             a.mtime = (uint32_t)sf->cur_ent.mtime;
         }
-        CALL(sf, req_handle(sf, FXP_FSETSTAT, sf->handle, sf->hlen, &a));
-        call_done(sf);
+        if (preserve || (sf->cur_ent.mode & 0600) != 0600) {
+            CALL(sf, req_handle(sf, FXP_FSETSTAT, sf->handle, sf->hlen, &a));
+            call_done(sf);
+        }
         sf->step = 2;
     }
     if (sf->step == 2 || sf->step == 4) { /* close */
@@ -1118,31 +1160,28 @@ static int sink_end_file(xf_end *e, int commit)
         sf->step = sf->step == 2 ? 3 : 5;
     }
     if (sf->step == 3) { /* into place */
-        if (sf->cur < 0 && sf->posix_rename) {
-            size_t at;
-            sf->cur = req_begin(sf, FXP_EXTENDED, &at);
-            if (sf->cur >= 0) {
-                put_str(&sf->out, "posix-rename@openssh.com", 24);
-                put_str(&sf->out, sf->tmp, strlen(sf->tmp));
-                put_str(&sf->out, sf->fpath, strlen(sf->fpath));
-                req_end(sf, at);
-            }
-        } else if (sf->cur < 0) {
-            /* plain SFTP v3 rename does not replace: remove the old file first */
-            if (!sf->old_removed) {
-                CALL(sf, req_path(sf, FXP_REMOVE, sf->fpath, NULL));
-                call_done(sf);
-                sf->old_removed = 1;
-            }
-            size_t at;
-            sf->cur = req_begin(sf, FXP_RENAME, &at);
-            if (sf->cur >= 0) {
-                put_str(&sf->out, sf->tmp, strlen(sf->tmp));
-                put_str(&sf->out, sf->fpath, strlen(sf->fpath));
-                req_end(sf, at);
-            }
+        if (!sf->posix_rename && !sf->old_removed) {
+            /* plain SFTP v3 RENAME does not replace: remove the old file first (its absence is
+             * fine). Not atomic: without posix-rename@openssh.com, a connection lost between the
+             * two leaves the new file under its temporary name only. */
+            CALL(sf, req_path(sf, FXP_REMOVE, sf->fpath, NULL));
+            call_done(sf);
+            sf->old_removed = 1;
         }
-        CALL(sf, -1);
+        if (sf->cur < 0) {
+            size_t at;
+            sf->cur = req_begin(sf, sf->posix_rename ? FXP_EXTENDED : FXP_RENAME, &at);
+            if (sf->cur < 0)
+                return xf_fail(e, SC_EIO, "too many SFTP requests");
+            if (sf->posix_rename)
+                put_str(&sf->out, "posix-rename@openssh.com", 24);
+            put_str(&sf->out, sf->tmp, strlen(sf->tmp));
+            put_str(&sf->out, sf->fpath, strlen(sf->fpath));
+            req_end(sf, at);
+        }
+        r = wait_reply(sf, sf->cur);
+        if (r != XF_OK)
+            return r;
         sf->old_removed = 0;
         r = expect(sf, FXP_STATUS, "rename", sf->fpath, 0);
         if (r != XF_OK)

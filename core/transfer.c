@@ -72,6 +72,16 @@ void xf_add_total(sc_xfer *x, uint64_t bytes) { x->total += bytes; }
 
 long xf_soft_count(sc_xfer *x) { return x->n_soft; }
 
+const char *xf_soft_message(sc_xfer *x)
+{
+    /* the message carries the label and verb already: skip them, xf_fail adds its own */
+    const char *m = x->soft.msg;
+    const char *p = strstr(m, x->verb);
+    if (p && p[strlen(x->verb)] == ':')
+        return p + strlen(x->verb) + 2;
+    return m;
+}
+
 void xf_activity(sc_xfer *x) { x->last_activity = sc_loop_now(); }
 
 void xf_wake(sc_xfer *x)
@@ -237,8 +247,9 @@ int xf_chan_open(xf_end *e, xf_chan *c, const char *what, int subsystem)
 
 static void chan_drain_stderr(xf_chan *c)
 {
+    /* all of it (only the tail is kept): unread stderr holds back libssh's EOF and close */
     char tmp[1024];
-    for (int i = 0; i < 8; i++) {
+    for (;;) {
         int n = ssh_channel_read_nonblocking(c->ch, tmp, sizeof tmp, 1);
         if (n <= 0)
             return;
@@ -282,6 +293,9 @@ int xf_chan_read(xf_end *e, xf_chan *c, char *buf, size_t len, size_t *got)
     if (len > 0x7fffffff)
         len = 0x7fffffff;
     int n = sc_channel_read(c->ch, buf, (uint32_t)len, 0);
+    /* a read may queue a window adjust; this may be another session's round (a copy): have it
+     * sent when that session's socket takes it */
+    sc_session_wrote(e->session, 0);
     if (n > 0) {
         *got = (size_t)n;
         xf_activity(e->x);
@@ -363,9 +377,12 @@ void xf_chan_close(xf_end *e, xf_chan *c)
         /* libssh keeps a freed channel until the peer's close arrives, and may still call its
          * callbacks: they must not point into memory that goes with the endpoint */
         ssh_remove_channel_callbacks(c->ch, &c->cb);
-        if (e->session->ssh && ssh_channel_is_open(c->ch))
+        if (c->phase == XC_OPENING && e->session->state == SS_READY)
+            sc_session_bury(e->session, c->ch, NULL, 0, NULL, 0);
+        else if (e->session->ssh && ssh_channel_is_open(c->ch))
             ssh_channel_close(c->ch);
-        ssh_channel_free(c->ch);
+        if (c->phase != XC_OPENING || e->session->state != SS_READY)
+            ssh_channel_free(c->ch);
         c->ch = NULL;
         e->session->loop->live_channels--;
         if (e->session->state == SS_READY)
@@ -558,6 +575,12 @@ static void xfer_steps(sc_xfer *x)
             break;
         case XP_ACCEPT:
             r = x->src->ops->accept(x->src, &x->ent, x->accepted);
+            if (r == XF_SKIP && x->ent.type == XE_FILE && x->accepted) {
+                /* the source cannot give this file after all (recorded): the sink drops it */
+                x->commit = 0;
+                x->phase = XP_END_FILE;
+                break;
+            }
             if (r != XF_OK)
                 goto out;
             if (x->ent.type == XE_FILE && x->accepted) {
@@ -617,12 +640,14 @@ static void xfer_steps(sc_xfer *x)
         }
     }
 out:
-    if (r == XF_ERR) {
-        if (x->err.code == SC_OK)
-            sc_err_set(&x->err, SC_EIO, "%s: %s: failed", x->label, x->verb);
-        xfer_end(x, &x->err);
-    }
-    /* XF_AGAIN: a session's service round (or a wake) brings us back */
+    if (r == XF_AGAIN)
+        return; /* a session's service round (or a wake) brings us back */
+    if (r != XF_ERR && x->err.code == SC_OK) /* a status this phase cannot take: never stall */
+        sc_err_set(&x->err, SC_EIO, "%s: %s: internal: status %d in phase %d", x->label, x->verb, r,
+                   x->phase);
+    if (x->err.code == SC_OK)
+        sc_err_set(&x->err, SC_EIO, "%s: %s: failed", x->label, x->verb);
+    xfer_end(x, &x->err);
 }
 
 static void xfer_run(sc_xfer *x)

@@ -90,8 +90,9 @@ const char *xf_chan_stderr(xf_chan *c);
 int xf_fail(xf_end *e, sc_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Records a per-file failure (soft: the transfer goes on, and fails at the end); returns XF_SKIP. */
 int xf_soft(xf_end *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Per-file failures so far. */
+/* Per-file failures so far, and the first one's message (without its CODE). */
 long xf_soft_count(sc_xfer *x);
+const char *xf_soft_message(sc_xfer *x);
 /* Something moved (records or bytes): resets the idle deadline. */
 void xf_activity(sc_xfer *x);
 /* Asks for another round of the transfer soon. */

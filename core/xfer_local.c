@@ -99,32 +99,57 @@ static const char *base_of(const char *p)
 
 /* ---- source ---- */
 
-/* Bytes in regular files under dir fd (following symlinks), for the progress total. */
-static uint64_t tree_bytes(int fd, int depth)
+/* Bytes in regular files under dir fd (following symlinks as the walk does, never around a
+ * loop), for the progress total: an estimate, given up (0: unknown) past `budget` entries, since
+ * it runs in the loop before anything moves. */
+typedef struct {
+    dev_t dev[64];
+    ino_t ino[64];
+    int depth;
+    long budget;
+} tree_walk;
+
+static uint64_t tree_bytes(int fd, tree_walk *w)
 {
     uint64_t sum = 0;
+    struct stat self;
     DIR *d = fdopendir(fd);
     if (!d) {
         close(fd);
         return 0;
     }
+    if (fstat(fd, &self) != 0 || w->depth >= 64) {
+        closedir(d);
+        return 0;
+    }
+    for (int i = 0; i < w->depth; i++) {
+        if (w->dev[i] == self.st_dev && w->ino[i] == self.st_ino) { /* a symlink loop */
+            closedir(d);
+            return 0;
+        }
+    }
+    w->dev[w->depth] = self.st_dev;
+    w->ino[w->depth] = self.st_ino;
+    w->depth++;
     struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
+    while ((de = readdir(d)) != NULL && w->budget > 0) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
+        w->budget--;
         struct stat st;
         if (fstatat(dirfd(d), de->d_name, &st, 0) != 0)
             continue;
         if (S_ISREG(st.st_mode))
             sum += (uint64_t)st.st_size;
-        else if (S_ISDIR(st.st_mode) && depth < 64) {
+        else if (S_ISDIR(st.st_mode)) {
             int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             if (sub >= 0)
-                sum += tree_bytes(sub, depth + 1);
+                sum += tree_bytes(sub, w);
         }
     }
+    w->depth--;
     closedir(d);
-    return sum;
+    return w->budget > 0 ? sum : 0;
 }
 
 static void fill_entry(xf_entry *ent, const char *name, const struct stat *st)
@@ -171,8 +196,9 @@ static int src_start(xf_end *e)
             xf_add_total(e->x, (uint64_t)l->top_st.st_size);
     } else if (o->total_hint == 0) {
         int fd = open(e->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        tree_walk w = {.budget = 200000};
         if (fd >= 0)
-            xf_add_total(e->x, tree_bytes(fd, 0));
+            xf_add_total(e->x, tree_bytes(fd, &w));
     }
     return XF_OK;
 }
@@ -424,7 +450,8 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
     }
     if (exists && S_ISDIR(st.st_mode))
         return xf_fail(e, SC_EIO, "local %s: is a directory", name);
-    l->keep_mode = exists && S_ISREG(st.st_mode) ? (int)(st.st_mode & 07777) : -1;
+    /* an existing file's permissions stay, never its setuid/setgid bits: the content is new */
+    l->keep_mode = exists && S_ISREG(st.st_mode) ? (int)(st.st_mode & 0777) : -1;
     l->cur = *ent;
     snprintf(l->final, sizeof l->final, "%s", name);
     for (int attempt = 0; attempt < 100; attempt++) {

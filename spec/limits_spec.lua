@@ -30,6 +30,23 @@ describe("server limits", function()
     s:close()
   end)
 
+  it("commands given up while their channel opens do not use up the server's MaxSessions", function()
+    local s = assert(sshchain.connect(H.chain("t3")))
+    for _ = 1, 40 do -- most end while their channel is still being opened by the server
+      local r, _, code = s:exec("true", { timeout = 0.001 })
+      assert.is_truthy(r or code == "ETIMEDOUT", code)
+      sshchain.sleep(0.01)
+    end
+    sshchain.sleep(0.3) -- the server's answers to those opens arrive, and those channels close
+    local res = sshchain.parallel(range(10), function(i) return assert(s:exec("sleep 0.3; echo " .. i)).stdout end)
+    for i, r in ipairs(res) do
+      assert.is_true(r.ok, r.err)
+      assert.are.equal(i .. "\n", r.value)
+    end
+    assert.are.equal(1, s:connections()) -- 10 at once fit in one connection: no slot was lost
+    s:close()
+  end)
+
   it("learns a lower MaxSessions than configured from the server's refusals", function()
     local s = assert(sshchain.connect(H.chain("t4", { max_sessions = 40 })))
     local res = sshchain.parallel(range(25), function(i) return assert(s:exec("sleep 0.5; echo " .. i)).stdout end)
