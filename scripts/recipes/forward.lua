@@ -164,7 +164,8 @@ function R.main(argv)
     if s then f, msg = s:socks { bind = args.bind, port = args.socks, on_error = on_error("socks") } end
     if f then
       forwards[#forwards + 1] = f
-      rows[#rows + 1] = { "SOCKS5", ("socks5h://%s:%d"):format(args.bind, f.port), s:label() }
+      local host = args.bind:find(":", 1, true) and ("[" .. args.bind .. "]") or args.bind
+      rows[#rows + 1] = { "SOCKS5", ("socks5h://%s:%d"):format(host, f.port), s:label() }
     else
       failures = failures + 1
       rows[#rows + 1] = { "SOCKS5", "FAILED", cli.clean(msg) }
