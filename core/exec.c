@@ -16,7 +16,6 @@ typedef struct {
     sc_op op;
     sc_chanuser cu;
     ssh_channel ch;
-    struct ssh_channel_callbacks_struct cb;
     int phase;
     int opening; /* ssh_channel_open_session has answered AGAIN and not yet answered */
     char *cmd;
@@ -30,36 +29,12 @@ typedef struct {
     int stream;
     sc_buf out[2];
     int drained[2];
-    int exit_status;
-    int have_status;
-    char signal[32];
+    sc_exit exit;
     double timeout;
     uv_timer_t timer;
 } sc_exec;
 
 static void exec_finish(sc_exec *x, const sc_err *err);
-
-static void on_exit_status(ssh_session session, ssh_channel channel, int status, void *ud)
-{
-    (void)session;
-    (void)channel;
-    sc_exec *x = ud;
-    x->exit_status = status;
-    x->have_status = 1;
-}
-
-static void on_exit_signal(ssh_session session, ssh_channel channel, const char *signal, int core,
-                           const char *errmsg, const char *lang, void *ud)
-{
-    (void)session;
-    (void)channel;
-    (void)core;
-    (void)errmsg;
-    (void)lang;
-    sc_exec *x = ud;
-    sc_sanitize(x->signal, sizeof x->signal, signal);
-    x->have_status = 1;
-}
 
 static void timer_closed(uv_handle_t *h)
 {
@@ -177,11 +152,7 @@ static void exec_service(sc_chanuser *u)
                 return;
             }
             s->loop->live_channels++;
-            ssh_callbacks_init(&x->cb);
-            x->cb.userdata = x;
-            x->cb.channel_exit_status_function = on_exit_status;
-            x->cb.channel_exit_signal_function = on_exit_signal;
-            ssh_set_channel_callbacks(x->ch, &x->cb);
+            sc_exit_watch(x->ch, &x->exit);
         }
         rc = ssh_channel_open_session(x->ch);
         x->opening = rc == SSH_AGAIN;
@@ -226,7 +197,7 @@ static void exec_service(sc_chanuser *u)
         exec_read(x);
         if (x->phase != X_RUN)
             return;
-        if (x->drained[0] && x->drained[1] && (x->have_status || ssh_channel_is_closed(x->ch)))
+        if (x->drained[0] && x->drained[1] && (x->exit.have || ssh_channel_is_closed(x->ch)))
             exec_finish(x, NULL);
         return;
     default:
@@ -251,7 +222,7 @@ static void exec_finish(sc_exec *x, const sc_err *err)
     if (x->ch) {
         /* libssh keeps a freed channel until the peer's close arrives and may still call its
          * callbacks: unhook them from x, which may be freed before that */
-        ssh_remove_channel_callbacks(x->ch, &x->cb);
+        sc_exit_unwatch(x->ch, &x->exit);
         if (x->opening && s->state == SS_READY) {
             sc_session_bury(s, x->ch, NULL, 0, NULL, 0); /* canceled while opening */
         } else {
@@ -319,7 +290,7 @@ sc_op *sc_exec_start(sc_session *s, const sc_exec_opts *o)
     x->pty = o->pty || o->sudo_password;
     x->stream = o->stream;
     x->timeout = o->timeout;
-    x->exit_status = -1;
+    x->exit.status = -1;
     uv_timer_init(&s->loop->uv, &x->timer);
     x->timer.data = x;
     x->cu.service = exec_service;
@@ -358,6 +329,6 @@ void sc_exec_take(sc_op *op, int which)
         sc_session_kick(x->cu.session);
 }
 
-int sc_exec_status(sc_op *op) { return ((sc_exec *)op)->exit_status; }
+int sc_exec_status(sc_op *op) { return ((sc_exec *)op)->exit.status; }
 
-const char *sc_exec_signal(sc_op *op) { return ((sc_exec *)op)->signal; }
+const char *sc_exec_signal(sc_op *op) { return ((sc_exec *)op)->exit.signal; }

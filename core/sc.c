@@ -79,26 +79,10 @@ int sc_buf_append(sc_buf *b, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
-    if (b->off > 0 && b->off == b->len) {
-        b->off = b->len = 0;
-    }
-    if (b->len + n > b->cap) {
-        if (b->off > 0 && b->len - b->off + n <= b->cap) {
-            memmove(b->data, b->data + b->off, b->len - b->off);
-            b->len -= b->off;
-            b->off = 0;
-        } else {
-            size_t cap = b->cap ? b->cap : 4096;
-            while (cap < b->len + n)
-                cap *= 2;
-            char *d = realloc(b->data, cap);
-            if (!d)
-                return -1;
-            b->data = d;
-            b->cap = cap;
-        }
-    }
-    memcpy(b->data + b->len, p, n);
+    char *room = sc_buf_reserve(b, n);
+    if (!room)
+        return -1;
+    memcpy(room, p, n);
     b->len += n;
     return 0;
 }

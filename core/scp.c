@@ -199,11 +199,11 @@ static int finish_channel(xf_scp *sc)
         return r;
     xf_chan *c = &sc->c;
     const char *err = xf_chan_stderr(c);
-    if (c->signal[0])
-        r = xf_fail(&sc->e, SC_EIO, "the remote scp was killed by SIG%s%s%s", c->signal,
+    if (c->exit.signal[0])
+        r = xf_fail(&sc->e, SC_EIO, "the remote scp was killed by SIG%s%s%s", c->exit.signal,
                     *err ? ": " : "", err);
-    else if (c->exit_status > 0 && xf_soft_count(sc->e.x) == 0)
-        r = xf_fail(&sc->e, SC_EIO, "the remote scp exited with status %d%s%s", c->exit_status,
+    else if (c->exit.status > 0 && xf_soft_count(sc->e.x) == 0)
+        r = xf_fail(&sc->e, SC_EIO, "the remote scp exited with status %d%s%s", c->exit.status,
                     *err ? ": " : "", err);
     else
         r = XF_OK;

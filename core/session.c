@@ -174,6 +174,40 @@ void sc_session_detach(sc_chanuser *u)
     u->next = NULL;
 }
 
+static void on_exit_status(ssh_session session, ssh_channel channel, int status, void *ud)
+{
+    (void)session;
+    (void)channel;
+    sc_exit *ex = ud;
+    ex->status = status;
+    ex->have = 1;
+}
+
+static void on_exit_signal(ssh_session session, ssh_channel channel, const char *signal, int core,
+                           const char *errmsg, const char *lang, void *ud)
+{
+    (void)session;
+    (void)channel;
+    (void)core;
+    (void)errmsg;
+    (void)lang;
+    sc_exit *ex = ud;
+    sc_sanitize(ex->signal, sizeof ex->signal, signal);
+    ex->have = 1;
+}
+
+void sc_exit_watch(ssh_channel ch, sc_exit *ex)
+{
+    ex->status = -1;
+    ssh_callbacks_init(&ex->cb);
+    ex->cb.userdata = ex;
+    ex->cb.channel_exit_status_function = on_exit_status;
+    ex->cb.channel_exit_signal_function = on_exit_signal;
+    ssh_set_channel_callbacks(ch, &ex->cb);
+}
+
+void sc_exit_unwatch(ssh_channel ch, sc_exit *ex) { ssh_remove_channel_callbacks(ch, &ex->cb); }
+
 int sc_channel_read(ssh_channel ch, void *buf, uint32_t len, int is_stderr)
 {
     /* ssh_channel_read_nonblocking reads at most what is buffered, which never grows the window;

@@ -150,6 +150,19 @@ int sc_channel_read(ssh_channel ch, void *buf, uint32_t len, int is_stderr);
 void sc_session_bury(sc_session *s, ssh_channel ch, const char *host, int port,
                      const char *orig_host, int orig_port);
 
+/* How a remote command ended, as its channel's callbacks report it. */
+typedef struct {
+    struct ssh_channel_callbacks_struct cb;
+    int status; /* -1 until an exit-status arrives */
+    int have;   /* an exit-status or exit-signal arrived */
+    char signal[32];
+} sc_exit;
+
+/* Sets ch's callbacks to record its exit status and signal in ex (cb lives in ex: call
+ * sc_exit_unwatch before ex goes away; libssh may call them until the peer's close arrives). */
+void sc_exit_watch(ssh_channel ch, sc_exit *ex);
+void sc_exit_unwatch(ssh_channel ch, sc_exit *ex);
+
 void sc_session_attach(sc_session *s, sc_chanuser *u);
 void sc_session_detach(sc_chanuser *u);
 

@@ -177,28 +177,6 @@ char *xf_shell_path(const char *path)
 
 enum { XC_NEW, XC_OPENING, XC_REQUEST, XC_OPEN, XC_CLOSED };
 
-static void chan_exit_status(ssh_session session, ssh_channel channel, int status, void *ud)
-{
-    (void)session;
-    (void)channel;
-    xf_chan *c = ud;
-    c->exit_status = status;
-    c->have_status = 1;
-}
-
-static void chan_exit_signal(ssh_session session, ssh_channel channel, const char *signal, int core,
-                             const char *errmsg, const char *lang, void *ud)
-{
-    (void)session;
-    (void)channel;
-    (void)core;
-    (void)errmsg;
-    (void)lang;
-    xf_chan *c = ud;
-    sc_sanitize(c->signal, sizeof c->signal, signal);
-    c->have_status = 1;
-}
-
 int xf_chan_open(xf_end *e, xf_chan *c, const char *what, int subsystem)
 {
     sc_session *s = e->session;
@@ -211,12 +189,7 @@ int xf_chan_open(xf_end *e, xf_chan *c, const char *what, int subsystem)
         if (!c->ch)
             return xf_fail(e, SC_EIO, "cannot create a channel");
         s->loop->live_channels++;
-        c->exit_status = -1;
-        ssh_callbacks_init(&c->cb);
-        c->cb.userdata = c;
-        c->cb.channel_exit_status_function = chan_exit_status;
-        c->cb.channel_exit_signal_function = chan_exit_signal;
-        ssh_set_channel_callbacks(c->ch, &c->cb);
+        sc_exit_watch(c->ch, &c->exit);
         c->phase = XC_OPENING;
         /* fallthrough */
     case XC_OPENING:
@@ -360,11 +333,11 @@ int xf_chan_finish(xf_end *e, xf_chan *c)
             break;
     }
     chan_drain_stderr(c);
-    if (c->have_status || ssh_channel_is_closed(c->ch) ||
+    if (c->exit.have || ssh_channel_is_closed(c->ch) ||
         (ssh_channel_is_eof(c->ch) && ssh_channel_get_exit_status(c->ch) >= 0)) {
-        if (!c->have_status && ssh_channel_get_exit_status(c->ch) >= 0) {
-            c->exit_status = ssh_channel_get_exit_status(c->ch);
-            c->have_status = 1;
+        if (!c->exit.have && ssh_channel_get_exit_status(c->ch) >= 0) {
+            c->exit.status = ssh_channel_get_exit_status(c->ch);
+            c->exit.have = 1;
         }
         return XF_OK;
     }
@@ -376,7 +349,7 @@ void xf_chan_close(xf_end *e, xf_chan *c)
     if (c->ch) {
         /* libssh keeps a freed channel until the peer's close arrives, and may still call its
          * callbacks: they must not point into memory that goes with the endpoint */
-        ssh_remove_channel_callbacks(c->ch, &c->cb);
+        sc_exit_unwatch(c->ch, &c->exit);
         if (c->phase == XC_OPENING && e->session->state == SS_READY)
             sc_session_bury(e->session, c->ch, NULL, 0, NULL, 0);
         else if (e->session->ssh && ssh_channel_is_open(c->ch))

@@ -66,10 +66,9 @@ struct xf_end {
 /* A session channel running a command or subsystem, for the remote endpoints. */
 typedef struct {
     ssh_channel ch;
-    struct ssh_channel_callbacks_struct cb;
+    sc_exit exit;
     int phase;
-    int exit_status, have_status, eof_sent;
-    char signal[32];
+    int eof_sent;
     char err_tail[400]; /* the end of what the remote side wrote on stderr */
     size_t err_len;
 } xf_chan;

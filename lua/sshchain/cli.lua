@@ -120,6 +120,29 @@ function M.chains(inv, names, args, opts)
   return out
 end
 
+--- What a recipe needs to start: the inventory, the hosts the selectors pick (every host when
+--- there is none and all_if_none), and their chains, secrets asked now. On a problem it prints
+--- "recipe: message" and returns nil and the exit status.
+function M.hosts(recipe, args, selectors, opts)
+  local inv, err = M.open_inventory(args)
+  if not inv then
+    M.eprintf("%s: %s\n", recipe, err)
+    return nil, M.USAGE
+  end
+  if #selectors == 0 and opts and opts.all_if_none then selectors = inv.names end
+  local names, serr = inv:select(selectors)
+  if not names then
+    M.eprintf("%s: %s\n", recipe, serr)
+    return nil, M.USAGE
+  end
+  local chains, cerr = M.chains(inv, names, args, opts)
+  if not chains then
+    M.eprintf("%s: %s\n", recipe, cerr)
+    return nil, M.USAGE
+  end
+  return names, chains, inv
+end
+
 ---------------------------------------------------------------------------------------------------
 -- Output
 

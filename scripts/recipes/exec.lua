@@ -97,22 +97,8 @@ function R.main(argv)
   end
   local cmd = table.concat(command, " ")
   if args.json then cli.need("cjson", "lua-cjson") end
-  local inv, err = cli.open_inventory(args)
-  if not inv then
-    cli.eprintf("exec: %s\n", err)
-    return cli.USAGE
-  end
-  local names, serr = inv:select(args.targets)
-  if not names then
-    cli.eprintf("exec: %s\n", serr)
-    return cli.USAGE
-  end
-  local chains, cerr = cli.chains(inv, names, args)
-  if not chains then
-    cli.eprintf("exec: %s\n", cerr)
-    return cli.USAGE
-  end
-
+  local names, chains = cli.hosts("exec", args, args.targets)
+  if not names then return chains end
   local progress = cli.progress(args.quiet or args.json and not cli.isatty(2))
   local t0 = sshchain.core.now()
   local finished, nfailed = 0, 0

@@ -86,21 +86,8 @@ function R.main(argv)
     return cli.USAGE
   end
   if args.json then cli.need("cjson", "lua-cjson") end
-  local inv, err = cli.open_inventory(args)
-  if not inv then
-    cli.eprintf("stress: %s\n", err)
-    return cli.USAGE
-  end
-  local hosts, serr = inv:select { args.target }
-  if not hosts then
-    cli.eprintf("stress: %s\n", serr)
-    return cli.USAGE
-  end
-  local chains, cerr = cli.chains(inv, hosts, args)
-  if not chains then
-    cli.eprintf("stress: %s\n", cerr)
-    return cli.USAGE
-  end
+  local hosts, chains = cli.hosts("stress", args, { args.target })
+  if not hosts then return chains end
 
   local now = sshchain.core.now
   local st = { logins = {}, latencies = {}, failures = {}, examples = {}, nfail = 0, connected = 0,

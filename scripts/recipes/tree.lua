@@ -61,23 +61,10 @@ function R.main(argv)
   local p = parser()
   local args, code = cli.parse(p, argv)
   if not args then return code end
-  local inv, err = cli.open_inventory(args)
-  if not inv then
-    cli.eprintf("tree: %s\n", err)
-    return cli.USAGE
-  end
-  local selectors = args.targets
-  if #selectors == 0 then selectors = inv.names end
-  local names, serr = inv:select(selectors)
-  if not names then
-    cli.eprintf("tree: %s\n", serr)
-    return cli.USAGE
-  end
-  local chains, cerr = cli.chains(inv, names, args, args.no_probe and { secrets = false } or nil)
-  if not chains then
-    cli.eprintf("tree: %s\n", cerr)
-    return cli.USAGE
-  end
+  local hopts = { all_if_none = true }
+  if args.no_probe then hopts.secrets = false end -- nothing is asked when nothing is probed
+  local names, chains = cli.hosts("tree", args, args.targets, hopts)
+  if not names then return chains end
   local roots = build_forest(chains)
 
   -- probe: every node through its parent's session, siblings at once
