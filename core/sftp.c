@@ -1271,18 +1271,7 @@ xf_end *xf_sftp_new(sc_xfer *x, sc_session *s, const char *path, int is_src)
     sf->e.is_src = is_src;
     sf->cur = -1;
     sf->next_id = 1;
-    /* "~" and "~/x" are the home directory, where an SFTP server resolves relative paths */
-    const char *p = path;
-    if (strcmp(p, "~") == 0)
-        p = ".";
-    else if (strncmp(p, "~/", 2) == 0) {
-        p += 2;
-        while (*p == '/')
-            p++;
-        if (!*p)
-            p = ".";
-    }
-    sf->e.path = sc_strdup(p);
+    sf->e.path = sc_strdup(xf_home_relative(path));
     if (sf->e.path) {
         size_t n = strlen(sf->e.path);
         while (n > 1 && sf->e.path[n - 1] == '/')

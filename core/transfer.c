@@ -135,23 +135,24 @@ int xf_name_ok(const char *name, size_t len)
     return 1;
 }
 
+const char *xf_home_relative(const char *path)
+{
+    /* a remote shell and an SFTP server both start in the home directory: "~/x" is "x" there */
+    if (strcmp(path, "~") == 0)
+        return ".";
+    if (strncmp(path, "~/", 2) != 0)
+        return path;
+    path += 2;
+    while (*path == '/')
+        path++;
+    return *path ? path : ".";
+}
+
 char *xf_shell_path(const char *path)
 {
     if (strchr(path, '\n') || strchr(path, '\r'))
         return NULL;
-    const char *p = path;
-    int home = 0;
-    if (strcmp(p, "~") == 0) {
-        p = ".";
-    } else if (strncmp(p, "~/", 2) == 0) {
-        home = 1; /* the remote shell starts in the home directory: relative is the same */
-        p += 2;
-        while (*p == '/')
-            p++;
-        if (!*p)
-            p = ".";
-    }
-    (void)home;
+    const char *p = xf_home_relative(path);
     size_t n = 3;
     for (const char *q = p; *q; q++)
         n += *q == '\'' ? 4 : 1;

@@ -102,6 +102,9 @@ const sc_xfer_opts *xf_opts(sc_xfer *x);
 void xf_add_total(sc_xfer *x, uint64_t bytes);
 /* A name as a source may send it: not empty, ".", "..", no '/', no NUL, short enough. */
 int xf_name_ok(const char *name, size_t len);
+/* path with a leading "~/" (or "~") made relative: both a remote shell and an SFTP server start
+ * in the home directory. A pointer into path, or to ".". */
+const char *xf_home_relative(const char *path);
 /* path quoted for a POSIX shell ('...'), with a leading "~/" left to the shell's home; NULL if
  * the path holds a newline (or out of memory). */
 char *xf_shell_path(const char *path);
