@@ -10,14 +10,12 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(SAN) $(WARN) -fPIC -fvisibility=hidden \
 LIBS     := $(shell pkg-config --libs libssh libuv libcrypto 2>/dev/null)
 LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 
-CORE_SRC := core/sc.c core/loop.c core/session.c core/auth.c core/pump.c core/exec.c core/forward.c \
-            core/transfer.c core/xfer_local.c core/scp.c core/sftp.c
-BIND_SRC := lua/l_core.c lua/l_op.c lua/l_session.c lua/l_transfer.c lua/l_module.c
-LUA_MODS := sshchain.init=lua/sshchain.lua sshchain.sched=lua/sshchain/sched.lua \
-            sshchain.config=lua/sshchain/config.lua sshchain.tree=lua/sshchain/tree.lua \
-            sshchain.transfer=lua/sshchain/transfer.lua sshchain.inventory=lua/sshchain/inventory.lua \
-            sshchain.cli=lua/sshchain/cli.lua sshchain.recipes=lua/sshchain/recipes.lua \
-            $(foreach f,$(wildcard scripts/recipes/*.lua),sshchain.recipe.$(basename $(notdir $(f)))=$(f))
+# Sources by glob: a new file is built (and a new Lua module embedded) without touching this list.
+CORE_SRC := $(sort $(wildcard core/*.c))
+BIND_SRC := $(sort $(wildcard lua/l_*.c))
+LUA_MODS := sshchain.init=lua/sshchain.lua \
+            $(foreach f,$(sort $(wildcard lua/sshchain/*.lua)),sshchain.$(basename $(notdir $(f)))=$(f)) \
+            $(foreach f,$(sort $(wildcard scripts/recipes/*.lua)),sshchain.recipe.$(basename $(notdir $(f)))=$(f))
 LUA_FILES := $(foreach m,$(LUA_MODS),$(word 2,$(subst =, ,$(m))))
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)

@@ -1,4 +1,4 @@
-/* auth.c - host key verification and the authentication state machine of one session.
+/* auth.c - the authentication state machine of one session.
  *
  * Methods are tried in the order OpenSSH uses: public keys from files, the agent,
  * keyboard-interactive (answered with the password), then password; only those the server lists. */
@@ -10,13 +10,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "session.h"
+#include "internal.h"
 
 /* Private keys decrypted once per process: a key with a passphrase costs ~100 ms of CPU to
  * decrypt (bcrypt KDF), which would bound logins to ~10/s. An entry is found again only for the
  * same file (path, inode, size, mtime) and the same passphrase (its SHA-256; the passphrase
  * itself is not kept). */
-struct sc_keycache {
+struct sc_keyentry {
     char *path;
     dev_t dev;
     ino_t ino;
@@ -24,7 +24,14 @@ struct sc_keycache {
     time_t mtime;
     unsigned char pass[32];
     ssh_key key;
-    struct sc_keycache *next;
+    struct sc_keyentry *next;
+};
+
+/* The loop's cache, freed with the loop. */
+struct sc_keycache {
+    sc_cleanup cleanup;
+    sc_loop *loop;
+    struct sc_keyentry *entries;
 };
 
 static void pass_digest(const char *pass, unsigned char out[32])
@@ -34,20 +41,45 @@ static void pass_digest(const char *pass, unsigned char out[32])
     EVP_Digest(pass ? pass : "", pass ? strlen(pass) : 0, out, &n, EVP_sha256(), NULL);
 }
 
-static struct sc_keycache *keycache_find(sc_loop *loop, const char *path, const struct stat *st,
+static struct sc_keyentry *keycache_find(sc_loop *loop, const char *path, const struct stat *st,
                                          const unsigned char pass[32])
 {
-    for (struct sc_keycache *c = loop->keys; c; c = c->next)
+    if (!loop->keys)
+        return NULL;
+    for (struct sc_keyentry *c = loop->keys->entries; c; c = c->next)
         if (c->dev == st->st_dev && c->ino == st->st_ino && c->size == st->st_size &&
             c->mtime == st->st_mtime && memcmp(c->pass, pass, 32) == 0 && strcmp(c->path, path) == 0)
             return c;
     return NULL;
 }
 
+static void keycache_free(sc_cleanup *cl)
+{
+    struct sc_keycache *kc = (struct sc_keycache *)cl;
+    struct sc_keyentry *c;
+    while ((c = kc->entries) != NULL) {
+        kc->entries = c->next;
+        ssh_key_free(c->key);
+        free(c->path);
+        free(c);
+    }
+    kc->loop->keys = NULL;
+    free(kc);
+}
+
 static void keycache_add(sc_loop *loop, const char *path, const struct stat *st,
                          const unsigned char pass[32], ssh_key key)
 {
-    struct sc_keycache *c = calloc(1, sizeof *c);
+    if (!loop->keys) {
+        struct sc_keycache *kc = calloc(1, sizeof *kc);
+        if (!kc)
+            return;
+        kc->loop = loop;
+        kc->cleanup.run = keycache_free;
+        sc_loop_at_free(loop, &kc->cleanup);
+        loop->keys = kc;
+    }
+    struct sc_keyentry *c = calloc(1, sizeof *c);
     ssh_key copy = ssh_key_dup(key);
     if (!c || !copy || !(c->path = sc_strdup(path))) {
         free(c);
@@ -60,19 +92,8 @@ static void keycache_add(sc_loop *loop, const char *path, const struct stat *st,
     c->mtime = st->st_mtime;
     memcpy(c->pass, pass, 32);
     c->key = copy;
-    c->next = loop->keys;
-    loop->keys = c;
-}
-
-void sc_keycache_free(sc_loop *loop)
-{
-    struct sc_keycache *c;
-    while ((c = loop->keys) != NULL) {
-        loop->keys = c->next;
-        ssh_key_free(c->key);
-        free(c->path);
-        free(c);
-    }
+    c->next = loop->keys->entries;
+    loop->keys->entries = c;
 }
 
 enum { A_NONE = 0, A_PICK, A_PUBKEY, A_AGENT, A_KBDINT, A_PASSWORD };
@@ -108,16 +129,12 @@ void sc_auth_cleanup(sc_session *s)
     }
 }
 
+/* Whether to ask ssh-agent: unless the spec says agent=false, whenever SSH_AUTH_SOCK is set
+ * (asked or not, as OpenSSH does: after the key files, before passwords). */
 static int agent_usable(const sc_session *s)
 {
-    if (s->spec.agent == 0)
-        return 0;
     const char *sock = getenv("SSH_AUTH_SOCK");
-    if (!sock || !*sock)
-        return 0;
-    if (s->spec.agent == 1)
-        return 1;
-    return 1; /* auto: after key files, before passwords, as OpenSSH does */
+    return s->spec.agent != 0 && sock && *sock;
 }
 
 /* Loads the next identity file into s->auth.key; returns 1 if one is loaded, 0 when none is left. */
@@ -134,7 +151,7 @@ static int load_next_identity(sc_session *s)
         }
         unsigned char pass[32];
         pass_digest(s->spec.passphrase, pass);
-        struct sc_keycache *cached = keycache_find(s->loop, path, &st, pass);
+        struct sc_keyentry *cached = keycache_find(s->loop, path, &st, pass);
         if (cached && (key = ssh_key_dup(cached->key)) != NULL) {
             s->auth.key = key;
             return 1;
@@ -159,17 +176,19 @@ static int load_next_identity(sc_session *s)
 static int auth_fail(sc_session *s, sc_err *err)
 {
     char m[100];
-    sc_err_set(err, SC_EAUTH, "%s: auth: permission denied (server accepts %s; tried %s)%s%s",
-               s->label, methods_text(s->auth.methods, m, sizeof m),
-               s->auth.tried[0] ? s->auth.tried : "nothing", s->auth.key_problem[0] ? "; " : "",
-               s->auth.key_problem);
+    sc_err_format(err, SC_EAUTH, s->label, s->hop, "auth", "denied",
+                  "permission denied (server accepts %s; tried %s)%s%s",
+                  methods_text(s->auth.methods, m, sizeof m),
+                  s->auth.tried[0] ? s->auth.tried : "nothing", s->auth.key_problem[0] ? "; " : "",
+                  s->auth.key_problem);
     return -1;
 }
 
 static int auth_error(sc_session *s, sc_err *err)
 {
     const char *e = ssh_get_error(s->ssh);
-    sc_err_set(err, SC_ECONNECT, "%s: auth: %s", s->label, e && *e ? e : "connection lost");
+    sc_err_format(err, SC_ECONNECT, s->label, s->hop, "auth", "lost", "%s",
+                  e && *e ? e : "connection lost");
     return -1;
 }
 
@@ -256,60 +275,5 @@ int sc_auth_step(sc_session *s, sc_err *err)
             s->auth.phase = A_PICK;
             break;
         }
-    }
-}
-
-/* Host keys: known_hosts as OpenSSH writes it ([host]:port and hashed entries), checked by libssh. */
-int sc_hostkey_check(sc_session *s, sc_err *err)
-{
-    char fp[200] = "?";
-    ssh_key key = NULL;
-    if (ssh_get_server_publickey(s->ssh, &key) == SSH_OK) {
-        unsigned char *hash = NULL;
-        size_t hlen = 0;
-        if (ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) == 0) {
-            char *f = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen);
-            if (f) {
-                snprintf(fp, sizeof fp, "%s %s", ssh_key_type_to_char(ssh_key_type(key)), f);
-                ssh_string_free_char(f);
-            }
-            ssh_clean_pubkey_hash(&hash);
-        }
-        ssh_key_free(key);
-    }
-    snprintf(s->hostkey_fp, sizeof s->hostkey_fp, "%s", fp);
-    if (s->spec.hostkey_mode == SC_HOSTKEY_OFF)
-        return 0;
-    enum ssh_known_hosts_e st = ssh_session_is_known_server(s->ssh);
-    switch (st) {
-    case SSH_KNOWN_HOSTS_OK:
-        return 0;
-    case SSH_KNOWN_HOSTS_CHANGED:
-    case SSH_KNOWN_HOSTS_OTHER:
-        sc_err_set(err, SC_EHOSTKEY,
-                   "%s: host key: HOST KEY HAS CHANGED (possible man-in-the-middle); server sent "
-                   "%s, known_hosts has another",
-                   s->label, fp);
-        return -1;
-    case SSH_KNOWN_HOSTS_UNKNOWN:
-    case SSH_KNOWN_HOSTS_NOT_FOUND:
-        if (s->spec.hostkey_mode == SC_HOSTKEY_ACCEPT_NEW) {
-            if (ssh_session_update_known_hosts(s->ssh) != SSH_OK) {
-                sc_err_set(err, SC_EHOSTKEY, "%s: host key: cannot record %s: %s", s->label, fp,
-                           ssh_get_error(s->ssh));
-                return -1;
-            }
-            return 0;
-        }
-        sc_err_set(err, SC_EHOSTKEY,
-                   "%s: host key: unknown host key %s (not in %s; use host_key=\"accept-new\" to "
-                   "learn it)",
-                   s->label, fp, s->spec.known_hosts ? s->spec.known_hosts : "~/.ssh/known_hosts");
-        return -1;
-    case SSH_KNOWN_HOSTS_ERROR:
-    default:
-        sc_err_set(err, SC_EHOSTKEY, "%s: host key: cannot check: %s", s->label,
-                   ssh_get_error(s->ssh));
-        return -1;
     }
 }

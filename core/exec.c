@@ -1,40 +1,75 @@
-/* exec.c - one command on an exec channel: open, optional pty, exec, then a pump that writes stdin
- * as the window allows and reads stdout/stderr until EOF and the exit status. */
+/* exec.c - one command on a session channel (channel.c opens it and asks for pty, env and the
+ * command), then a loop that writes stdin as the window allows and reads stdout/stderr until
+ * EOF and the exit status.
+ *
+ * Secrets stay out of the remote command line: environment variables go as env requests, and
+ * the ones the server declines (sshd accepts only AcceptEnv's names, LANG LC_* by default) go on
+ * stdin, as shell-quoted `export` lines read by a short wrapper before the command starts (on a
+ * pty only after the wrapper has turned echo off and said so). sudo is given a prompt of our
+ * own through SUDO_PROMPT, with a random nonce: only that prompt is answered, once, and it never
+ * reaches the output. */
 #include "exec.h"
 
-#include <ctype.h>
+#include <openssl/rand.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define READ_CHUNK 65536
+#define READ_FIRST 65536  /* the first read asks for this much; a read that fills it doubles it */
 #define STREAM_HIGH_WATER (4 * 1024 * 1024)
-#define SUDO_MAX_ANSWERS 3
+#define NONCE_HEX 16
 
-enum { X_OPEN, X_PTY, X_EXEC, X_RUN, X_DONE };
+typedef enum {
+    X_OPEN,      /* the channel is opening: pty, env, the command */
+    X_PREAMBLE,  /* on a pty, waiting for the env wrapper to say echo is off */
+    X_RUN,       /* stdin flows, output is read */
+    X_DONE,
+} x_phase;
 
 typedef struct {
     sc_op op;
     sc_chanuser cu;
-    ssh_channel ch;
-    int phase;
-    int opening; /* ssh_channel_open_session has answered AGAIN and not yet answered */
-    char *cmd;
-    char *stdin_data;
-    size_t stdin_len, stdin_off;
-    int has_stdin;
-    int eof_sent;
+    sc_channel chan;
+    x_phase phase;
+    char *cmd;                /* as the user gave it (NULL: the shell) */
+    sc_buf in;                /* stdin still to send (the preamble first) */
+    int stdin_open;           /* more input may come */
+    int stdin_closed;         /* no more input: EOF once `in` is empty */
     int pty;
+    sc_buf env_lines;         /* the env wrapper's input, when env requests were refused */
+    int env_lines_count;
+    char nonce[NONCE_HEX + 1];
+    char ready_marker[64];    /* pty + env wrapper: "echo is off" */
     char *sudo_password;
-    int sudo_answers;
+    char sudo_prompt[64];     /* our prompt for sudo */
+    int sudo_answered;
+    int strip_newline;        /* drop the line end sudo prints after the password */
+    size_t scan_from;         /* stdout bytes already searched for the markers */
     int stream;
+    size_t max_output;
     sc_buf out[2];
+    size_t ask[2];            /* the next read's size (grows towards the channel's window) */
     int drained[2];
-    sc_exit exit;
     double timeout;
     uv_timer_t timer;
 } sc_exec;
 
 static void exec_finish(sc_exec *x, const sc_err *err);
+
+static void exec_failf(sc_exec *x, sc_code code, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void exec_failf(sc_exec *x, sc_code code, const char *reason, const char *fmt, ...)
+{
+    sc_session *s = x->cu.session;
+    char detail[450];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    sc_err err;
+    sc_err_format(&err, code, s->label, s->hop, "exec", reason, "%s", detail);
+    exec_finish(x, &err);
+}
 
 static void timer_closed(uv_handle_t *h)
 {
@@ -45,164 +80,264 @@ static void timer_closed(uv_handle_t *h)
 static void on_timeout(uv_timer_t *t)
 {
     sc_exec *x = t->data;
-    sc_err err;
-    sc_err_set(&err, SC_ETIMEDOUT, "%s: exec: timed out after %gs", x->cu.session->label,
-               x->timeout);
-    exec_finish(x, &err);
+    exec_failf(x, SC_ETIMEDOUT, "timeout", "timed out after %gs", x->timeout);
 }
 
-/* Looks at the last line of stdout: a sudo password prompt there is answered and removed. */
-static void answer_sudo(sc_exec *x)
+/* ---- the command line: sudo's prompt, and the env wrapper ---- */
+
+static char *shell_quote(const char *v)
+{
+    size_t n = 3;
+    for (const char *p = v; *p; p++)
+        n += *p == '\'' ? 4 : 1;
+    char *q = malloc(n), *o = q;
+    if (!q)
+        return NULL;
+    *o++ = '\'';
+    for (const char *p = v; *p; p++) {
+        if (*p == '\'') {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return q;
+}
+
+/* "export NAME='value'\n" lines for the variables the server declined; counts their lines. */
+static int build_env_lines(sc_exec *x, const sc_channel *c)
+{
+    for (int i = 0; i < c->n_env; i++) {
+        char *q = shell_quote(c->env[i].value);
+        if (!q)
+            return -1;
+        int bad = sc_buf_append(&x->env_lines, "export ", 7) < 0 ||
+                  sc_buf_append(&x->env_lines, c->env[i].name, strlen(c->env[i].name)) < 0 ||
+                  sc_buf_append(&x->env_lines, "=", 1) < 0 ||
+                  sc_buf_append(&x->env_lines, q, strlen(q)) < 0 ||
+                  sc_buf_append(&x->env_lines, "\n", 1) < 0;
+        for (const char *p = q; *p; p++)
+            x->env_lines_count += *p == '\n';
+        x->env_lines_count++;
+        memset(q, 0, strlen(q));
+        free(q);
+        if (bad)
+            return -1;
+    }
+    return 0;
+}
+
+/* The command as sent: sudo's prompt set first; where env requests were refused, a wrapper that
+ * reads the exports from stdin (a fixed number of lines; the shell's `read` never reads past a
+ * line on a pipe, so the command's own stdin follows intact). */
+static void before_request(sc_channel *c, void *ud)
+{
+    sc_exec *x = ud;
+    sc_buf cmd = {0};
+    char line[200];
+    int bad = 0;
+    if (x->sudo_password) {
+        snprintf(line, sizeof line, "SUDO_PROMPT='%s'; export SUDO_PROMPT; ", x->sudo_prompt);
+        bad |= sc_buf_append(&cmd, line, strlen(line));
+    }
+    if (c->env_refused > 0) {
+        bad |= build_env_lines(x, c);
+        if (x->pty)
+            snprintf(line, sizeof line, "stty -echo; printf '%%s\\n' '%s'; ", x->ready_marker);
+        else
+            line[0] = '\0';
+        bad |= sc_buf_append(&cmd, line, strlen(line));
+        snprintf(line, sizeof line,
+                 "__sc_n=%d __sc_e=; while [ \"$__sc_n\" -gt 0 ] && IFS= read -r __sc_l; do "
+                 "__sc_e=\"$__sc_e$__sc_l\n\"; __sc_n=$((__sc_n - 1)); done; eval \"$__sc_e\"; "
+                 "unset __sc_n __sc_e __sc_l; ",
+                 x->env_lines_count);
+        bad |= sc_buf_append(&cmd, line, strlen(line));
+        if (x->pty)
+            bad |= sc_buf_append(&cmd, "stty echo; ", 11);
+    }
+    if (cmd.len == 0)
+        return; /* as the user wrote it */
+    if (!x->cmd) /* the login shell, in place of this one */
+        bad |= sc_buf_append(&cmd, "exec \"${SHELL:-/bin/sh}\" -l", 27);
+    else
+        bad |= sc_buf_append(&cmd, x->cmd, strlen(x->cmd));
+    bad |= sc_buf_append(&cmd, "", 1);
+    if (!bad) {
+        if (!x->cmd)
+            c->request = SC_CHAN_EXEC;
+        bad = sc_channel_set_command(c, cmd.data);
+    }
+    sc_buf_free(&cmd);
+    if (bad)
+        exec_failf(x, SC_EIO, NULL, "out of memory");
+    else if (c->env_refused > 0 && !x->pty)
+        sc_buf_append(&x->in, x->env_lines.data, x->env_lines.len); /* before any stdin */
+}
+
+/* ---- output ---- */
+
+/* Finds s (len n) in the unsearched part of b (from *from), returns its offset or -1, and moves
+ * *from so that a marker split across reads is still found. */
+static long find_marker(const sc_buf *b, size_t *from, const char *s, size_t n)
+{
+    size_t avail = sc_buf_avail(b);
+    const char *base = b->data + b->off;
+    size_t start = *from > n ? *from - n : 0;
+    for (size_t i = start; i + n <= avail; i++)
+        if (memcmp(base + i, s, n) == 0)
+            return (long)i;
+    return -1;
+}
+
+static void cut(sc_buf *b, size_t at, size_t n)
+{
+    char *base = b->data + b->off;
+    memmove(base + at, base + at + n, sc_buf_avail(b) - at - n);
+    b->len -= n;
+}
+
+/* Looks at new stdout: the env wrapper's "echo is off" (then the exports go), sudo's prompt
+ * (answered once; a second one means the password was refused). Markers are cut out. */
+static void watch_stdout(sc_exec *x)
 {
     sc_buf *b = &x->out[SC_STDOUT];
-    size_t avail = sc_buf_avail(b);
-    if (!x->sudo_password || avail == 0 || x->sudo_answers >= SUDO_MAX_ANSWERS)
-        return;
-    const char *base = b->data + b->off;
-    size_t end = avail;
-    while (end > 0 && base[end - 1] == ' ')
-        end--;
-    if (end == 0 || base[end - 1] != ':')
-        return;
-    size_t start = end;
-    while (start > 0 && base[start - 1] != '\n')
-        start--;
-    int found = 0;
-    for (size_t i = start; i + 8 <= end && !found; i++)
-        found = strncasecmp(base + i, "password", 8) == 0;
-    if (!found)
-        return;
-    b->len = b->off + start; /* drop the prompt from the output */
-    x->sudo_answers++;
-    ssh_channel_write(x->ch, x->sudo_password, (uint32_t)strlen(x->sudo_password));
-    ssh_channel_write(x->ch, "\n", 1);
-    sc_session_wrote(x->cu.session, strlen(x->sudo_password) + 1);
+    if (x->strip_newline) {
+        size_t avail = sc_buf_avail(b);
+        const char *base = b->data + b->off;
+        size_t i = x->scan_from;
+        if (i < avail && base[i] == '\r')
+            cut(b, i, 1), avail--;
+        if (i < avail && base[i] == '\n')
+            cut(b, i, 1), avail--;
+        if (i < avail)
+            x->strip_newline = 0;
+    }
+    if (x->phase == X_PREAMBLE) {
+        size_t n = strlen(x->ready_marker);
+        long at = find_marker(b, &x->scan_from, x->ready_marker, n);
+        if (at >= 0) {
+            size_t drop = n;
+            const char *base = b->data + b->off;
+            while ((size_t)at + drop < sc_buf_avail(b) && drop < n + 2 &&
+                   (base[at + drop] == '\r' || base[at + drop] == '\n'))
+                drop++;
+            cut(b, (size_t)at, drop);
+            /* the exports go before anything else of stdin */
+            sc_buf tail = x->in;
+            memset(&x->in, 0, sizeof x->in);
+            sc_buf_append(&x->in, x->env_lines.data, x->env_lines.len);
+            sc_buf_append(&x->in, tail.data + tail.off, sc_buf_avail(&tail));
+            sc_buf_free(&tail);
+            x->phase = X_RUN;
+        }
+    }
+    if (x->sudo_password) {
+        size_t n = strlen(x->sudo_prompt);
+        long at = find_marker(b, &x->scan_from, x->sudo_prompt, n);
+        if (at >= 0) {
+            cut(b, (size_t)at, n);
+            if (x->sudo_answered) {
+                exec_failf(x, SC_EAUTH, "denied", "sudo refused the password");
+                return;
+            }
+            x->sudo_answered = 1;
+            sc_buf_append(&x->in, x->sudo_password, strlen(x->sudo_password));
+            sc_buf_append(&x->in, "\n", 1);
+            x->strip_newline = 1;
+            x->scan_from = (size_t)at;
+            return;
+        }
+    }
+    x->scan_from = sc_buf_avail(b);
 }
 
-static void exec_write_stdin(sc_exec *x)
+static int exec_read(sc_exec *x)
 {
-    sc_session *s = x->cu.session;
-    while (x->stdin_off < x->stdin_len) {
-        size_t want = x->stdin_len - x->stdin_off;
-        size_t window = ssh_channel_window_size(x->ch);
-        size_t budget = sc_session_write_budget(s);
-        if (want > window)
-            want = window;
-        if (want > budget)
-            want = budget;
-        if (want > READ_CHUNK)
-            want = READ_CHUNK;
-        if (want == 0)
-            return;
-        int w = ssh_channel_write(x->ch, x->stdin_data + x->stdin_off, (uint32_t)want);
-        if (w <= 0)
-            return;
-        sc_session_wrote(s, (size_t)w);
-        x->stdin_off += (size_t)w;
-    }
-    /* with a pty and no input, keep stdin open: closing it would end an interactive command */
-    if (!x->eof_sent && (x->has_stdin || !x->pty)) {
-        ssh_channel_send_eof(x->ch);
-        x->eof_sent = 1;
-    }
-}
-
-static void exec_read(sc_exec *x)
-{
-    char tmp[READ_CHUNK];
     for (int which = 0; which < 2; which++) {
+        sc_buf *b = &x->out[which];
         for (int i = 0; i < 16 && !x->drained[which]; i++) {
-            if (x->stream && sc_buf_avail(&x->out[which]) >= STREAM_HIGH_WATER)
+            if (x->stream && sc_buf_avail(b) >= STREAM_HIGH_WATER)
                 break;
-            int n = ssh_channel_read_nonblocking(x->ch, tmp, sizeof tmp, which);
+            size_t ask = x->ask[which];
+            char *room = sc_buf_reserve(b, ask);
+            if (!room) {
+                exec_failf(x, SC_EIO, NULL, "out of memory for output");
+                return -1;
+            }
+            int n = sc_channel_read(&x->chan, room, ask, which);
             if (n > 0) {
-                if (sc_buf_append(&x->out[which], tmp, (size_t)n) < 0) {
-                    sc_err err;
-                    sc_err_set(&err, SC_EIO, "%s: exec: out of memory for output",
-                               x->cu.session->label);
-                    exec_finish(x, &err);
-                    return;
+                sc_buf_commit(b, (size_t)n);
+                if ((size_t)n == ask && ask < SC_EXEC_WINDOW)
+                    x->ask[which] = ask * 2; /* a big output: let the window grow */
+                if (which == SC_STDOUT && (x->sudo_password || x->phase == X_PREAMBLE)) {
+                    watch_stdout(x);
+                    if (x->phase == X_DONE)
+                        return -1;
                 }
-                if (which == SC_STDOUT)
-                    answer_sudo(x);
+                if (!x->stream && x->max_output && sc_buf_avail(b) > x->max_output) {
+                    exec_failf(x, SC_EIO, "limit",
+                               "%s passed max_output (%zu bytes): stream it with on_%s",
+                               which ? "stderr" : "stdout", x->max_output,
+                               which ? "stderr" : "stdout");
+                    return -1;
+                }
                 if (x->stream)
                     sc_op_notify(&x->op);
                 continue;
             }
-            if (n == SSH_EOF || (n == 0 && ssh_channel_is_eof(x->ch)) || n == SSH_ERROR)
+            if (n != SC_CHAN_AGAIN)
                 x->drained[which] = 1;
             break;
         }
     }
+    return 0;
 }
+
+/* ---- input ---- */
+
+static void exec_write_stdin(sc_exec *x)
+{
+    while (sc_buf_avail(&x->in) > 0) {
+        long w = sc_channel_write(&x->chan, x->in.data + x->in.off, sc_buf_avail(&x->in));
+        if (w <= 0)
+            return;
+        sc_buf_consume(&x->in, (size_t)w);
+    }
+    if (x->stdin_closed)
+        sc_channel_send_eof(&x->chan);
+}
+
+/* ---- the service round ---- */
 
 static void exec_service(sc_chanuser *u)
 {
     sc_exec *x = (sc_exec *)((char *)u - offsetof(sc_exec, cu));
-    sc_session *s = u->session;
-    sc_err err;
-    int rc;
-    switch (x->phase) {
-    case X_OPEN:
-        if (!x->ch) {
-            x->ch = ssh_channel_new(s->ssh);
-            if (!x->ch) {
-                sc_err_set(&err, SC_EIO, "%s: exec: cannot create a channel", s->label);
-                exec_finish(x, &err);
-                return;
-            }
-            s->loop->live_channels++;
-            sc_exit_watch(x->ch, &x->exit);
-        }
-        rc = ssh_channel_open_session(x->ch);
-        x->opening = rc == SSH_AGAIN;
-        if (rc == SSH_AGAIN)
-            return;
-        if (rc != SSH_OK) {
-            sc_err_set(&err, SC_ECHANNEL, "%s: exec: channel refused: %s", s->label,
-                       ssh_get_error(s->ssh));
+    if (x->phase == X_OPEN) {
+        sc_err err;
+        int r = sc_channel_step(&x->chan, "exec", &err);
+        if (x->phase == X_DONE)
+            return; /* before_request failed */
+        if (r < 0) {
             exec_finish(x, &err);
             return;
         }
-        x->phase = x->pty ? X_PTY : X_EXEC;
-        /* fallthrough */
-    case X_PTY:
-        if (x->phase == X_PTY) {
-            rc = ssh_channel_request_pty_size(x->ch, "xterm", 80, 24);
-            if (rc == SSH_AGAIN)
-                return;
-            if (rc != SSH_OK) {
-                sc_err_set(&err, SC_ECHANNEL, "%s: exec: pty refused: %s", s->label,
-                           ssh_get_error(s->ssh));
-                exec_finish(x, &err);
-                return;
-            }
-            x->phase = X_EXEC;
-        }
-        /* fallthrough */
-    case X_EXEC:
-        rc = ssh_channel_request_exec(x->ch, x->cmd);
-        if (rc == SSH_AGAIN)
+        if (r == 0)
             return;
-        if (rc != SSH_OK) {
-            sc_err_set(&err, SC_ECHANNEL, "%s: exec: refused: %s", s->label,
-                       ssh_get_error(s->ssh));
-            exec_finish(x, &err);
-            return;
-        }
-        x->phase = X_RUN;
-        /* fallthrough */
-    case X_RUN:
-        exec_write_stdin(x);
-        exec_read(x);
-        if (x->phase != X_RUN)
-            return;
-        if (x->drained[0] && x->drained[1] && (x->exit.have || ssh_channel_is_closed(x->ch)))
-            exec_finish(x, NULL);
-        return;
-    default:
-        return;
+        x->phase = x->chan.env_refused > 0 && x->pty ? X_PREAMBLE : X_RUN;
     }
+    if (x->phase == X_RUN)
+        exec_write_stdin(x);
+    if (exec_read(x) < 0)
+        return;
+    if (x->phase == X_RUN)
+        exec_write_stdin(x); /* what the reads queued (sudo's answer, the exports) */
+    if (x->drained[0] && x->drained[1] &&
+        (x->chan.exit.have || sc_channel_is_closed(&x->chan)))
+        exec_finish(x, NULL);
 }
 
 static void exec_session_lost(sc_chanuser *u, const sc_err *why)
@@ -219,20 +354,7 @@ static void exec_finish(sc_exec *x, const sc_err *err)
     x->phase = X_DONE;
     sc_session *s = x->cu.session;
     sc_session_detach(&x->cu);
-    if (x->ch) {
-        /* libssh keeps a freed channel until the peer's close arrives and may still call its
-         * callbacks: unhook them from x, which may be freed before that */
-        sc_exit_unwatch(x->ch, &x->exit);
-        if (x->opening && s->state == SS_READY) {
-            sc_session_bury(s, x->ch, NULL, 0, NULL, 0); /* canceled while opening */
-        } else {
-            if (s->ssh && ssh_channel_is_open(x->ch))
-                ssh_channel_close(x->ch);
-            ssh_channel_free(x->ch);
-        }
-        x->ch = NULL;
-        s->loop->live_channels--;
-    }
+    sc_channel_close(&x->chan);
     uv_timer_stop(&x->timer);
     uv_close((uv_handle_t *)&x->timer, timer_closed);
     sc_op_finish(&x->op, err);
@@ -243,9 +365,7 @@ static void exec_finish(sc_exec *x, const sc_err *err)
 static void exec_cancel(sc_op *op)
 {
     sc_exec *x = (sc_exec *)op;
-    sc_err err;
-    sc_err_set(&err, SC_ECANCELED, "%s: exec: canceled", x->cu.session->label);
-    exec_finish(x, &err);
+    exec_failf(x, SC_ECANCELED, NULL, "canceled");
 }
 
 static int exec_has_news(sc_op *op)
@@ -254,11 +374,20 @@ static int exec_has_news(sc_op *op)
     return sc_buf_avail(&x->out[0]) > 0 || sc_buf_avail(&x->out[1]) > 0;
 }
 
+static void wipe(sc_buf *b)
+{
+    if (b->data)
+        memset(b->data, 0, b->cap);
+    sc_buf_free(b);
+}
+
 static void exec_destroy(sc_op *op)
 {
     sc_exec *x = (sc_exec *)op;
+    sc_channel_free(&x->chan);
     free(x->cmd);
-    free(x->stdin_data);
+    wipe(&x->in);
+    wipe(&x->env_lines);
     if (x->sudo_password) {
         memset(x->sudo_password, 0, strlen(x->sudo_password));
         free(x->sudo_password);
@@ -266,6 +395,17 @@ static void exec_destroy(sc_op *op)
     sc_buf_free(&x->out[0]);
     sc_buf_free(&x->out[1]);
     free(x);
+}
+
+static void make_nonce(char out[NONCE_HEX + 1])
+{
+    unsigned char r[NONCE_HEX / 2];
+    if (RAND_bytes(r, sizeof r) != 1) {
+        double t = sc_loop_now();
+        memcpy(r, &t, sizeof r < sizeof t ? sizeof r : sizeof t);
+    }
+    for (size_t i = 0; i < sizeof r; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
 }
 
 sc_op *sc_exec_start(sc_session *s, const sc_exec_opts *o)
@@ -279,28 +419,41 @@ sc_op *sc_exec_start(sc_session *s, const sc_exec_opts *o)
     x->op.has_news = exec_has_news;
     x->op.refs += 2; /* the core's while running, the timer's until its handle closes */
     x->cmd = sc_strdup(o->cmd);
-    if (o->stdin_data) {
-        x->stdin_data = malloc(o->stdin_len ? o->stdin_len : 1);
-        if (x->stdin_data)
-            memcpy(x->stdin_data, o->stdin_data, o->stdin_len);
-        x->stdin_len = o->stdin_len;
-        x->has_stdin = 1;
-    }
-    x->sudo_password = sc_strdup(o->sudo_password);
     x->pty = o->pty || o->sudo_password;
     x->stream = o->stream;
+    x->max_output = o->max_output;
     x->timeout = o->timeout;
-    x->exit.status = -1;
+    x->ask[0] = x->ask[1] = READ_FIRST;
+    x->stdin_open = o->stdin_open;
+    /* with a pty and no input, stdin stays open: closing it would end an interactive command */
+    x->stdin_closed = !o->stdin_open && (o->stdin_data || !x->pty);
+    make_nonce(x->nonce);
+    snprintf(x->ready_marker, sizeof x->ready_marker, "[sshchain env %s]", x->nonce);
+    if (o->sudo_password) {
+        x->sudo_password = sc_strdup(o->sudo_password);
+        snprintf(x->sudo_prompt, sizeof x->sudo_prompt, "[sshchain sudo %s]", x->nonce);
+    }
     uv_timer_init(&s->loop->uv, &x->timer);
     x->timer.data = x;
     x->cu.service = exec_service;
     x->cu.session_lost = exec_session_lost;
     x->cu.session = s;
     sc_session_ref(s);
-    if (s->state != SS_READY) {
+    sc_chan_opts co = {
+        .request = o->cmd ? SC_CHAN_EXEC : SC_CHAN_SHELL, .what = o->cmd, .pty = x->pty,
+        .term = o->term, .cols = o->cols, .rows = o->rows, .env = o->env, .n_env = o->n_env,
+        .window = SC_EXEC_WINDOW, .before_request = before_request, .ud = x,
+    };
+    int bad = sc_channel_init(&x->chan, s, &co) < 0 || (o->cmd && !x->cmd) ||
+              (o->sudo_password && !x->sudo_password) ||
+              (o->stdin_data && sc_buf_append(&x->in, o->stdin_data, o->stdin_len) < 0);
+    if (bad || s->state != SS_READY) {
         sc_err err;
-        sc_err_set(&err, SC_ECLOSED, "%s: exec: session is not connected", s->label);
-        x->phase = X_OPEN;
+        if (bad)
+            sc_err_format(&err, SC_EIO, s->label, s->hop, "exec", NULL, "out of memory");
+        else
+            sc_err_format(&err, SC_ECLOSED, s->label, s->hop, "exec", "lost",
+                          "session is not connected");
         exec_finish(x, &err);
         return &x->op;
     }
@@ -325,10 +478,55 @@ void sc_exec_take(sc_op *op, int which)
     sc_buf *b = &x->out[which ? 1 : 0];
     int was_full = sc_buf_avail(b) >= STREAM_HIGH_WATER;
     sc_buf_reset(b);
+    if (which == SC_STDOUT)
+        x->scan_from = 0;
     if (was_full && x->phase != X_DONE)
         sc_session_kick(x->cu.session);
 }
 
-int sc_exec_status(sc_op *op) { return ((sc_exec *)op)->exit.status; }
+void sc_exec_drop_output(sc_op *op)
+{
+    sc_exec *x = (sc_exec *)op;
+    sc_buf_free(&x->out[0]);
+    sc_buf_free(&x->out[1]);
+}
 
-const char *sc_exec_signal(sc_op *op) { return ((sc_exec *)op)->exit.signal; }
+int sc_exec_status(sc_op *op) { return ((sc_exec *)op)->chan.exit.status; }
+
+const char *sc_exec_signal(sc_op *op) { return ((sc_exec *)op)->chan.exit.signal; }
+
+int sc_exec_write(sc_op *op, const char *data, size_t len)
+{
+    sc_exec *x = (sc_exec *)op;
+    if (x->phase == X_DONE || x->stdin_closed || !x->stdin_open)
+        return -1;
+    if (sc_buf_append(&x->in, data, len) < 0)
+        return -1;
+    sc_session_kick(x->cu.session);
+    return 0;
+}
+
+size_t sc_exec_pending_input(sc_op *op) { return sc_buf_avail(&((sc_exec *)op)->in); }
+
+void sc_exec_close_stdin(sc_op *op)
+{
+    sc_exec *x = (sc_exec *)op;
+    if (x->phase == X_DONE || x->stdin_closed)
+        return;
+    x->stdin_closed = 1;
+    sc_session_kick(x->cu.session);
+}
+
+void sc_exec_resize(sc_op *op, int cols, int rows)
+{
+    sc_exec *x = (sc_exec *)op;
+    if (x->phase != X_DONE)
+        sc_channel_resize(&x->chan, cols, rows);
+}
+
+void sc_exec_signal_send(sc_op *op, const char *name)
+{
+    sc_exec *x = (sc_exec *)op;
+    if (x->phase != X_DONE)
+        sc_channel_signal(&x->chan, name);
+}

@@ -16,22 +16,26 @@
 #include <unistd.h>
 
 #include "pump.h"
+#include "socks5.h"
 
 #define MAX_QUEUED_ERRORS 32
 #define ACCEPTS_PER_EVENT 64
 
 typedef struct fwd_conn fwd_conn;
 
-static const char FORWARD_KIND[] = "forward";
+/* A remote forward's state: asking the server to listen, listening, asking it to stop. */
+typedef enum { R_REQUEST, R_LISTEN, R_CANCEL } remote_phase;
 
-enum { R_REQUEST, R_LISTEN, R_CANCEL };
+/* A SOCKS client's handshake: its greeting, its request, done (pumped). */
+typedef enum { SOCKS_GREETING, SOCKS_REQUEST, SOCKS_PUMPING } socks_phase;
 
 typedef struct {
     sc_op op;
     sc_chanuser cu;
     char *bind, *to_host;
     int to_port, socks, port;
-    int remote, phase, listen_news;
+    int remote, listen_news;
+    remote_phase phase;
     int lfd; /* local listener (not for remote forwards) */
     uv_poll_t lpoll;
     int closing;
@@ -53,7 +57,7 @@ struct fwd_conn {
     int peer_port;
     sc_pump *pump;
     /* SOCKS handshake */
-    int socks_phase;
+    socks_phase socks_phase;
     uv_poll_t poll;
     int poll_state;
     int dead;
@@ -63,9 +67,10 @@ struct fwd_conn {
     int dest_port;
 };
 
-static void queue_error(sc_forward *fw, sc_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void queue_error(sc_forward *fw, sc_code code, const char *fmt, ...)
+/* Queues a connection's failure for the embedder (the oldest goes when the queue is full). */
+static void queue_error(sc_forward *fw, sc_code code, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void queue_error(sc_forward *fw, sc_code code, const char *reason, const char *fmt, ...)
 {
     char msg[500];
     va_list ap;
@@ -77,7 +82,8 @@ static void queue_error(sc_forward *fw, sc_code code, const char *fmt, ...)
         fw->err_head = (fw->err_head + 1) % MAX_QUEUED_ERRORS; /* drop the oldest */
     else
         fw->nerr++;
-    sc_err_set(&fw->errors[slot], code, "%s", msg);
+    sc_session *s = fw->cu.session;
+    sc_err_format(&fw->errors[slot], code, s->label, s->hop, "forward", reason, "%s", msg);
     sc_op_notify(&fw->op);
 }
 
@@ -151,8 +157,8 @@ static void conn_failed(sc_pump *p, const sc_err *err, void *ud)
         static const unsigned char refused[10] = {5, 5, 0, 1, 0, 0, 0, 0, 0, 0};
         send_all(c->fd, refused, sizeof refused);
     }
-    queue_error(fw, err->code, "%s: forward %s:%d -> %s:%d (client %s:%d): %s", fw->cu.session->label,
-                fw->bind, fw->port, dest_host(c), dest_port(c), c->peer, c->peer_port, err->msg);
+    queue_error(fw, err->code, err->reason, "%s:%d -> %s:%d (client %s:%d): %s", fw->bind, fw->port,
+                dest_host(c), dest_port(c), c->peer, c->peer_port, err->msg);
     conn_close(c);
 }
 
@@ -164,19 +170,21 @@ static void conn_finished(sc_pump *p, void *ud)
 
 static const sc_pump_events conn_events = {conn_opened, conn_failed, conn_finished};
 
-static void conn_start_pump(fwd_conn *c)
+/* early: what the client sent after its SOCKS request, before any answer (pipelining, TCP Fast
+ * Open): it goes first once the channel is open */
+static void conn_start_pump(fwd_conn *c, const void *early, size_t early_len)
 {
     sc_forward *fw = c->fw;
     int fd = c->fd;
     c->pump = sc_pump_open(fw->cu.session, fd, dest_host(c), dest_port(c), c->peer, c->peer_port,
                            &conn_events, c);
-    if (!c->pump) {
-        queue_error(fw, SC_EIO, "forward: out of memory");
+    if (!c->pump || (early_len && sc_pump_preload(c->pump, early, early_len) < 0)) {
+        queue_error(fw, SC_EIO, NULL, "out of memory");
         conn_close(c);
     }
 }
 
-/* SOCKS5 (RFC 1928), no authentication, CONNECT only: greeting, then the request. */
+/* SOCKS5 (RFC 1928), no authentication, CONNECT only: greeting, then the request (socks5.c). */
 static void socks_reply_fail(fwd_conn *c, unsigned char rep)
 {
     unsigned char r[10] = {5, rep, 0, 1, 0, 0, 0, 0, 0, 0};
@@ -186,70 +194,41 @@ static void socks_reply_fail(fwd_conn *c, unsigned char rep)
 
 static void socks_step(fwd_conn *c)
 {
-    if (c->socks_phase == 0) {
-        if (c->len < 2)
+    size_t used = 0;
+    if (c->socks_phase == SOCKS_GREETING) {
+        int noauth = 0;
+        socks5_result r = socks5_parse_greeting(c->buf, c->len, &used, &noauth);
+        if (r == SOCKS5_MORE)
             return;
-        if (c->buf[0] != 5) {
+        if (r == SOCKS5_BAD) {
             conn_close(c);
             return;
         }
-        size_t need = 2 + (size_t)c->buf[1];
-        if (c->len < need)
-            return;
-        int noauth = 0;
-        for (size_t i = 2; i < need; i++)
-            noauth |= c->buf[i] == 0;
-        unsigned char r[2] = {5, noauth ? 0 : 0xff};
-        send_all(c->fd, r, 2);
+        unsigned char reply[2] = {5, noauth ? 0 : 0xff};
+        send_all(c->fd, reply, 2);
         if (!noauth) {
             conn_close(c);
             return;
         }
-        memmove(c->buf, c->buf + need, c->len - need);
-        c->len -= need;
-        c->socks_phase = 1;
+        memmove(c->buf, c->buf + used, c->len - used);
+        c->len -= used;
+        c->socks_phase = SOCKS_REQUEST;
     }
-    if (c->len < 5)
+    int rep;
+    socks5_result r = socks5_parse_request(c->buf, c->len, &used, c->dest, sizeof c->dest,
+                                           &c->dest_port, &rep);
+    if (r == SOCKS5_MORE)
         return;
-    if (c->buf[0] != 5) {
-        conn_close(c);
-        return;
-    }
-    if (c->buf[1] != 1) {
-        socks_reply_fail(c, 7); /* command not supported */
-        return;
-    }
-    size_t need;
-    unsigned char atyp = c->buf[3];
-    if (atyp == 1)
-        need = 4 + 4 + 2;
-    else if (atyp == 4)
-        need = 4 + 16 + 2;
-    else if (atyp == 3)
-        need = 5 + (size_t)c->buf[4] + 2;
-    else {
-        socks_reply_fail(c, 8); /* address type not supported */
+    if (r == SOCKS5_BAD) {
+        if (rep == 0xff)
+            conn_close(c);
+        else
+            socks_reply_fail(c, (unsigned char)rep);
         return;
     }
-    if (c->len < need)
-        return;
-    if (atyp == 1) {
-        inet_ntop(AF_INET, c->buf + 4, c->dest, sizeof c->dest);
-    } else if (atyp == 4) {
-        inet_ntop(AF_INET6, c->buf + 4, c->dest, sizeof c->dest);
-    } else {
-        size_t n = c->buf[4];
-        memcpy(c->dest, c->buf + 5, n);
-        c->dest[n] = '\0';
-        if (strlen(c->dest) != n || n == 0) {
-            socks_reply_fail(c, 1);
-            return;
-        }
-    }
-    c->dest_port = (c->buf[need - 2] << 8) | c->buf[need - 1];
-    c->socks_phase = 2;
+    c->socks_phase = SOCKS_PUMPING;
     conn_stop_poll(c);
-    conn_start_pump(c);
+    conn_start_pump(c, c->buf + used, c->len - used);
 }
 
 static void on_socks_readable(uv_poll_t *h, int status, int events)
@@ -257,7 +236,7 @@ static void on_socks_readable(uv_poll_t *h, int status, int events)
     (void)status;
     (void)events;
     fwd_conn *c = h->data;
-    if (c->dead || c->socks_phase >= 2)
+    if (c->dead || c->socks_phase == SOCKS_PUMPING)
         return;
     ssize_t n = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -312,7 +291,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
             c->poll_state = H_OPEN;
             uv_poll_start(&c->poll, UV_READABLE, on_socks_readable);
         } else {
-            conn_start_pump(c);
+            conn_start_pump(c, NULL, 0);
         }
     }
 }
@@ -389,8 +368,9 @@ static void forward_service(sc_chanuser *u)
     }
     if (rc != SSH_OK) {
         sc_err err;
-        sc_err_set(&err, SC_ECHANNEL, "%s: remote forward %s:%d: refused by the server: %s",
-                   s->label, fw->bind, fw->port, ssh_get_error(s->ssh));
+        sc_err_format(&err, SC_ECHANNEL, s->label, s->hop, "forward", "request refused",
+                      "remote forward %s:%d: refused by the server: %s", fw->bind, fw->port,
+                      ssh_get_error(s->ssh));
         fw->closing = 1;
         forward_done(fw, &err);
         return;
@@ -427,22 +407,26 @@ static int connect_local(const char *host, int port)
     return fd;
 }
 
-int sc_forward_incoming(sc_session *s, ssh_message msg)
+/* A channel the server opens: a remote forward's connection when it is forwarded-tcpip to our
+ * port (1: taken, accepted or refused; 0: not ours). */
+static int forward_incoming(sc_chanuser *u, ssh_message msg)
 {
+    sc_forward *fw = (sc_forward *)((char *)u - offsetof(sc_forward, cu));
+    sc_session *s = u->session;
+    if (ssh_message_subtype(msg) != SSH_CHANNEL_FORWARDED_TCPIP)
+        return 0;
     int port = ssh_message_channel_request_open_destination_port(msg);
-    for (sc_chanuser *u = s->users; u; u = u->next) {
-        if (u->kind != FORWARD_KIND)
-            continue;
-        sc_forward *fw = (sc_forward *)((char *)u - offsetof(sc_forward, cu));
+    {
         if (!fw->remote || fw->phase != R_LISTEN || fw->closing || fw->port != port)
-            continue;
+            return 0;
         const char *orig = ssh_message_channel_request_open_originator(msg);
         int orig_port = ssh_message_channel_request_open_originator_port(msg);
         int fd = connect_local(fw->to_host, fw->to_port);
         if (fd < 0) {
-            queue_error(fw, SC_ECONNECT, "%s: remote forward %d -> %s:%d: %s", s->label, fw->port,
+            queue_error(fw, SC_ECONNECT, NULL, "remote forward %d -> %s:%d: %s", fw->port,
                         fw->to_host, fw->to_port, strerror(errno));
-            return 0;
+            ssh_message_reply_default(msg);
+            return 1;
         }
         ssh_channel ch = ssh_message_channel_request_open_reply_accept(msg);
         if (!ch) {
@@ -472,7 +456,6 @@ int sc_forward_incoming(sc_session *s, ssh_message msg)
         }
         return 1;
     }
-    return 0;
 }
 
 static void forward_session_lost(sc_chanuser *u, const sc_err *why)
@@ -504,22 +487,23 @@ static int make_listener(const char *bind_addr, int port, int *out_port, sc_err 
     int family = AF_INET;
     if (uv_ip4_addr(addr, port, (struct sockaddr_in *)&ss) != 0) {
         if (uv_ip6_addr(addr, port, (struct sockaddr_in6 *)&ss) != 0) {
-            sc_err_set(err, SC_EIO, "forward: bind address must be numeric: %s", bind_addr);
+            sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "bind address must be numeric: %s",
+                          bind_addr);
             return -1;
         }
         family = AF_INET6;
     }
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        sc_err_set(err, SC_EIO, "forward: socket: %s", strerror(errno));
+        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "socket: %s", strerror(errno));
         return -1;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     socklen_t sl = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 256) < 0) {
-        sc_err_set(err, SC_EIO, "forward: cannot listen on %s:%d: %s", bind_addr, port,
-                   strerror(errno));
+        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "cannot listen on %s:%d: %s", bind_addr,
+                      port, strerror(errno));
         close(fd);
         return -1;
     }
@@ -533,7 +517,8 @@ static int make_listener(const char *bind_addr, int port, int *out_port, sc_err 
 sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
 {
     if (s->state != SS_READY) {
-        sc_err_set(err, SC_ECLOSED, "%s: forward: session is not connected", s->label);
+        sc_err_format(err, SC_ECLOSED, s->label, s->hop, "forward", "lost",
+                      "session is not connected");
         return NULL;
     }
     const char *bind_addr = o->bind ? o->bind : "127.0.0.1";
@@ -544,7 +529,7 @@ sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
     if (!fw) {
         if (lfd >= 0)
             close(lfd);
-        sc_err_set(err, SC_EIO, "forward: out of memory");
+        sc_err_format(err, SC_EIO, s->label, s->hop, "forward", NULL, "out of memory");
         return NULL;
     }
     sc_op_init(&fw->op, s->loop, "forward");
@@ -565,7 +550,7 @@ sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
         fw->lpoll.data = fw;
         uv_poll_start(&fw->lpoll, UV_READABLE, on_accept);
     }
-    fw->cu.kind = FORWARD_KIND;
+    fw->cu.incoming = forward_incoming;
     fw->cu.service = forward_service;
     fw->cu.session_lost = forward_session_lost;
     sc_session_attach(s, &fw->cu);

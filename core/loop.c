@@ -7,8 +7,6 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "session.h"
-
 /* Each session through a hop holds three fds (socketpair ends, libssh's duplicate): hundreds of
  * sessions need more than a stock soft limit of 1024 open files. Raise it to the hard limit. */
 static void raise_fd_limit(void)
@@ -23,12 +21,26 @@ static void raise_fd_limit(void)
     }
 }
 
-static void on_kick_idle(uv_idle_t *h)
+/* Runs what was deferred before this turn; what those ask for runs on the next one. */
+static void run_deferred(sc_loop *loop, int canceled)
+{
+    loop->running = loop->deferred;
+    loop->deferred = NULL;
+    sc_deferred *d;
+    while ((d = loop->running) != NULL) {
+        loop->running = d->next;
+        d->next = NULL;
+        d->queued = 0;
+        d->run(d, canceled);
+    }
+}
+
+static void on_defer_idle(uv_idle_t *h)
 {
     sc_loop *loop = h->data;
-    sc_session_run_kicked(loop);
-    if (!loop->kicked)
-        uv_idle_stop(&loop->kick_idle);
+    run_deferred(loop, 0);
+    if (!loop->deferred)
+        uv_idle_stop(&loop->defer_idle);
 }
 
 static sc_loop *volatile interrupt_loop;
@@ -42,7 +54,39 @@ void sc_interrupt(void)
         uv_async_send(&loop->wakeup);
 }
 
-void sc_loop_want_idle(sc_loop *loop) { uv_idle_start(&loop->kick_idle, on_kick_idle); }
+void sc_loop_defer(sc_loop *loop, sc_deferred *d)
+{
+    if (d->queued)
+        return;
+    d->queued = 1;
+    d->next = loop->deferred;
+    loop->deferred = d;
+    uv_idle_start(&loop->defer_idle, on_defer_idle);
+}
+
+void sc_loop_undefer(sc_loop *loop, sc_deferred *d)
+{
+    if (!d->queued)
+        return;
+    sc_deferred **lists[2] = {&loop->deferred, &loop->running};
+    for (int i = 0; i < 2; i++) {
+        sc_deferred **pp = lists[i];
+        while (*pp && *pp != d)
+            pp = &(*pp)->next;
+        if (*pp) {
+            *pp = d->next;
+            break;
+        }
+    }
+    d->next = NULL;
+    d->queued = 0;
+}
+
+void sc_loop_at_free(sc_loop *loop, sc_cleanup *c)
+{
+    c->next = loop->cleanups;
+    loop->cleanups = c;
+}
 
 sc_loop *sc_loop_new(void)
 {
@@ -54,8 +98,8 @@ sc_loop *sc_loop_new(void)
         free(loop);
         return NULL;
     }
-    uv_idle_init(&loop->uv, &loop->kick_idle);
-    loop->kick_idle.data = loop;
+    uv_idle_init(&loop->uv, &loop->defer_idle);
+    loop->defer_idle.data = loop;
     uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
     uv_unref((uv_handle_t *)&loop->wakeup);
     interrupt_loop = loop;
@@ -67,16 +111,15 @@ void sc_loop_free(sc_loop *loop)
     sc_op *op;
     while ((op = sc_loop_pop_ready(loop)) != NULL)
         sc_op_release(op);
-    /* sessions waiting for a service round hold a reference the idle hook would release */
-    sc_session *k;
-    while ((k = loop->kicked) != NULL) {
-        loop->kicked = k->next_kicked;
-        k->next_kicked = NULL;
-        k->kicked = 0;
-        sc_session_unref(k);
+    /* deferred work may hold references that only its run releases */
+    while (loop->deferred)
+        run_deferred(loop, 1);
+    uv_close((uv_handle_t *)&loop->defer_idle, NULL);
+    sc_cleanup *c;
+    while ((c = loop->cleanups) != NULL) {
+        loop->cleanups = c->next;
+        c->run(c);
     }
-    uv_close((uv_handle_t *)&loop->kick_idle, NULL);
-    sc_keycache_free(loop);
     if (interrupt_loop == loop)
         interrupt_loop = NULL;
     uv_close((uv_handle_t *)&loop->wakeup, NULL);
@@ -165,18 +208,6 @@ void sc_op_finish(sc_op *op, const sc_err *err)
     else
         op->err.code = SC_OK;
     sc_op_notify(op);
-}
-
-void sc_op_fail(sc_op *op, sc_code code, const char *fmt, ...)
-{
-    sc_err err;
-    char msg[sizeof err.msg];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    sc_err_set(&err, code, "%s", msg);
-    sc_op_finish(op, &err);
 }
 
 void sc_op_ref(sc_op *op) { op->refs++; }

@@ -14,6 +14,22 @@
 
 typedef struct sc_loop sc_loop;
 typedef struct sc_op sc_op;
+typedef struct sc_deferred sc_deferred;
+typedef struct sc_cleanup sc_cleanup;
+
+/* Work asked for "soon": run once on the next turn of the loop, however often it was asked for
+ * before that. The layers above (sessions) register theirs; the loop knows nothing of them. */
+struct sc_deferred {
+    void (*run)(sc_deferred *d, int canceled); /* canceled: the loop is being freed */
+    sc_deferred *next;
+    int queued;
+};
+
+/* Something to release when the loop is freed (a cache kept per loop). */
+struct sc_cleanup {
+    void (*run)(sc_cleanup *c);
+    sc_cleanup *next;
+};
 
 struct sc_op {
     sc_loop *loop;
@@ -36,10 +52,12 @@ struct sc_loop {
     int live_sessions;
     int live_channels;
     int n_live_ops;
-    uv_idle_t kick_idle;          /* runs deferred session service rounds */
-    struct sc_session *kicked;    /* sessions waiting for a service round */
-    struct sc_keycache *keys;     /* private keys already decrypted (auth.c) */
-    uv_async_t wakeup; /* sc_interrupt: makes a blocked turn return */
+    uv_idle_t defer_idle;      /* runs the deferred work */
+    sc_deferred *deferred;     /* waiting for the next turn */
+    sc_deferred *running;      /* the ones of this turn not yet run */
+    sc_cleanup *cleanups;      /* run by sc_loop_free */
+    struct sc_keycache *keys;  /* private keys already decrypted (auth.c) */
+    uv_async_t wakeup;         /* sc_interrupt: makes a blocked turn return */
 };
 
 sc_loop *sc_loop_new(void);
@@ -51,8 +69,13 @@ void sc_loop_turn(sc_loop *loop, int timeout_ms);
 sc_op *sc_loop_pop_ready(sc_loop *loop);
 double sc_loop_now(void); /* seconds, monotonic */
 
-/* Makes the next turn run the kicked sessions' service rounds. */
-void sc_loop_want_idle(sc_loop *loop);
+/* Runs d on the next turn (once, however often asked before that). */
+void sc_loop_defer(sc_loop *loop, sc_deferred *d);
+/* Takes d back if it is waiting (its owner is going away). */
+void sc_loop_undefer(sc_loop *loop, sc_deferred *d);
+
+/* Runs c when the loop is freed (before its handles are closed). */
+void sc_loop_at_free(sc_loop *loop, sc_cleanup *c);
 
 /* Async-signal-safe: makes the turn under way in the process's loop return at once, so that an
  * interpreter's SIGINT hook gets to run (sshlua calls it from its signal handler). */
@@ -61,7 +84,6 @@ void sc_interrupt(void);
 void sc_op_init(sc_op *op, sc_loop *loop, const char *kind);
 void sc_op_notify(sc_op *op);                  /* queue as ready (news, or done) */
 void sc_op_finish(sc_op *op, const sc_err *err); /* mark done (err NULL: success) and notify */
-void sc_op_fail(sc_op *op, sc_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void sc_op_ref(sc_op *op);
 void sc_op_release(sc_op *op);
 /* The embedder drops its handle: cancels unfinished work, then releases. */

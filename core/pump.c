@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "channel.h"
+
 #define PUMP_BUF 65536 /* fd -> channel */
 
 enum { P_OPENING, P_OPEN, P_DONE };
@@ -21,18 +23,15 @@ struct sc_pump {
     sc_chanuser cu;
     sc_pump_events ev;
     void *ud;
-    ssh_channel ch;
+    sc_channel chan;
     int state;
-    char *host, *orig_host;
-    int port, orig_port;
     int fd;
     uv_poll_t poll;
     int poll_events; /* -1: no handle */
     int closed;      /* sc_pump_close was called: no more events */
-    int opening;     /* ssh_channel_open_forward has answered AGAIN and not yet answered */
     int eof_to_fd;   /* the channel's EOF has been passed on */
     int eof_from_fd; /* the fd ended: EOF sent on the channel */
-    char *to_fd;   /* channel -> fd: `window` bytes, allocated on first use */
+    char *to_fd;     /* channel -> fd: `window` bytes, allocated on first use */
     uint32_t window;
     size_t tf_off, tf_len;
     char *from_fd; /* fd -> channel: PUMP_BUF bytes, allocated on first use */
@@ -43,38 +42,22 @@ static void pump_run(sc_pump *p);
 
 static void pump_free(sc_pump *p)
 {
+    sc_channel_free(&p->chan);
     sc_big_free(p->to_fd, p->window);
     free(p->from_fd);
-    free(p->host);
-    free(p->orig_host);
     free(p);
 }
 
-static void pump_handle_closed(uv_handle_t *h)
-{
-    pump_free(h->data);
-}
+static void pump_handle_closed(uv_handle_t *h) { pump_free(h->data); }
 
 /* Releases the channel and the fd; fires `finished` unless closed by the owner. */
 static void pump_finish(sc_pump *p)
 {
     if (p->state == P_DONE)
         return;
-    int was_opening = p->state == P_OPENING && p->opening;
     p->state = P_DONE;
     sc_session_detach(&p->cu);
-    if (p->ch) {
-        sc_session *s = p->cu.session;
-        if (was_opening && s->state == SS_READY) { /* given up while opening */
-            sc_session_bury(s, p->ch, p->host, p->port, p->orig_host, p->orig_port);
-        } else {
-            if (ssh_channel_is_open(p->ch))
-                ssh_channel_close(p->ch);
-            ssh_channel_free(p->ch);
-        }
-        p->ch = NULL;
-        s->loop->live_channels--;
-    }
+    sc_channel_close(&p->chan);
     if (p->fd >= 0) {
         if (p->poll_events >= 0)
             uv_poll_stop(&p->poll);
@@ -136,15 +119,10 @@ static void pump_update_poll(sc_pump *p)
     }
 }
 
-/* Moves bytes both ways as far as buffers, windows and budgets allow. */
-static void pump_run(sc_pump *p)
+/* channel -> fd, as far as the fd takes it; 0 to go on, -1 when the pump finished. */
+static int pump_to_fd(sc_pump *p)
 {
-    sc_session *s = p->cu.session;
     size_t moved = 0;
-    if (p->fd < 0)
-        return;
-
-    /* channel -> fd */
     while (moved < 4 * PUMP_BUF && !p->eof_to_fd) {
         if (p->tf_len > p->tf_off) {
             ssize_t n = send(p->fd, p->to_fd + p->tf_off, p->tf_len - p->tf_off, MSG_NOSIGNAL);
@@ -152,7 +130,7 @@ static void pump_run(sc_pump *p)
                 if (errno == EAGAIN || errno == EINTR || errno == ENOTCONN)
                     break;
                 pump_finish(p); /* the local side is gone */
-                return;
+                return -1;
             }
             p->tf_off += (size_t)n;
             moved += (size_t)n;
@@ -162,9 +140,9 @@ static void pump_run(sc_pump *p)
         }
         if (!p->to_fd && !(p->to_fd = sc_big_alloc(p->window))) {
             pump_finish(p);
-            return;
+            return -1;
         }
-        int n = sc_channel_read(p->ch, p->to_fd, p->window, 0);
+        int n = sc_channel_read(&p->chan, p->to_fd, p->window, 0);
         if (n > 0) {
             p->tf_len = (size_t)n;
             continue;
@@ -175,13 +153,17 @@ static void pump_run(sc_pump *p)
         }
         break;
     }
+    return 0;
+}
 
-    /* fd -> channel */
+/* fd -> channel, as far as the window and the session's budget allow; 0 or -1 (finished). */
+static int pump_from_fd(sc_pump *p)
+{
     while (!p->eof_from_fd) {
         if (p->ff_len == p->ff_off) {
             if (!p->from_fd && !(p->from_fd = malloc(PUMP_BUF))) {
                 pump_finish(p);
-                return;
+                return -1;
             }
             ssize_t n = recv(p->fd, p->from_fd, PUMP_BUF, 0);
             if (n < 0) {
@@ -191,37 +173,35 @@ static void pump_run(sc_pump *p)
             }
             if (n == 0) {
                 p->eof_from_fd = 1;
-                if (ssh_channel_is_open(p->ch))
-                    ssh_channel_send_eof(p->ch);
+                sc_channel_send_eof(&p->chan);
                 break;
             }
             p->ff_off = 0;
             p->ff_len = (size_t)n;
         }
         size_t want = p->ff_len - p->ff_off;
-        size_t window = ssh_channel_window_size(p->ch);
-        size_t budget = sc_session_write_budget(s);
-        if (want > window)
-            want = window;
-        if (want > budget)
-            want = budget;
-        if (want == 0)
-            break;
-        int w = ssh_channel_write(p->ch, p->from_fd + p->ff_off, (uint32_t)want);
+        long w = sc_channel_write(&p->chan, p->from_fd + p->ff_off, want);
         if (w < 0) {
             pump_finish(p);
-            return;
+            return -1;
         }
-        sc_session_wrote(s, (size_t)w);
         p->ff_off += (size_t)w;
         if (p->ff_off == p->ff_len)
             p->ff_off = p->ff_len = 0;
         if ((size_t)w < want)
             break;
     }
+    return 0;
+}
 
-    if ((p->eof_to_fd && p->eof_from_fd) ||
-        (ssh_channel_is_closed(p->ch) && p->eof_to_fd)) {
+/* Moves bytes both ways as far as buffers, windows and budgets allow. */
+static void pump_run(sc_pump *p)
+{
+    if (p->fd < 0)
+        return;
+    if (pump_to_fd(p) < 0 || pump_from_fd(p) < 0)
+        return;
+    if ((p->eof_to_fd && p->eof_from_fd) || (sc_channel_is_closed(&p->chan) && p->eof_to_fd)) {
         pump_finish(p);
         return;
     }
@@ -231,28 +211,14 @@ static void pump_run(sc_pump *p)
 static void pump_service(sc_chanuser *u)
 {
     sc_pump *p = (sc_pump *)u;
-    sc_session *s = u->session;
     if (p->state == P_OPENING) {
-        if (s->state != SS_READY)
+        if (u->session->state != SS_READY)
             return;
         sc_err err;
-        if (!p->ch) {
-            p->ch = ssh_channel_new(s->ssh);
-            if (!p->ch) {
-                sc_err_set(&err, SC_EIO, "cannot create a channel on hop %d", s->hop);
-                pump_fail(p, &err);
-                return;
-            }
-            s->loop->live_channels++;
-        }
-        int rc = ssh_channel_open_forward(p->ch, p->host, p->port, p->orig_host, p->orig_port);
-        p->opening = rc == SSH_AGAIN;
-        if (rc == SSH_AGAIN)
+        int r = sc_channel_step(&p->chan, NULL, &err); /* the owner names the stage */
+        if (r == 0)
             return;
-        if (rc != SSH_OK) {
-            const char *e = ssh_get_error(s->ssh);
-            sc_err_set(&err, SC_ECHANNEL, "channel refused by hop %d: %s", s->hop,
-                       e && *e ? e : "open failed");
+        if (r < 0) {
             pump_fail(p, &err);
             return;
         }
@@ -297,10 +263,13 @@ sc_pump *sc_pump_open(sc_session *s, int fd, const char *host, int port, const c
     sc_pump *p = pump_new(s, fd, ev, ud);
     if (!p)
         return NULL;
-    p->host = sc_strdup(host);
-    p->port = port;
-    p->orig_host = sc_strdup(orig_host ? orig_host : "127.0.0.1");
-    p->orig_port = orig_port;
+    sc_chan_opts o = {.to_host = host, .to_port = port, .orig_host = orig_host,
+                      .orig_port = orig_port, .window = p->window};
+    if (sc_channel_init(&p->chan, s, &o) < 0) {
+        sc_session_detach(&p->cu);
+        pump_free(p);
+        return NULL;
+    }
     p->state = P_OPENING;
     sc_session_kick(s);
     return p;
@@ -311,8 +280,7 @@ sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_eve
     sc_pump *p = pump_new(s, fd, ev, ud);
     if (!p)
         return NULL;
-    p->ch = ch;
-    s->loop->live_channels++;
+    sc_channel_adopt(&p->chan, s, ch, p->window);
     p->state = P_OPEN;
     sc_session_kick(s);
     return p;
@@ -320,8 +288,21 @@ sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_eve
 
 void sc_pump_set_window(sc_pump *p, uint32_t bytes)
 {
-    if (!p->to_fd)
+    if (!p->to_fd) {
         p->window = bytes;
+        p->chan.window = bytes;
+    }
+}
+
+int sc_pump_preload(sc_pump *p, const void *data, size_t len)
+{
+    if (len > PUMP_BUF - p->ff_len)
+        return -1;
+    if (!p->from_fd && !(p->from_fd = malloc(PUMP_BUF)))
+        return -1;
+    memcpy(p->from_fd + p->ff_len, data, len);
+    p->ff_len += len;
+    return 0;
 }
 
 void sc_pump_set_fd(sc_pump *p, int fd)

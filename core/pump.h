@@ -28,6 +28,10 @@ sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_eve
 
 void sc_pump_set_fd(sc_pump *p, int fd);
 
+/* Bytes to send on the channel before any read from the fd (what a SOCKS client sent with its
+ * request). Call before the channel is open; 0, or -1 out of memory. */
+int sc_pump_preload(sc_pump *p, const void *data, size_t len);
+
 /* The receive window of the pump's channel (default SC_FORWARD_WINDOW): set before data flows. */
 void sc_pump_set_window(sc_pump *p, uint32_t bytes);
 

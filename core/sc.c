@@ -34,19 +34,32 @@ void sc_sanitize(char *dst, size_t dstlen, const char *src)
         return;
     for (; src && *src && i + 1 < dstlen; src++) {
         unsigned char c = (unsigned char)*src;
+        if (c == 0xc2 && (unsigned char)src[1] >= 0x80 && (unsigned char)src[1] <= 0x9f) {
+            dst[i++] = '?'; /* a C1 control in UTF-8: both bytes go */
+            src++;
+            continue;
+        }
         dst[i++] = (c < 0x20 || c == 0x7f) ? (c == '\n' || c == '\t' ? ' ' : '?') : (char)c;
     }
     dst[i] = '\0';
 }
 
-void sc_err_set(sc_err *err, sc_code code, const char *fmt, ...)
+void sc_err_format(sc_err *err, sc_code code, const char *label, int hop, const char *stage,
+                   const char *reason, const char *fmt, ...)
 {
     char raw[sizeof err->msg];
+    int n = snprintf(raw, sizeof raw, "%s%s%s%s", label ? label : "", label ? ": " : "",
+                     stage ? stage : "", stage ? ": " : "");
+    if (n < 0 || (size_t)n >= sizeof raw)
+        n = 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    vsnprintf(raw + n, sizeof raw - (size_t)n, fmt, ap);
     va_end(ap);
     err->code = code;
+    err->stage = stage;
+    err->reason = reason;
+    err->hop = hop;
     sc_sanitize(err->msg, sizeof err->msg, raw);
 }
 

@@ -22,16 +22,35 @@ typedef enum {
 /* The stable uppercase name of a code ("ECONNECT"); "OK" for SC_OK. */
 const char *sc_code_name(sc_code code);
 
+/* A failure, as data: what went wrong (code), at which stage of which hop, and why where policy
+ * needs to know (reason); msg is the text for people ("hop 2 ops@10.0.0.2:22: auth: ..."). The
+ * stage and reason strings are static (never freed). Reasons: "dropped" (the server closed the
+ * connection during the handshake: MaxStartups), "refused" (TCP), "channel refused" (a channel
+ * open declined: MaxSessions, AllowTcpForwarding), "request refused" (pty, env, command,
+ * subsystem), "denied" (auth), "unknown"/"changed" (host key), "timeout", "lost" (a
+ * connection that went away), "parent" (a hop below failed: hop says which), "limit", "verify",
+ * "interrupted". */
 typedef struct {
     sc_code code;
+    const char *stage;  /* "resolve", "connect", "hop channel", "handshake", "host key", "auth",
+                           "connection", "keepalive", "exec", "forward", "upload", ...; NULL */
+    const char *reason; /* NULL when the code says it all */
+    int hop;            /* the hop the failure belongs to (1 = first); 0: none */
     char msg[600];
 } sc_err;
 
-/* Sets err to code and a printf-style message (control characters replaced by '?'). */
-void sc_err_set(sc_err *err, sc_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* The one formatter of failures: sets every field of err, and the message
+ * "LABEL: STAGE: detail" (LABEL and STAGE left out when NULL), with control characters
+ * replaced (messages carry server text). */
+void sc_err_format(sc_err *err, sc_code code, const char *label, int hop, const char *stage,
+                   const char *reason, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
 
-/* Copies src's text with control characters replaced, for server-supplied strings. */
+/* A failure with no hop or stage of its own (tests, internal errors). */
+#define sc_err_set(err, code, ...) sc_err_format((err), (code), NULL, 0, NULL, NULL, __VA_ARGS__)
+
+/* Copies src's text with control characters replaced, for server-supplied strings: C0 and DEL
+ * become '?' (newline and tab a space), and so do the C1 controls (U+0080..U+009F, in UTF-8
+ * 0xC2 0x80..0x9F: CSI among them, which terminals obey as ESC [ ). */
 void sc_sanitize(char *dst, size_t dstlen, const char *src);
 
 /* A growable byte buffer; data[off..len) is the unread part. */

@@ -17,6 +17,14 @@
 #define IN_BUF 65536
 #define LINE_MAX_LEN 2048
 
+/* Where a sink call that sends a record and waits for its reply is (calls are retried). */
+typedef enum {
+    SCP_IDLE,        /* nothing sent yet for this call */
+    SCP_TIMES_SENT,  /* the T record went out: its reply is due */
+    SCP_RECORD,      /* the C, D or E record is to go out */
+    SCP_RECORD_SENT, /* the record (or a file's end) went out: its reply is due */
+} scp_step;
+
 typedef struct {
     xf_end e;
     xf_chan c;
@@ -29,7 +37,7 @@ typedef struct {
     char out[LINE_MAX_LEN + 64];
     size_t out_off, out_len;
     int queued;           /* the message of the pending call is queued (not queued again on retry) */
-    int step;             /* sink: where begin() is */
+    scp_step step;        /* sink: where begin() or end_file() is */
     /* source */
     int depth, top_count;
     char expected[XF_NAME_MAX + 1];
@@ -169,7 +177,7 @@ static int open_channel(xf_scp *sc, const char *mode)
 {
     if (sc->opened)
         return XF_OK;
-    const sc_xfer_opts *o = xf_opts(sc->e.x);
+    const sc_xfer_opts *o = (&sc->e.x->o);
     char *q = xf_shell_path(sc->e.path);
     if (!q)
         return xf_fail(&sc->e, SC_EIO, "remote path holds a newline");
@@ -198,12 +206,13 @@ static int finish_channel(xf_scp *sc)
     if (r != XF_OK)
         return r;
     xf_chan *c = &sc->c;
+    const sc_exit *ex = &c->chan.exit;
     const char *err = xf_chan_stderr(c);
-    if (c->exit.signal[0])
-        r = xf_fail(&sc->e, SC_EIO, "the remote scp was killed by SIG%s%s%s", c->exit.signal,
+    if (ex->signal[0])
+        r = xf_fail(&sc->e, SC_EIO, "the remote scp was killed by SIG%s%s%s", ex->signal,
                     *err ? ": " : "", err);
-    else if (c->exit.status > 0 && xf_soft_count(sc->e.x) == 0)
-        r = xf_fail(&sc->e, SC_EIO, "the remote scp exited with status %d%s%s", c->exit.status,
+    else if (ex->status > 0 && sc->e.x->n_soft == 0)
+        r = xf_fail(&sc->e, SC_EIO, "the remote scp exited with status %d%s%s", ex->status,
                     *err ? ": " : "", err);
     else
         r = XF_OK;
@@ -283,7 +292,7 @@ static int parse_record(xf_scp *sc, xf_entry *ent)
     if (!xf_name_ok(p, nlen))
         return xf_fail(e, SC_EPROTO, "refusing the name \"%s\" sent by the server", shown);
     int is_dir = sc->line[0] == 'D';
-    if (is_dir && !xf_opts(e->x)->recursive)
+    if (is_dir && !e->x->o.recursive)
         return xf_fail(e, SC_EPROTO, "the server sent directory \"%s\", recursive was not asked",
                        shown);
     if (sc->depth == 0) {
@@ -295,8 +304,8 @@ static int parse_record(xf_scp *sc, xf_entry *ent)
                            sc->expected);
         sc->top_count++;
     }
-    if (!is_dir && !xf_opts(e->x)->recursive && xf_opts(e->x)->total_hint == 0)
-        xf_add_total(e->x, size);
+    if (!is_dir && !e->x->o.recursive && e->x->o.total_hint == 0)
+        e->x->total += size;
     ent->type = is_dir ? XE_DIR : XE_FILE;
     memcpy(ent->name, p, nlen);
     ent->name[nlen] = '\0';
@@ -321,7 +330,7 @@ static int src_next(xf_end *e, xf_entry *ent)
         if (r == XF_DONE) {
             if (sc->depth != 0)
                 return xf_fail(e, SC_EPROTO, "the server's stream ended inside a directory");
-            if (sc->top_count == 0 && xf_soft_count(e->x) == 0) {
+            if (sc->top_count == 0 && e->x->n_soft == 0) {
                 const char *err = xf_chan_stderr(&sc->c);
                 return xf_fail(e, SC_EPROTO, "the remote scp sent nothing%s%s", *err ? ": " : "", err);
             }
@@ -428,7 +437,7 @@ static int sink_start(xf_end *e)
         return r;
     r = read_reply(sc, "the start");
     if (r == XF_SKIP) /* the target is unusable: nothing can go there */
-        return xf_fail(e, SC_EIO, "%s", xf_soft_message(e->x));
+        return xf_fail(e, SC_EIO, "%s", xf_soft_detail(e->x));
     return r;
 }
 
@@ -438,25 +447,25 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
     int r;
     if (ent->type != XE_END_DIR && memchr(ent->name, '\n', strlen(ent->name)))
         return xf_soft(e, "local name with a newline cannot go over SCP, skipped");
-    if (sc->step == 0) {
-        if (xf_opts(e->x)->preserve && ent->has_times && ent->type != XE_END_DIR) {
+    if (sc->step == SCP_IDLE) {
+        if (e->x->o.preserve && ent->has_times && ent->type != XE_END_DIR) {
             r = send_once(sc, "T%" PRId64 " 0 %" PRId64 " 0\n", ent->mtime, ent->atime);
             if (r != XF_OK)
                 return r;
-            sc->step = 1;
+            sc->step = SCP_TIMES_SENT;
         } else {
-            sc->step = 2;
+            sc->step = SCP_RECORD;
         }
     }
-    if (sc->step == 1) {
+    if (sc->step == SCP_TIMES_SENT) {
         r = read_reply(sc, "the times");
         if (r == XF_AGAIN)
             return r;
-        sc->step = r == XF_OK ? 2 : 0;
+        sc->step = r == XF_OK ? SCP_RECORD : SCP_IDLE;
         if (r != XF_OK)
             return r;
     }
-    if (sc->step == 2) {
+    if (sc->step == SCP_RECORD) {
         if (ent->type == XE_FILE)
             r = send_once(sc, "C%04o %" PRIu64 " %s\n", ent->mode & 0777, ent->size, ent->name);
         else if (ent->type == XE_DIR)
@@ -465,11 +474,11 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
             r = send_once(sc, "E\n");
         if (r != XF_OK)
             return r;
-        sc->step = 3;
+        sc->step = SCP_RECORD_SENT;
     }
     r = read_reply(sc, ent->type == XE_END_DIR ? "the end of a directory" : ent->name);
     if (r != XF_AGAIN)
-        sc->step = 0;
+        sc->step = SCP_IDLE;
     return r;
 }
 
@@ -485,15 +494,15 @@ static int sink_write(xf_end *e, const char *buf, size_t len, size_t *took)
 static int sink_end_file(xf_end *e, int commit)
 {
     xf_scp *sc = (xf_scp *)e;
-    if (sc->step == 0) {
+    if (sc->step == SCP_IDLE) {
         int r = commit ? send_byte(sc, '\0') : send_once(sc, "\001scp: the source failed\n");
         if (r != XF_OK)
             return r;
-        sc->step = 1;
+        sc->step = SCP_RECORD_SENT;
     }
     int r = read_reply(sc, "a file's data");
     if (r != XF_AGAIN)
-        sc->step = 0;
+        sc->step = SCP_IDLE;
     return r;
 }
 
@@ -504,8 +513,7 @@ static int sink_finish(xf_end *e) { return finish_channel((xf_scp *)e); }
 static void scp_abort(xf_end *e)
 {
     xf_scp *sc = (xf_scp *)e;
-    if (sc->c.ch)
-        xf_chan_close(e, &sc->c);
+    xf_chan_close(e, &sc->c);
 }
 
 static void scp_destroy(xf_end *e)
@@ -516,26 +524,30 @@ static void scp_destroy(xf_end *e)
     free(e);
 }
 
-static const xf_ops scp_src_ops = {
+static const xf_source_ops scp_source = {
     .start = src_start, .next = src_next, .accept = src_accept, .read = src_read,
     .data_end = src_data_end, .file_done = src_file_done, .finish = src_finish,
     .abort = scp_abort, .destroy = scp_destroy,
 };
 
-static const xf_ops scp_sink_ops = {
+/* No pending_path: scp -t writes each file in place, as OpenSSH's scp does; a verify of the
+ * destination can only come after. */
+static const xf_sink_ops scp_sink = {
     .start = sink_start, .begin = sink_begin, .write = sink_write, .end_file = sink_end_file,
     .finish = sink_finish, .abort = scp_abort, .destroy = scp_destroy,
 };
 
-xf_end *xf_scp_new(sc_xfer *x, sc_session *s, const char *path, int is_src)
+xf_end *xf_scp_new(xf_ctx *x, sc_session *s, const char *path, int is_src)
 {
     xf_scp *sc = calloc(1, sizeof *sc);
     if (!sc)
         return NULL;
-    sc->e.ops = is_src ? &scp_src_ops : &scp_sink_ops;
+    if (is_src)
+        sc->e.src = &scp_source;
+    else
+        sc->e.sink = &scp_sink;
     sc->e.x = x;
     sc->e.session = s;
-    sc->e.is_src = is_src;
     sc->e.path = sc_strdup(path);
     if (!sc->e.path) {
         free(sc);

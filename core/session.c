@@ -3,9 +3,7 @@
  *
  * Nothing here blocks: every step is retried when the session's fd is ready or when something
  * kicks the session, and each connect has a deadline. libssh is driven with zero-timeout calls. */
-#include "session.h"
-
-#include "pump.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +33,17 @@ static void connect_op_destroy(sc_op *op) { free(op); }
 
 static void session_advance(sc_session *s);
 static void session_teardown(sc_session *s, sc_sstate final, const sc_err *why);
+static void probe_poll(sc_session *s);
+
+const char *sc_session_stage_name(sc_sstate state)
+{
+    static const char *const names[] = {
+        [SS_RESOLVING] = "resolve", [SS_TCP] = "connect",       [SS_HOP_OPEN] = "hop channel",
+        [SS_HANDSHAKE] = "handshake", [SS_HOSTKEY] = "host key", [SS_AUTH] = "auth",
+        [SS_READY] = "connection",    [SS_FAILED] = "failed",    [SS_CLOSED] = "closed",
+    };
+    return (unsigned)state < sizeof names / sizeof names[0] ? names[state] : "connection";
+}
 
 void sc_hostspec_free(sc_hostspec *spec)
 {
@@ -64,20 +73,20 @@ static void set_nonblocking(int fd)
 
 static int session_alive(const sc_session *s) { return s->state < SS_FAILED; }
 
-static void session_fail_err(sc_session *s, const sc_err *err) { session_teardown(s, SS_FAILED, err); }
+void sc_session_fail(sc_session *s, const sc_err *err) { session_teardown(s, SS_FAILED, err); }
 
-static void session_fail(sc_session *s, sc_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void session_fail(sc_session *s, sc_code code, const char *fmt, ...)
+void sc_session_failf(sc_session *s, sc_code code, const char *stage, const char *reason,
+                      const char *fmt, ...)
 {
-    char detail[400];
+    char detail[450];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     sc_err err;
-    sc_err_set(&err, code, "%s: %s", s->label, detail);
-    session_fail_err(s, &err);
+    sc_err_format(&err, code, s->label, s->hop, stage ? stage : sc_session_stage_name(s->state),
+                  reason, "%s", detail);
+    sc_session_fail(s, &err);
 }
 
 /* poll */
@@ -123,32 +132,26 @@ static void on_handle_closed(uv_handle_t *h)
     }
 }
 
-/* kicks */
+/* kicks: a service round soon, through the loop's deferred work. A kick holds no reference: a
+ * session that goes away takes its kick back (session_teardown), so dropping the last handle
+ * closes it at once. */
+
+static void on_kicked(sc_deferred *d, int canceled)
+{
+    sc_session *s = (sc_session *)((char *)d - offsetof(sc_session, kick));
+    if (canceled || !session_alive(s))
+        return;
+    sc_session_ref(s); /* the round may drop the others */
+    session_advance(s);
+    sc_session_unref(s);
+}
 
 void sc_session_kick(sc_session *s)
 {
-    if (s->kicked || !session_alive(s))
+    if (s->kick.queued || !session_alive(s))
         return;
-    s->kicked = 1;
-    sc_session_ref(s);
-    s->next_kicked = s->loop->kicked;
-    s->loop->kicked = s;
-    sc_loop_want_idle(s->loop);
-}
-
-void sc_session_run_kicked(sc_loop *loop)
-{
-    sc_session *list = loop->kicked;
-    loop->kicked = NULL;
-    while (list) {
-        sc_session *s = list;
-        list = s->next_kicked;
-        s->next_kicked = NULL;
-        s->kicked = 0;
-        if (session_alive(s))
-            session_advance(s);
-        sc_session_unref(s);
-    }
+    s->kick.run = on_kicked;
+    sc_loop_defer(s->loop, &s->kick);
 }
 
 /* users of the session's channels */
@@ -171,55 +174,9 @@ void sc_session_detach(sc_chanuser *u)
         pp = &(*pp)->next;
     if (*pp)
         *pp = u->next;
+    if (u->session->serve_next == u)
+        u->session->serve_next = u->next;
     u->next = NULL;
-}
-
-static void on_exit_status(ssh_session session, ssh_channel channel, int status, void *ud)
-{
-    (void)session;
-    (void)channel;
-    sc_exit *ex = ud;
-    ex->status = status;
-    ex->have = 1;
-}
-
-static void on_exit_signal(ssh_session session, ssh_channel channel, const char *signal, int core,
-                           const char *errmsg, const char *lang, void *ud)
-{
-    (void)session;
-    (void)channel;
-    (void)core;
-    (void)errmsg;
-    (void)lang;
-    sc_exit *ex = ud;
-    sc_sanitize(ex->signal, sizeof ex->signal, signal);
-    ex->have = 1;
-}
-
-void sc_exit_watch(ssh_channel ch, sc_exit *ex)
-{
-    ex->status = -1;
-    ssh_callbacks_init(&ex->cb);
-    ex->cb.userdata = ex;
-    ex->cb.channel_exit_status_function = on_exit_status;
-    ex->cb.channel_exit_signal_function = on_exit_signal;
-    ssh_set_channel_callbacks(ch, &ex->cb);
-}
-
-void sc_exit_unwatch(ssh_channel ch, sc_exit *ex) { ssh_remove_channel_callbacks(ch, &ex->cb); }
-
-int sc_channel_read(ssh_channel ch, void *buf, uint32_t len, int is_stderr)
-{
-    /* ssh_channel_read_nonblocking reads at most what is buffered, which never grows the window;
-     * a zero-timeout read asking for len grows it to len when less than that is granted */
-    int n = ssh_channel_read_timeout(ch, buf, len, is_stderr, 0);
-    if (n != 0)
-        return n < 0 ? SSH_ERROR : n;
-    if (ssh_channel_is_eof(ch))
-        return SSH_EOF;
-    if (ssh_channel_is_closed(ch))
-        return SSH_ERROR;
-    return 0;
 }
 
 size_t sc_session_write_budget(sc_session *s)
@@ -237,59 +194,6 @@ void sc_session_wrote(sc_session *s, size_t n)
     session_update_poll(s);
 }
 
-struct sc_burial {
-    ssh_channel ch;
-    char *host, *orig_host;
-    int port, orig_port;
-    struct sc_burial *next;
-};
-
-static void burial_free(struct sc_burial *b)
-{
-    ssh_channel_free(b->ch);
-    free(b->host);
-    free(b->orig_host);
-    free(b);
-}
-
-void sc_session_bury(sc_session *s, ssh_channel ch, const char *host, int port,
-                     const char *orig_host, int orig_port)
-{
-    struct sc_burial *b = calloc(1, sizeof *b);
-    if (!b || !session_alive(s) || !s->ssh) {
-        free(b);
-        ssh_channel_free(ch);
-        return;
-    }
-    b->ch = ch;
-    b->host = sc_strdup(host);
-    b->orig_host = sc_strdup(orig_host);
-    b->port = port;
-    b->orig_port = orig_port;
-    b->next = s->buried;
-    s->buried = b;
-    sc_session_kick(s);
-}
-
-/* Finishes the opens of buried channels; the ones answered are closed and freed. */
-static void session_bury_round(sc_session *s)
-{
-    struct sc_burial **pp = &s->buried;
-    while (*pp) {
-        struct sc_burial *b = *pp;
-        int rc = b->host ? ssh_channel_open_forward(b->ch, b->host, b->port, b->orig_host, b->orig_port)
-                         : ssh_channel_open_session(b->ch);
-        if (rc == SSH_AGAIN) {
-            pp = &b->next;
-            continue;
-        }
-        if (rc == SSH_OK)
-            ssh_channel_close(b->ch);
-        *pp = b->next;
-        burial_free(b);
-    }
-}
-
 /* service round of a ready session: read what arrived, then advance every channel user */
 static void session_serve(sc_session *s)
 {
@@ -299,30 +203,117 @@ static void session_serve(sc_session *s)
         if (s->rx.in_bytes == before)
             break;
     }
+    if (s->rx.in_bytes != s->rx_seen_serve) {
+        s->rx_seen_serve = s->rx.in_bytes;
+        s->t_last_rx = sc_loop_now();
+    }
     if (!ssh_is_connected(s->ssh) || (ssh_get_status(s->ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR))) {
         const char *why = ssh_get_error(s->ssh);
-        session_fail(s, SC_ECLOSED, "connection lost: %s", why && *why ? why : "closed by peer");
+        sc_session_failf(s, SC_ECLOSED, NULL, "lost", "connection lost: %s",
+                         why && *why ? why : "closed by peer");
         return;
     }
-    if (s->buried)
-        session_bury_round(s);
-    if (s->probe && ssh_channel_open_x11(s->probe, "127.0.0.1", 0) != SSH_AGAIN) {
-        ssh_channel_free(s->probe); /* the keepalive probe was answered (refused, as meant) */
-        s->probe = NULL;
-    }
+    probe_poll(s);
     uint64_t rx0 = s->rx.in_bytes;
-    s->servicing = 1;
-    sc_chanuser *next;
-    for (sc_chanuser *u = s->users; u; u = next) {
-        next = u->next;
+    /* a user's service may detach others (a forward closing its connections): detach keeps
+     * serve_next right */
+    for (sc_chanuser *u = s->users; u; u = s->serve_next) {
+        s->serve_next = u->next;
         u->service(u);
         if (!session_alive(s))
             return;
     }
-    s->servicing = 0;
+    s->serve_next = NULL;
     if (s->rx.in_bytes != rx0)
         sc_session_kick(s); /* more arrived while serving: another round */
 }
+
+/* ---- keepalive probes, and who is to blame when a chain goes silent ---- */
+
+/* The probe: a channel of a type sshd refuses at once ("x11" from a client), so the answer is a
+ * round trip; keepalive@openssh.com would share libssh's single pending-global-request slot with
+ * remote forwards. Whatever arrives counts as life. */
+static void probe_send(sc_session *s)
+{
+    if (s->state != SS_READY || s->probe)
+        return;
+    s->probe = ssh_channel_new(s->ssh);
+    probe_poll(s);
+    session_update_poll(s);
+}
+
+static void probe_poll(sc_session *s)
+{
+    if (s->probe && ssh_channel_open_x11(s->probe, "127.0.0.1", 0) != SSH_AGAIN) {
+        ssh_channel_free(s->probe); /* answered (refused, as meant), or the session failed */
+        s->probe = NULL;
+    }
+}
+
+/* A session whose bytes ride on its parents has gone silent: the silence may be theirs. The
+ * first ancestor, from the root down, that has received nothing since the doubt began (they
+ * were probed then) is the one that failed; NULL when every ancestor answered. */
+static sc_session *silent_ancestor(sc_session *s, double since)
+{
+    sc_session *chain[64];
+    int n = 0;
+    for (sc_session *a = s->parent; a && n < 64; a = a->parent)
+        chain[n++] = a;
+    while (n-- > 0)
+        if (chain[n]->state == SS_READY && chain[n]->t_last_rx < since)
+            return chain[n];
+    return NULL;
+}
+
+/* Probes every ancestor of s (once per doubt), so that by the verdict each has answered or not. */
+static void doubt_ancestors(sc_session *s, double now)
+{
+    for (sc_session *a = s->parent; a; a = a->parent) {
+        if (a->t_suspect == 0 || now - a->t_suspect > 3 * s->spec.keepalive) {
+            a->t_suspect = now;
+            probe_send(a);
+        }
+    }
+}
+
+static void keepalive_verdict(sc_session *s, double since)
+{
+    sc_session *culprit = silent_ancestor(s, since);
+    double waited = sc_loop_now() - since;
+    if (culprit) {
+        /* its own failure takes every session under it with it, naming it */
+        sc_session_failf(culprit, SC_ECLOSED, "keepalive", "timeout",
+                         "no answer for %.0fs (seen from %s)", waited, s->label);
+        return;
+    }
+    sc_session_failf(s, SC_ECLOSED, "keepalive", "timeout", "no answer for %.0fs", waited);
+}
+
+static void on_keepalive(uv_timer_t *t)
+{
+    sc_session *s = t->data;
+    if (s->state != SS_READY)
+        return;
+    double now = sc_loop_now();
+    if (s->rx.in_bytes == s->rx_seen) {
+        if (s->keepalive_misses++ == 0) {
+            s->t_doubt = now - s->spec.keepalive; /* nothing came since the last tick */
+            doubt_ancestors(s, now);
+        }
+        if (s->keepalive_misses >= 3) {
+            sc_session_ref(s);
+            keepalive_verdict(s, s->t_doubt);
+            sc_session_unref(s);
+            return;
+        }
+    } else {
+        s->keepalive_misses = 0;
+        s->rx_seen = s->rx.in_bytes;
+    }
+    probe_send(s);
+}
+
+/* ---- the connect, step by step ---- */
 
 static void session_ready(sc_session *s);
 
@@ -338,11 +329,11 @@ static void session_advance(sc_session *s)
         if (soerr == EINPROGRESS || soerr == EALREADY)
             return;
         if (soerr != 0) {
-            session_fail(s, SC_ECONNECT, "connect: %s", strerror(soerr));
+            sc_session_failf(s, SC_ECONNECT, NULL, soerr == ECONNREFUSED ? "refused" : NULL, "%s",
+                             strerror(soerr));
             return;
         }
         s->state = SS_HANDSHAKE;
-        s->stage = "handshake";
         s->t_connected = sc_loop_now();
     }
         /* fallthrough */
@@ -354,25 +345,29 @@ static void session_advance(sc_session *s)
             break;
         if (rc != SSH_OK) {
             const char *e = ssh_get_error(s->ssh);
-            session_fail(s, SC_ECONNECT, "handshake: %s", e && *e ? e : "connection closed");
+            /* the server closed the connection during the handshake (MaxStartups drops bursts of
+             * unauthenticated connections): worth a retry, unlike a failed negotiation */
+            int dropped = ssh_get_serverbanner(s->ssh) == NULL ||
+                          (ssh_get_status(s->ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0;
+            sc_session_failf(s, SC_ECONNECT, NULL, dropped ? "dropped" : NULL, "%s",
+                             e && *e ? e : "connection closed");
             return;
         }
         s->t_handshake = sc_loop_now();
         const char *banner = ssh_get_serverbanner(s->ssh);
         sc_sanitize(s->banner, sizeof s->banner, banner ? banner : "");
-        s->stage = "host key";
+        s->state = SS_HOSTKEY;
         if (sc_hostkey_check(s, &err) != 0) {
-            session_fail_err(s, &err);
+            sc_session_fail(s, &err);
             return;
         }
         s->state = SS_AUTH;
-        s->stage = "auth";
     }
         /* fallthrough */
     case SS_AUTH: {
         int r = sc_auth_step(s, &err);
         if (r < 0) {
-            session_fail_err(s, &err);
+            sc_session_fail(s, &err);
             return;
         }
         if (r == 0)
@@ -391,63 +386,43 @@ static void session_advance(sc_session *s)
     session_update_poll(s);
 }
 
-/* deadlines and keepalives */
-
+/* The connect's deadline. Through a parent that has gone silent since this connect began (a
+ * stopped jump host), the message names the parent: that is where the time went. */
 static void on_deadline(uv_timer_t *t)
 {
     sc_session *s = t->data;
     if (s->state >= SS_READY)
         return;
-    session_fail(s, SC_ETIMEDOUT, "%s: timed out after %gs", s->stage, s->spec.timeout);
-}
-
-static void on_keepalive(uv_timer_t *t)
-{
-    sc_session *s = t->data;
-    if (s->state != SS_READY)
+    sc_session *silent = silent_ancestor(s, s->t_start);
+    if (silent) {
+        sc_err err;
+        sc_err_format(&err, SC_ETIMEDOUT, s->label, silent->hop, sc_session_stage_name(s->state),
+                      "parent", "timed out after %gs: %s has sent nothing since this connect began",
+                      s->spec.timeout, silent->label);
+        sc_session_fail(s, &err);
         return;
-    if (s->rx.in_bytes == s->rx_seen) {
-        if (++s->keepalive_misses >= 3) {
-            session_fail(s, SC_ECLOSED, "keepalive: no answer for %gs",
-                         s->spec.keepalive * s->keepalive_misses);
-            return;
-        }
-    } else {
-        s->keepalive_misses = 0;
-        s->rx_seen = s->rx.in_bytes;
     }
-    /* The probe: a channel of a type sshd refuses at once ("x11" from a client), so the answer
-     * is a round trip; keepalive@openssh.com would share libssh's single pending-global-request
-     * slot with remote forwards. Whatever arrives counts as life. */
-    if (!s->probe) {
-        s->probe = ssh_channel_new(s->ssh);
-        if (s->buried)
-        session_bury_round(s);
-    if (s->probe && ssh_channel_open_x11(s->probe, "127.0.0.1", 0) != SSH_AGAIN) {
-            ssh_channel_free(s->probe);
-            s->probe = NULL;
-        }
-    }
-    session_update_poll(s);
+    sc_session_failf(s, SC_ETIMEDOUT, NULL, "timeout", "timed out after %gs", s->spec.timeout);
 }
 
 /* libssh hands queued requests from the server to this callback (else they would be refused by
- * ssh_execute_message_callbacks): forwarded-tcpip channels go to the remote forwards. */
+ * ssh_execute_message_callbacks): channels the server opens go to the users that take them. */
 static int on_message(ssh_session ssh, ssh_message msg, void *ud)
 {
     (void)ssh;
     sc_session *s = ud;
-    if (ssh_message_type(msg) == SSH_REQUEST_CHANNEL_OPEN &&
-        ssh_message_subtype(msg) == SSH_CHANNEL_FORWARDED_TCPIP && sc_forward_incoming(s, msg))
-        return 0; /* handled */
-    return 1;     /* refused */
+    if (ssh_message_type(msg) == SSH_REQUEST_CHANNEL_OPEN) {
+        for (sc_chanuser *u = s->users; u; u = u->next)
+            if (u->incoming && u->incoming(u, msg))
+                return 0; /* handled */
+    }
+    return 1; /* refused */
 }
 
 static void session_ready(sc_session *s)
 {
-    s->t_ready = sc_loop_now();
+    s->t_ready = s->t_last_rx = sc_loop_now();
     s->state = SS_READY;
-    s->stage = "ready";
     ssh_set_message_callback(s->ssh, on_message, s);
     uv_timer_stop(&s->timer);
     sc_auth_cleanup(s);
@@ -466,18 +441,17 @@ static void session_ready(sc_session *s)
     }
 }
 
-/* handshake start: fd is connected (TCP, or the child end of a hop socketpair) */
-
 /* libssh closes the fd it was given on some error paths, and not on others: it gets a duplicate
  * of its own (s->lib_fd), so that the fd the loop polls (s->fd) stays ours to close. */
-static int session_begin_handshake(sc_session *s, int fd)
+int sc_session_begin_handshake(sc_session *s, int fd)
 {
     s->fd = fd;
     set_nonblocking(fd);
     s->ssh = ssh_new();
     s->lib_fd = dup(fd);
     if (!s->ssh || s->lib_fd < 0) {
-        session_fail(s, SC_EIO, "handshake: %s", s->ssh ? strerror(errno) : "out of memory");
+        sc_session_failf(s, SC_EIO, "handshake", NULL, "%s",
+                         s->ssh ? strerror(errno) : "out of memory");
         return -1;
     }
     bool no = false;
@@ -503,36 +477,14 @@ static int session_begin_handshake(sc_session *s, int fd)
         s->poll_events = 0;
     }
     s->state = SS_HANDSHAKE;
-    s->stage = "handshake";
     return 0;
 }
 
-/* A hop: the pump on the parent has opened the direct-tcpip channel; the child's socket is one end
- * of a socketpair, the pump moves the other end's bytes through the channel. */
-static void hop_opened(sc_pump *p, void *ud)
+void sc_session_set_transport(sc_session *s, void *transport, const sc_transport_ops *ops)
 {
-    sc_session *child = ud;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
-        session_fail(child, SC_EIO, "hop channel: socketpair: %s", strerror(errno));
-        return;
-    }
-    sc_pump_set_fd(p, sv[0]);
-    child->t_connected = sc_loop_now();
-    if (session_begin_handshake(child, sv[1]) == 0)
-        sc_session_kick(child);
+    s->transport = transport;
+    s->transport_ops = ops;
 }
-
-static void hop_failed(sc_pump *p, const sc_err *err, void *ud)
-{
-    (void)p;
-    sc_session *child = ud;
-    sc_err e;
-    sc_err_set(&e, err->code, "%s: %s", child->label, err->msg);
-    session_fail_err(child, &e);
-}
-
-static const sc_pump_events hop_events = {hop_opened, hop_failed, NULL};
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
@@ -544,7 +496,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (status < 0 || !res) {
-        session_fail(s, SC_ECONNECT, "resolve: %s", uv_strerror(status));
+        sc_session_failf(s, SC_ECONNECT, NULL, NULL, "%s", uv_strerror(status));
         uv_freeaddrinfo(res);
         sc_session_unref(s);
         return;
@@ -565,21 +517,21 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         fd = -1;
     }
     uv_freeaddrinfo(res);
+    s->state = SS_TCP;
     if (fd < 0) {
-        session_fail(s, SC_ECONNECT, "connect: %s", strerror(err));
+        sc_session_failf(s, SC_ECONNECT, NULL, err == ECONNREFUSED ? "refused" : NULL, "%s",
+                         strerror(err));
         sc_session_unref(s);
         return;
     }
-    s->stage = "connect";
-    if (session_begin_handshake(s, fd) == 0) {
+    if (sc_session_begin_handshake(s, fd) == 0) {
         s->state = SS_TCP;
-        s->stage = "connect";
         session_update_poll(s);
     }
     sc_session_unref(s);
 }
 
-sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spec, sc_op **opp)
+sc_session *sc_session_new(sc_loop *loop, sc_session *parent, sc_hostspec *spec, sc_op **opp)
 {
     sc_session *s = calloc(1, sizeof *s);
     sc_connect_op *cop = calloc(1, sizeof *cop);
@@ -607,7 +559,7 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
     s->t_start = sc_loop_now();
     snprintf(s->label, sizeof s->label, "hop %d %s@%s:%d", s->hop, s->spec.user, s->spec.host,
              s->spec.port);
-    s->stage = "connect";
+    s->state = parent ? SS_HOP_OPEN : SS_RESOLVING;
 
     uv_timer_init(&loop->uv, &s->timer);
     uv_timer_init(&loop->uv, &s->keepalive_timer);
@@ -628,37 +580,25 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
         sc_session_ref(parent);
         s->next_sibling = parent->first_child;
         parent->first_child = s;
-        s->state = SS_HOP_OPEN;
-        s->stage = "hop channel";
-        if (!session_alive(parent)) {
-            session_fail(s, SC_ECLOSED, "hop channel: hop %d is closed", parent->hop);
-            return s;
-        }
-        s->pump = sc_pump_open(parent, -1, s->spec.host, s->spec.port, "127.0.0.1", 0, &hop_events, s);
-        if (!s->pump) {
-            session_fail(s, SC_EIO, "hop channel: out of memory");
-            return s;
-        }
-        sc_pump_set_window(s->pump, SC_HOP_WINDOW);
-        sc_session_kick(parent);
-        return s;
     }
+    return s;
+}
 
-    s->state = SS_RESOLVING;
-    s->stage = "resolve";
+void sc_session_connect_tcp(sc_session *s)
+{
     char port[16];
     snprintf(port, sizeof port, "%d", s->spec.port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    s->state = SS_RESOLVING;
     s->gai.data = s;
     sc_session_ref(s); /* the resolver's reference */
     s->gai_pending = 1;
-    int rc = uv_getaddrinfo(&loop->uv, &s->gai, on_resolved, s->spec.host, port, &hints);
+    int rc = uv_getaddrinfo(&s->loop->uv, &s->gai, on_resolved, s->spec.host, port, &hints);
     if (rc < 0) {
         s->gai_pending = 0;
-        session_fail(s, SC_ECONNECT, "resolve: %s", uv_strerror(rc));
+        sc_session_failf(s, SC_ECONNECT, NULL, NULL, "%s", uv_strerror(rc));
         sc_session_unref(s);
     }
-    return s;
 }
 
 static void unlink_child(sc_session *child)
@@ -686,15 +626,19 @@ static void session_teardown(sc_session *s, sc_sstate final, const sc_err *why)
     s->state = final;
     s->fail = *why;
     s->loop->live_sessions--;
+    sc_loop_undefer(s->loop, &s->kick);
 
-    /* children first: they ride on this session's connection */
+    /* children first: they ride on this session's connection; their failure names this hop */
     sc_err cerr;
     sc_session *c;
     while ((c = s->first_child) != NULL) {
         if (final == SS_CLOSED)
-            sc_err_set(&cerr, SC_ECLOSED, "%s: closed with hop %d", c->label, s->hop);
+            sc_err_format(&cerr, SC_ECLOSED, c->label, s->hop, sc_session_stage_name(c->state),
+                          "parent", "closed with hop %d", s->hop);
         else
-            sc_err_set(&cerr, SC_ECLOSED, "%s: hop %d failed: %s", c->label, s->hop, why->msg);
+            sc_err_format(&cerr, SC_ECLOSED, c->label, why->hop ? why->hop : s->hop,
+                          sc_session_stage_name(c->state), "parent", "hop %d failed: %s",
+                          why->hop ? why->hop : s->hop, why->msg);
         session_teardown(c, final, &cerr);
         if (s->first_child == c) /* teardown did not unlink it (it was already down) */
             unlink_child(c);
@@ -711,9 +655,10 @@ static void session_teardown(sc_session *s, sc_sstate final, const sc_err *why)
         sc_session_detach(u);
         u->session_lost(u, why);
     }
-    if (s->pump) {
-        sc_pump_close(s->pump);
-        s->pump = NULL;
+    if (s->transport) {
+        void *t = s->transport;
+        s->transport = NULL;
+        s->transport_ops->close(t);
     }
     uv_timer_stop(&s->timer);
     uv_timer_stop(&s->keepalive_timer);
@@ -723,11 +668,6 @@ static void session_teardown(sc_session *s, sc_sstate final, const sc_err *why)
     if (s->probe) {
         ssh_channel_free(s->probe);
         s->probe = NULL;
-    }
-    while (s->buried) {
-        struct sc_burial *b = s->buried;
-        s->buried = b->next;
-        burial_free(b);
     }
     if (s->ssh) {
         /* ssh_disconnect never closes a given fd; libssh may have closed it already (then -1) */
@@ -757,7 +697,7 @@ static void session_teardown(sc_session *s, sc_sstate final, const sc_err *why)
 void sc_session_close(sc_session *s)
 {
     sc_err err;
-    sc_err_set(&err, SC_ECLOSED, "%s: session closed", s->label);
+    sc_err_format(&err, SC_ECLOSED, s->label, s->hop, "closed", NULL, "session closed");
     session_teardown(s, SS_CLOSED, &err);
 }
 

@@ -11,6 +11,9 @@
 
 enum { SC_HOSTKEY_STRICT = 0, SC_HOSTKEY_ACCEPT_NEW, SC_HOSTKEY_OFF };
 
+/* What the host key check leaves for the embedder to tell the user. */
+enum { SC_HOSTKEY_NOTE_NONE = 0, SC_HOSTKEY_NOTE_LEARNED, SC_HOSTKEY_NOTE_UNCHECKED };
+
 /* How to reach and log into one host. All strings are owned by the spec. */
 typedef struct {
     char *host;
@@ -34,27 +37,38 @@ typedef enum {
     SS_TCP,
     SS_HOP_OPEN,
     SS_HANDSHAKE,
+    SS_HOSTKEY,
     SS_AUTH,
     SS_READY,
     SS_FAILED,
     SS_CLOSED,
 } sc_sstate;
 
+/* The stage a session in `state` is at, as failures name it: "resolve", "connect",
+ * "hop channel", "handshake", "host key", "auth", "connection" (ready), "closed". */
+const char *sc_session_stage_name(sc_sstate state);
+
 typedef struct sc_session sc_session;
 typedef struct sc_chanuser sc_chanuser;
 
-/* Something that uses a session's channels (a command, a hop pump): it is advanced on every
- * service round of the session, and told when the session goes away. */
+/* Something that uses a session's channels (a command, a pump, a transfer, a forward): it is
+ * advanced on every service round of the session, and told when the session goes away. */
 struct sc_chanuser {
     sc_session *session;
-    const char *kind; /* "forward" for forwards (incoming channels are matched against them) */
     void (*service)(sc_chanuser *u);
     void (*session_lost)(sc_chanuser *u, const sc_err *why);
+    /* May be NULL: offered a channel the server opens towards us (a remote forward's
+     * forwarded-tcpip connection); returns 1 when it took the message (accepted or refused). */
+    int (*incoming)(sc_chanuser *u, ssh_message msg);
     sc_chanuser *next;
     int attached;
 };
 
-struct sc_pump;
+/* What carries a session's bytes when it is not a TCP socket of its own (a hop channel on the
+ * parent): the session releases it when it goes away. */
+typedef struct {
+    void (*close)(void *transport);
+} sc_transport_ops;
 
 struct sc_session {
     sc_loop *loop;
@@ -65,7 +79,6 @@ struct sc_session {
     int hop;
     char label[300];
     sc_sstate state;
-    const char *stage;
     sc_err fail;
 
     ssh_session ssh;
@@ -80,7 +93,11 @@ struct sc_session {
     int gai_pending;
     int handles_open;
     struct ssh_counter_struct rx, tx;
-    uint64_t rx_seen; /* rx.in_bytes at the last keepalive check */
+    uint64_t rx_seen;       /* rx.in_bytes at the last keepalive check */
+    uint64_t rx_seen_serve; /* rx.in_bytes at the last service round */
+    double t_last_rx;       /* sc_loop_now() when bytes last arrived */
+    double t_doubt;         /* since then nothing came (keepalive misses; 0: none) */
+    double t_suspect;       /* a descendant's keepalive probed this session then (0: never) */
     int keepalive_misses;
 
     sc_op *connect_op;
@@ -96,19 +113,19 @@ struct sc_session {
     } auth;
 
     sc_chanuser *users;
-    struct sc_pump *pump; /* for a child: the hop's pump on the parent's connection */
-    struct sc_burial *buried; /* channels given up while opening (sc_session_bury) */
+    void *transport; /* a child's hop pump on the parent, or NULL */
+    const sc_transport_ops *transport_ops;
     size_t write_queued; /* channel bytes queued since the output buffer was last empty */
     int global_busy;     /* a tcpip-forward request awaits its reply */
     void *global_owner;  /* whose: libssh tracks one pending global request per session */
     ssh_channel probe;   /* the keepalive probe waiting for its answer */
 
-    sc_session *next_kicked;
-    int kicked;
-    int servicing;
+    sc_deferred kick;
+    sc_chanuser *serve_next; /* the user a service round takes next */
 
     /* what the connect learned, for probes (sshlua -r tree) */
     char hostkey_fp[200];     /* "ssh-ed25519 SHA256:..." */
+    int hostkey_note;         /* SC_HOSTKEY_NOTE_*: recorded (accept-new), or not checked (off) */
     const char *auth_method;  /* the method that succeeded: "publickey", "agent", ... */
     char banner[120];         /* the server's version string, sanitized */
     double t_start, t_connected, t_handshake, t_ready; /* sc_loop_now() at each stage, 0 before */
@@ -116,7 +133,8 @@ struct sc_session {
 
 /* Starts connecting a session described by spec (taken over) through parent (NULL: directly over
  * TCP). Returns the session with one reference for the caller; *op receives the connect op
- * (one reference for the caller), completed when the session is ready or has failed. */
+ * (one reference for the caller), completed when the session is ready or has failed.
+ * (connect.c: the hop through a parent is built there.) */
 sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spec, sc_op **op);
 
 /* Closes the session and, first, its children: their work ends with ECLOSED. Idempotent. */
@@ -129,6 +147,7 @@ void sc_session_kick(sc_session *s);
 
 /* How many bytes channel users may queue for sending now (back-pressure on the output buffer). */
 size_t sc_session_write_budget(sc_session *s);
+/* n bytes were queued (0: something may be waiting to be sent): watch for writability. */
 void sc_session_wrote(sc_session *s, size_t n);
 
 /* Channel receive windows. libssh 0.10 keeps a channel's window near 1.28 MB unless a read asks
@@ -137,51 +156,9 @@ void sc_session_wrote(sc_session *s, size_t n);
 #define SC_HOP_WINDOW (4u * 1024 * 1024)
 #define SC_FORWARD_WINDOW (2u * 1024 * 1024)
 #define SC_XFER_WINDOW (2u * 1024 * 1024)
-
-/* Reads up to len bytes of stdout (or stderr) without waiting, and lets the channel's receive
- * window grow to len: buf must have room for len bytes (pages never written cost no memory).
- * Returns the bytes read, 0 if none are there now, SSH_EOF at the end, SSH_ERROR. */
-int sc_channel_read(ssh_channel ch, void *buf, uint32_t len, int is_stderr);
-
-/* A channel whose owner gave up while it was still opening: libssh would forget it at once and
- * the server would keep its side open for the life of the connection (against MaxSessions).
- * The session finishes the open (the same call: a session channel, or direct-tcpip to host:port
- * from orig_host:orig_port when host is not NULL), then closes and frees it. Takes ch over. */
-void sc_session_bury(sc_session *s, ssh_channel ch, const char *host, int port,
-                     const char *orig_host, int orig_port);
-
-/* How a remote command ended, as its channel's callbacks report it. */
-typedef struct {
-    struct ssh_channel_callbacks_struct cb;
-    int status; /* -1 until an exit-status arrives */
-    int have;   /* an exit-status or exit-signal arrived */
-    char signal[32];
-} sc_exit;
-
-/* Sets ch's callbacks to record its exit status and signal in ex (cb lives in ex: call
- * sc_exit_unwatch before ex goes away; libssh may call them until the peer's close arrives). */
-void sc_exit_watch(ssh_channel ch, sc_exit *ex);
-void sc_exit_unwatch(ssh_channel ch, sc_exit *ex);
+#define SC_EXEC_WINDOW (2u * 1024 * 1024)
 
 void sc_session_attach(sc_session *s, sc_chanuser *u);
 void sc_session_detach(sc_chanuser *u);
-
-/* Runs the service round of every kicked session (the loop's idle hook). */
-void sc_session_run_kicked(sc_loop *loop);
-
-/* Authentication step (auth.c): advances s->auth; returns 1 when done, 0 to wait; on failure it has
- * set *err and returns -1. */
-int sc_auth_step(sc_session *s, sc_err *err);
-void sc_auth_cleanup(sc_session *s);
-
-/* An incoming forwarded-tcpip channel (forward.c): accepted and pumped by the remote forward
- * listening on that port; returns 0 if none claims it (it is refused). */
-int sc_forward_incoming(sc_session *s, ssh_message msg);
-
-/* Frees the loop's cache of decrypted private keys (auth.c). */
-void sc_keycache_free(sc_loop *loop);
-
-/* Host key check (auth.c): 0 if the key is acceptable, else -1 with *err set. */
-int sc_hostkey_check(sc_session *s, sc_err *err);
 
 #endif

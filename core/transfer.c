@@ -13,10 +13,10 @@
 #define XF_BUF SC_XFER_WINDOW /* the data channel's receive window too */
 #define XF_QUANTUM (2 * 1024 * 1024) /* bytes moved per round before letting others run */
 
-enum {
-    XP_START, XP_NEXT, XP_BEGIN, XP_ACCEPT, XP_DATA, XP_DATA_END, XP_END_FILE, XP_FILE_DONE,
-    XP_FINISH, XP_DONE,
-};
+typedef enum {
+    XP_START, XP_NEXT, XP_BEGIN, XP_ACCEPT, XP_DATA, XP_DATA_END, XP_VERIFY, XP_END_FILE,
+    XP_FILE_DONE, XP_FINISH, XP_DONE,
+} xp_phase;
 
 typedef struct {
     char *path;
@@ -24,444 +24,283 @@ typedef struct {
     char sha256[65];
 } xf_file;
 
-struct sc_xfer {
+/* One remote digest the verify waits for. */
+typedef enum { VQ_NONE, VQ_WANTED, VQ_ASKED, VQ_ANSWERED } vq_state;
+
+typedef struct {
+    vq_state state;
+    char *path;
+    char sha256[65];
+    char why[200]; /* no digest: the reason */
+} xf_vreq;
+
+typedef struct sc_xfer {
     sc_op op;
-    sc_xfer_opts o;
+    xf_ctx x; /* what the endpoints see */
     char *src_path, *dst_path, *verb;
     xf_end *src, *dst;
     struct xf_user {
         sc_chanuser cu; /* first: the session's list holds &cu */
-        sc_xfer *x;
-    } users[2];        /* one per distinct session involved */
+        struct sc_xfer *t;
+    } users[2]; /* one per distinct session involved */
     int n_cu;
-    char label[300];  /* the hop that names this transfer in messages */
-    int phase;
-    int started;      /* bit 0: source started, bit 1: sink started */
-    int finished;     /* same bits for finish */
+    xp_phase phase;
+    int started;  /* bit 0: source started, bit 1: sink started */
+    int finished; /* same bits for finish */
     xf_entry ent;
     int accepted, commit, file_ok;
     uint64_t remaining;
     char *buf;
     size_t buf_off, buf_len;
-    char *rel;        /* relative path of the current entry */
+    char *rel; /* relative path of the current entry */
     size_t rel_len, rel_cap;
     size_t *rel_marks; /* rel_len at each directory level */
     int depth, marks_cap;
-    uint64_t done_bytes, total;
+    uint64_t done_bytes;
     long files_done;
     int news;
-    double last_news, last_activity;
+    double last_news;
     uv_timer_t timer;
     EVP_MD_CTX *md;
+    char digest[65]; /* the current file's, once its data is complete */
+    xf_vreq vreq[2]; /* the current file's remote digests: source, sink */
     xf_file *files;
     size_t n_files, files_cap;
-    sc_err err;       /* the hard error, once set */
-    sc_err soft;      /* the first per-file failure */
-    long n_soft;
     int running, rerun;
-};
+} sc_xfer;
 
-static void xfer_run(sc_xfer *x);
-static void xfer_end(sc_xfer *x, const sc_err *err);
+static void xfer_run(sc_xfer *t);
+static void xfer_end(sc_xfer *t, const sc_err *err);
 
-/* ---- helpers for endpoints ---- */
-
-const sc_xfer_opts *xf_opts(sc_xfer *x) { return &x->o; }
-
-void xf_add_total(sc_xfer *x, uint64_t bytes) { x->total += bytes; }
-
-long xf_soft_count(sc_xfer *x) { return x->n_soft; }
-
-const char *xf_soft_message(sc_xfer *x)
+static void wake_sessions(xf_ctx *x)
 {
-    /* the message carries the label and verb already: skip them, xf_fail adds its own */
-    const char *m = x->soft.msg;
-    const char *p = strstr(m, x->verb);
-    if (p && p[strlen(x->verb)] == ':')
-        return p + strlen(x->verb) + 2;
-    return m;
+    sc_xfer *t = (sc_xfer *)((char *)x - offsetof(sc_xfer, x));
+    for (int i = 0; i < t->n_cu; i++)
+        if (t->users[i].cu.attached)
+            sc_session_kick(t->users[i].cu.session);
 }
 
-void xf_activity(sc_xfer *x) { x->last_activity = sc_loop_now(); }
-
-void xf_wake(sc_xfer *x)
+/* A failure of the driver itself, named by the transfer's label. */
+static int driver_fail(sc_xfer *t, sc_code code, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int driver_fail(sc_xfer *t, sc_code code, const char *reason, const char *fmt, ...)
 {
-    for (int i = 0; i < x->n_cu; i++)
-        if (x->users[i].cu.attached)
-            sc_session_kick(x->users[i].cu.session);
-}
-
-static const char *end_label(xf_end *e)
-{
-    if (e->session)
-        return e->session->label;
-    return e->x->label;
-}
-
-int xf_fail(xf_end *e, sc_code code, const char *fmt, ...)
-{
-    sc_xfer *x = e->x;
-    if (x->err.code != SC_OK)
-        return XF_ERR; /* the first error is the one reported */
+    if (t->x.err.code != SC_OK)
+        return XF_ERR;
     char detail[450];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
-    sc_err_set(&x->err, code, "%s: %s: %s", end_label(e), x->verb, detail);
+    sc_session *s = t->users[0].cu.session;
+    sc_err_format(&t->x.err, code, t->x.label, s ? s->hop : 0, t->verb, reason, "%s", detail);
     return XF_ERR;
-}
-
-int xf_soft(xf_end *e, const char *fmt, ...)
-{
-    sc_xfer *x = e->x;
-    if (x->n_soft++ == 0) {
-        char detail[450];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(detail, sizeof detail, fmt, ap);
-        va_end(ap);
-        sc_err_set(&x->soft, SC_EIO, "%s: %s: %s", end_label(e), x->verb, detail);
-    }
-    return XF_SKIP;
-}
-
-int xf_name_ok(const char *name, size_t len)
-{
-    if (len == 0 || len > XF_NAME_MAX || memchr(name, '\0', len) || memchr(name, '/', len))
-        return 0;
-    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-        return 0;
-    return 1;
-}
-
-const char *xf_home_relative(const char *path)
-{
-    /* a remote shell and an SFTP server both start in the home directory: "~/x" is "x" there */
-    if (strcmp(path, "~") == 0)
-        return ".";
-    if (strncmp(path, "~/", 2) != 0)
-        return path;
-    path += 2;
-    while (*path == '/')
-        path++;
-    return *path ? path : ".";
-}
-
-char *xf_shell_path(const char *path)
-{
-    if (strchr(path, '\n') || strchr(path, '\r'))
-        return NULL;
-    const char *p = xf_home_relative(path);
-    size_t n = 3;
-    for (const char *q = p; *q; q++)
-        n += *q == '\'' ? 4 : 1;
-    char *out = malloc(n);
-    if (!out)
-        return NULL;
-    char *o = out;
-    *o++ = '\'';
-    for (const char *q = p; *q; q++) {
-        if (*q == '\'') {
-            memcpy(o, "'\\''", 4);
-            o += 4;
-        } else {
-            *o++ = *q;
-        }
-    }
-    *o++ = '\'';
-    *o = '\0';
-    return out;
-}
-
-/* ---- remote channels ---- */
-
-enum { XC_NEW, XC_OPENING, XC_REQUEST, XC_OPEN, XC_CLOSED };
-
-int xf_chan_open(xf_end *e, xf_chan *c, const char *what, int subsystem)
-{
-    sc_session *s = e->session;
-    int rc;
-    if (s->state != SS_READY)
-        return xf_fail(e, SC_ECLOSED, "session is not connected");
-    switch (c->phase) {
-    case XC_NEW:
-        c->ch = ssh_channel_new(s->ssh);
-        if (!c->ch)
-            return xf_fail(e, SC_EIO, "cannot create a channel");
-        s->loop->live_channels++;
-        sc_exit_watch(c->ch, &c->exit);
-        c->phase = XC_OPENING;
-        /* fallthrough */
-    case XC_OPENING:
-        rc = ssh_channel_open_session(c->ch);
-        if (rc == SSH_AGAIN)
-            return XF_AGAIN;
-        if (rc != SSH_OK)
-            return xf_fail(e, SC_ECHANNEL, "channel refused: %s", ssh_get_error(s->ssh));
-        c->phase = XC_REQUEST;
-        /* fallthrough */
-    case XC_REQUEST:
-        rc = subsystem ? ssh_channel_request_subsystem(c->ch, what)
-                       : ssh_channel_request_exec(c->ch, what);
-        if (rc == SSH_AGAIN)
-            return XF_AGAIN;
-        if (rc != SSH_OK)
-            return xf_fail(e, SC_ECHANNEL, "%s %s refused: %s", subsystem ? "subsystem" : "command",
-                           what, ssh_get_error(s->ssh));
-        c->phase = XC_OPEN;
-        xf_activity(e->x);
-        return XF_OK;
-    case XC_OPEN:
-        return XF_OK;
-    default:
-        return xf_fail(e, SC_ECLOSED, "channel closed");
-    }
-}
-
-static void chan_drain_stderr(xf_chan *c)
-{
-    /* all of it (only the tail is kept): unread stderr holds back libssh's EOF and close */
-    char tmp[1024];
-    for (;;) {
-        int n = ssh_channel_read_nonblocking(c->ch, tmp, sizeof tmp, 1);
-        if (n <= 0)
-            return;
-        size_t k = (size_t)n;
-        if (k >= sizeof c->err_tail) {
-            memcpy(c->err_tail, tmp + k - (sizeof c->err_tail - 1), sizeof c->err_tail - 1);
-            c->err_len = sizeof c->err_tail - 1;
-        } else {
-            if (c->err_len + k >= sizeof c->err_tail) {
-                size_t drop = c->err_len + k - (sizeof c->err_tail - 1);
-                memmove(c->err_tail, c->err_tail + drop, c->err_len - drop);
-                c->err_len -= drop;
-            }
-            memcpy(c->err_tail + c->err_len, tmp, k);
-            c->err_len += k;
-        }
-        c->err_tail[c->err_len] = '\0';
-    }
-}
-
-const char *xf_chan_stderr(xf_chan *c)
-{
-    static char clean[sizeof c->err_tail];
-    /* trailing newlines off, the rest made printable */
-    size_t n = c->err_len;
-    while (n > 0 && (c->err_tail[n - 1] == '\n' || c->err_tail[n - 1] == '\r'))
-        n--;
-    char raw[sizeof c->err_tail];
-    memcpy(raw, c->err_tail, n);
-    raw[n] = '\0';
-    sc_sanitize(clean, sizeof clean, raw);
-    return clean;
-}
-
-int xf_chan_read(xf_end *e, xf_chan *c, char *buf, size_t len, size_t *got)
-{
-    *got = 0;
-    if (c->phase != XC_OPEN)
-        return xf_fail(e, SC_ECLOSED, "channel closed");
-    chan_drain_stderr(c);
-    if (len > 0x7fffffff)
-        len = 0x7fffffff;
-    int n = sc_channel_read(c->ch, buf, (uint32_t)len, 0);
-    /* a read may queue a window adjust; this may be another session's round (a copy): have it
-     * sent when that session's socket takes it */
-    sc_session_wrote(e->session, 0);
-    if (n > 0) {
-        *got = (size_t)n;
-        xf_activity(e->x);
-        return XF_OK;
-    }
-    if (n == SSH_EOF) {
-        chan_drain_stderr(c);
-        return XF_DONE;
-    }
-    if (n < 0) {
-        chan_drain_stderr(c);
-        if (ssh_channel_is_closed(c->ch))
-            return XF_DONE; /* closed without EOF: the caller says what was cut short */
-        return xf_fail(e, SC_ECLOSED, "channel read: %s", ssh_get_error(e->session->ssh));
-    }
-    return XF_AGAIN;
-}
-
-int xf_chan_write(xf_end *e, xf_chan *c, const char *buf, size_t len, size_t *took)
-{
-    sc_session *s = e->session;
-    *took = 0;
-    if (c->phase != XC_OPEN || ssh_channel_is_closed(c->ch))
-        return xf_fail(e, SC_ECLOSED, "channel closed by the remote side%s%s",
-                       c->err_len ? ": " : "", xf_chan_stderr(c));
-    size_t window = ssh_channel_window_size(c->ch);
-    size_t budget = sc_session_write_budget(s);
-    if (len > window)
-        len = window;
-    if (len > budget)
-        len = budget;
-    if (len > 65536)
-        len = 65536;
-    if (len == 0)
-        return XF_AGAIN;
-    int w = ssh_channel_write(c->ch, buf, (uint32_t)len);
-    if (w < 0)
-        return xf_fail(e, SC_ECLOSED, "channel write: %s", ssh_get_error(s->ssh));
-    if (w == 0)
-        return XF_AGAIN;
-    sc_session_wrote(s, (size_t)w);
-    *took = (size_t)w;
-    xf_activity(e->x);
-    return XF_OK;
-}
-
-int xf_chan_finish(xf_end *e, xf_chan *c)
-{
-    if (c->phase != XC_OPEN)
-        return XF_OK;
-    if (!c->eof_sent) {
-        if (!ssh_channel_is_closed(c->ch))
-            ssh_channel_send_eof(c->ch);
-        c->eof_sent = 1;
-        sc_session_wrote(e->session, 0);
-    }
-    /* read what is left (stdout is not expected any more) until the command has ended */
-    char tmp[4096];
-    for (int i = 0; i < 16; i++) {
-        int n = ssh_channel_read_nonblocking(c->ch, tmp, sizeof tmp, 0);
-        if (n <= 0)
-            break;
-    }
-    chan_drain_stderr(c);
-    if (c->exit.have || ssh_channel_is_closed(c->ch) ||
-        (ssh_channel_is_eof(c->ch) && ssh_channel_get_exit_status(c->ch) >= 0)) {
-        if (!c->exit.have && ssh_channel_get_exit_status(c->ch) >= 0) {
-            c->exit.status = ssh_channel_get_exit_status(c->ch);
-            c->exit.have = 1;
-        }
-        return XF_OK;
-    }
-    return XF_AGAIN;
-}
-
-void xf_chan_close(xf_end *e, xf_chan *c)
-{
-    if (c->ch) {
-        /* libssh keeps a freed channel until the peer's close arrives, and may still call its
-         * callbacks: they must not point into memory that goes with the endpoint */
-        sc_exit_unwatch(c->ch, &c->exit);
-        if (c->phase == XC_OPENING && e->session->state == SS_READY)
-            sc_session_bury(e->session, c->ch, NULL, 0, NULL, 0);
-        else if (e->session->ssh && ssh_channel_is_open(c->ch))
-            ssh_channel_close(c->ch);
-        if (c->phase != XC_OPENING || e->session->state != SS_READY)
-            ssh_channel_free(c->ch);
-        c->ch = NULL;
-        e->session->loop->live_channels--;
-        if (e->session->state == SS_READY)
-            sc_session_kick(e->session);
-    }
-    c->phase = XC_CLOSED;
 }
 
 /* ---- the path of the current entry ---- */
 
-static int rel_push(sc_xfer *x, const char *name)
+static int rel_push(sc_xfer *t, const char *name)
 {
     size_t n = strlen(name);
-    if (x->depth + 1 >= x->marks_cap) {
-        int cap = x->marks_cap ? x->marks_cap * 2 : 16;
-        size_t *m = realloc(x->rel_marks, (size_t)cap * sizeof *m);
+    if (t->depth + 1 >= t->marks_cap) {
+        int cap = t->marks_cap ? t->marks_cap * 2 : 16;
+        size_t *m = realloc(t->rel_marks, (size_t)cap * sizeof *m);
         if (!m)
             return -1;
-        x->rel_marks = m;
-        x->marks_cap = cap;
+        t->rel_marks = m;
+        t->marks_cap = cap;
     }
-    if (x->rel_len + n + 2 > x->rel_cap) {
-        size_t cap = x->rel_cap ? x->rel_cap : 256;
-        while (cap < x->rel_len + n + 2)
+    if (t->rel_len + n + 2 > t->rel_cap) {
+        size_t cap = t->rel_cap ? t->rel_cap : 256;
+        while (cap < t->rel_len + n + 2)
             cap *= 2;
-        char *r = realloc(x->rel, cap);
+        char *r = realloc(t->rel, cap);
         if (!r)
             return -1;
-        x->rel = r;
-        x->rel_cap = cap;
+        t->rel = r;
+        t->rel_cap = cap;
     }
-    x->rel_marks[x->depth++] = x->rel_len;
-    if (x->rel_len)
-        x->rel[x->rel_len++] = '/';
-    memcpy(x->rel + x->rel_len, name, n);
-    x->rel_len += n;
-    x->rel[x->rel_len] = '\0';
+    t->rel_marks[t->depth++] = t->rel_len;
+    if (t->rel_len)
+        t->rel[t->rel_len++] = '/';
+    memcpy(t->rel + t->rel_len, name, n);
+    t->rel_len += n;
+    t->rel[t->rel_len] = '\0';
     return 0;
 }
 
-static void rel_pop(sc_xfer *x)
+static void rel_pop(sc_xfer *t)
 {
-    if (x->depth == 0)
+    if (t->depth == 0)
         return;
-    x->rel_len = x->rel_marks[--x->depth];
-    x->rel[x->rel_len] = '\0';
+    t->rel_len = t->rel_marks[--t->depth];
+    t->rel[t->rel_len] = '\0';
 }
 
-/* ---- hashing and the file list ---- */
+/* ---- hashing, verification and the file list ---- */
 
-static void hash_begin(sc_xfer *x)
+static void hash_begin(sc_xfer *t)
 {
-    if (x->md)
-        EVP_DigestInit_ex(x->md, EVP_sha256(), NULL);
+    if (t->md)
+        EVP_DigestInit_ex(t->md, EVP_sha256(), NULL);
+    t->digest[0] = '\0';
 }
 
-static int record_file(sc_xfer *x)
+static void hash_end(sc_xfer *t)
 {
-    if (!x->md)
-        return 0;
+    if (!t->md || t->digest[0])
+        return;
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
-    EVP_DigestFinal_ex(x->md, d, &dlen);
-    if (x->n_files == x->files_cap) {
-        size_t cap = x->files_cap ? x->files_cap * 2 : 16;
-        xf_file *f = realloc(x->files, cap * sizeof *f);
+    EVP_DigestFinal_ex(t->md, d, &dlen);
+    for (unsigned i = 0; i < dlen && i < 32; i++)
+        snprintf(t->digest + 2 * i, 3, "%02x", d[i]);
+}
+
+static int record_file(sc_xfer *t)
+{
+    if (!t->md)
+        return 0;
+    hash_end(t);
+    if (t->n_files == t->files_cap) {
+        size_t cap = t->files_cap ? t->files_cap * 2 : 16;
+        xf_file *f = realloc(t->files, cap * sizeof *f);
         if (!f)
             return -1;
-        x->files = f;
-        x->files_cap = cap;
+        t->files = f;
+        t->files_cap = cap;
     }
-    xf_file *f = &x->files[x->n_files];
-    f->path = sc_strdup(x->rel ? x->rel : "");
+    xf_file *f = &t->files[t->n_files];
+    f->path = sc_strdup(t->rel ? t->rel : "");
     if (!f->path)
         return -1;
-    f->size = x->ent.size;
-    for (unsigned i = 0; i < dlen && i < 32; i++)
-        snprintf(f->sha256 + 2 * i, 3, "%02x", d[i]);
-    x->n_files++;
+    f->size = t->ent.size;
+    memcpy(f->sha256, t->digest, sizeof f->sha256);
+    t->n_files++;
     return 0;
+}
+
+static void vreq_clear(xf_vreq *q)
+{
+    free(q->path);
+    memset(q, 0, sizeof *q);
+}
+
+/* Asks for the remote digests of the file just read (XF_OK when none can be had before the
+ * commit), then compares them: XF_OK, XF_AGAIN while an answer is due, XF_ERR on a mismatch. */
+static int verify_file(sc_xfer *t)
+{
+    if (!t->x.o.verify || !t->md)
+        return XF_OK;
+    hash_end(t);
+    if (t->vreq[0].state == VQ_NONE && t->vreq[1].state == VQ_NONE) {
+        const char *pending = NULL;
+        if (t->dst->session && t->dst->sink->settle) {
+            int r = t->dst->sink->settle(t->dst, &pending);
+            if (r != XF_OK)
+                return r;
+        }
+        if (t->src->session) {
+            t->vreq[0].path = sc_strdup(t->rel ? t->rel : "");
+            t->vreq[0].state = VQ_WANTED;
+        }
+        if (pending) {
+            t->vreq[1].path = sc_strdup(pending);
+            t->vreq[1].state = VQ_WANTED;
+        }
+        if ((t->vreq[0].state && !t->vreq[0].path) || (t->vreq[1].state && !t->vreq[1].path))
+            return driver_fail(t, SC_EIO, NULL, "out of memory");
+        if (t->vreq[0].state || t->vreq[1].state) {
+            t->news = 1;
+            sc_op_notify(&t->op);
+        }
+    }
+    for (int side = 0; side < 2; side++) {
+        xf_vreq *q = &t->vreq[side];
+        if (q->state == VQ_WANTED || q->state == VQ_ASKED) {
+            xf_activity(&t->x); /* the remote digest takes its time: not idle */
+            return XF_AGAIN;
+        }
+    }
+    for (int side = 0; side < 2; side++) {
+        xf_vreq *q = &t->vreq[side];
+        if (q->state != VQ_ANSWERED)
+            continue;
+        const char *where = side == 0 ? "the source" : "the destination";
+        if (!q->sha256[0])
+            return driver_fail(t, SC_EIO, "verify", "verify: no SHA-256 of %s on %s: %s",
+                               t->rel ? t->rel : "", where, q->why);
+        if (strcmp(q->sha256, t->digest) != 0)
+            return driver_fail(t, SC_EIO, "verify",
+                               "verify: SHA-256 of %s differs on %s (nothing was kept)",
+                               t->rel ? t->rel : "", where);
+    }
+    vreq_clear(&t->vreq[0]);
+    vreq_clear(&t->vreq[1]);
+    return XF_OK;
 }
 
 /* ---- the driver ---- */
 
-static void maybe_news(sc_xfer *x)
+static void maybe_news(sc_xfer *t)
 {
     double now = sc_loop_now();
-    if (now - x->last_news >= x->o.progress_every) {
-        x->last_news = now;
-        x->news = 1;
-        sc_op_notify(&x->op);
+    if (now - t->last_news >= t->x.o.progress_every) {
+        t->last_news = now;
+        t->news = 1;
+        sc_op_notify(&t->op);
     }
 }
 
-/* One step of both ends in turn; returns XF_OK when both are done. */
-static int both(sc_xfer *x, int *flags, int (*step)(xf_end *))
+/* Moves the current file's data; XF_OK when all of it has passed. */
+static int move_data(sc_xfer *t, size_t *moved)
+{
+    while (*moved < XF_QUANTUM) {
+        if (t->buf_off < t->buf_len) {
+            size_t took = 0;
+            int r = t->dst->sink->write(t->dst, t->buf + t->buf_off, t->buf_len - t->buf_off,
+                                        &took);
+            if (r != XF_OK)
+                return r;
+            t->buf_off += took;
+            *moved += took;
+            if (t->buf_off == t->buf_len)
+                t->buf_off = t->buf_len = 0;
+            continue;
+        }
+        if (t->remaining == 0)
+            return XF_OK;
+        size_t want = t->remaining < XF_BUF ? (size_t)t->remaining : XF_BUF;
+        size_t got = 0;
+        int r = t->src->src->read(t->src, t->buf, want, &got);
+        if (r != XF_OK)
+            return r;
+        if (got > want)
+            got = want;
+        if (t->md)
+            EVP_DigestUpdate(t->md, t->buf, got);
+        t->buf_off = 0;
+        t->buf_len = got;
+        t->remaining -= got;
+        t->done_bytes += got;
+        maybe_news(t);
+    }
+    xf_wake(&t->x);
+    return XF_AGAIN;
+}
+
+/* Starts (or finishes) both ends in turn; XF_OK when both are done. */
+static int both(sc_xfer *t, int *flags, int finish)
 {
     if (!(*flags & 1)) {
-        int r = step(x->src);
+        const xf_source_ops *o = t->src->src;
+        int r = finish ? (o->finish ? o->finish(t->src) : XF_OK) : o->start(t->src);
         if (r != XF_OK)
             return r;
         *flags |= 1;
     }
     if (!(*flags & 2)) {
-        int r = step(x->dst);
+        int r = finish ? t->dst->sink->finish(t->dst) : t->dst->sink->start(t->dst);
         if (r != XF_OK)
             return r;
         *flags |= 2;
@@ -469,145 +308,114 @@ static int both(sc_xfer *x, int *flags, int (*step)(xf_end *))
     return XF_OK;
 }
 
-static int step_start(xf_end *e) { return e->ops->start(e); }
-static int step_finish(xf_end *e) { return e->ops->finish(e); }
-
-/* Moves the current file's data; XF_OK when all of it has passed. */
-static int move_data(sc_xfer *x, size_t *moved)
-{
-    while (*moved < XF_QUANTUM) {
-        if (x->buf_off < x->buf_len) {
-            size_t took = 0;
-            int r = x->dst->ops->write(x->dst, x->buf + x->buf_off, x->buf_len - x->buf_off, &took);
-            if (r != XF_OK)
-                return r;
-            x->buf_off += took;
-            *moved += took;
-            if (x->buf_off == x->buf_len)
-                x->buf_off = x->buf_len = 0;
-            continue;
-        }
-        if (x->remaining == 0)
-            return XF_OK;
-        size_t want = x->remaining < XF_BUF ? (size_t)x->remaining : XF_BUF;
-        size_t got = 0;
-        int r = x->src->ops->read(x->src, x->buf, want, &got);
-        if (r != XF_OK)
-            return r;
-        if (got > want)
-            got = want;
-        if (x->md)
-            EVP_DigestUpdate(x->md, x->buf, got);
-        x->buf_off = 0;
-        x->buf_len = got;
-        x->remaining -= got;
-        x->done_bytes += got;
-        maybe_news(x);
-    }
-    xf_wake(x);
-    return XF_AGAIN;
-}
-
-static void xfer_steps(sc_xfer *x)
+static void xfer_steps(sc_xfer *t)
 {
     size_t moved = 0;
     int r;
+    const xf_source_ops *src = t->src->src;
+    const xf_sink_ops *sink = t->dst->sink;
     for (;;) {
-        switch (x->phase) {
+        switch (t->phase) {
         case XP_START:
-            r = both(x, &x->started, step_start);
+            r = both(t, &t->started, 0);
             if (r != XF_OK)
                 goto out;
-            x->phase = XP_NEXT;
+            t->phase = XP_NEXT;
             break;
         case XP_NEXT:
-            memset(&x->ent, 0, sizeof x->ent);
-            r = x->src->ops->next(x->src, &x->ent);
+            memset(&t->ent, 0, sizeof t->ent);
+            r = src->next(t->src, &t->ent);
             if (r == XF_DONE) {
-                x->phase = XP_FINISH;
+                t->phase = XP_FINISH;
                 break;
             }
             if (r != XF_OK)
                 goto out;
-            if (x->ent.type == XE_FILE || x->ent.type == XE_DIR) {
-                if (rel_push(x, x->ent.name) < 0) {
-                    r = xf_fail(x->src, SC_EIO, "out of memory");
+            if (t->ent.type == XE_FILE || t->ent.type == XE_DIR) {
+                if (rel_push(t, t->ent.name) < 0) {
+                    r = driver_fail(t, SC_EIO, NULL, "out of memory");
                     goto out;
                 }
             }
-            x->phase = XP_BEGIN;
+            t->phase = XP_BEGIN;
             break;
         case XP_BEGIN:
-            r = x->dst->ops->begin(x->dst, &x->ent);
+            r = sink->begin(t->dst, &t->ent);
             if (r == XF_SKIP)
-                x->accepted = 0;
+                t->accepted = 0;
             else if (r == XF_OK)
-                x->accepted = 1;
+                t->accepted = 1;
             else
                 goto out;
-            x->phase = XP_ACCEPT;
+            t->phase = XP_ACCEPT;
             break;
         case XP_ACCEPT:
-            r = x->src->ops->accept(x->src, &x->ent, x->accepted);
-            if (r == XF_SKIP && x->ent.type == XE_FILE && x->accepted) {
+            r = src->accept(t->src, &t->ent, t->accepted);
+            if (r == XF_SKIP && t->ent.type == XE_FILE && t->accepted) {
                 /* the source cannot give this file after all (recorded): the sink drops it */
-                x->commit = 0;
-                x->phase = XP_END_FILE;
+                t->commit = 0;
+                t->phase = XP_END_FILE;
                 break;
             }
             if (r != XF_OK)
                 goto out;
-            if (x->ent.type == XE_FILE && x->accepted) {
-                x->remaining = x->ent.size;
-                x->buf_off = x->buf_len = 0;
-                hash_begin(x);
-                x->phase = XP_DATA;
+            if (t->ent.type == XE_FILE && t->accepted) {
+                t->remaining = t->ent.size;
+                t->buf_off = t->buf_len = 0;
+                hash_begin(t);
+                t->phase = XP_DATA;
                 break;
             }
-            if (x->ent.type == XE_FILE || (x->ent.type == XE_DIR && !x->accepted) ||
-                x->ent.type == XE_END_DIR)
-                rel_pop(x);
-            x->phase = XP_NEXT;
+            if (t->ent.type == XE_FILE || (t->ent.type == XE_DIR && !t->accepted) ||
+                t->ent.type == XE_END_DIR)
+                rel_pop(t);
+            t->phase = XP_NEXT;
             break;
         case XP_DATA:
-            r = move_data(x, &moved);
+            r = move_data(t, &moved);
             if (r != XF_OK)
                 goto out;
-            x->phase = XP_DATA_END;
+            t->phase = XP_DATA_END;
             break;
         case XP_DATA_END:
-            r = x->src->ops->data_end(x->src);
+            r = src->data_end ? src->data_end(t->src) : XF_OK;
             if (r != XF_OK && r != XF_SKIP)
                 goto out;
-            x->commit = r == XF_OK;
-            x->phase = XP_END_FILE;
+            t->commit = r == XF_OK;
+            t->phase = t->commit ? XP_VERIFY : XP_END_FILE;
+            break;
+        case XP_VERIFY:
+            r = verify_file(t);
+            if (r != XF_OK)
+                goto out;
+            t->phase = XP_END_FILE;
             break;
         case XP_END_FILE:
-            r = x->dst->ops->end_file(x->dst, x->commit);
+            r = sink->end_file(t->dst, t->commit);
             if (r != XF_OK && r != XF_SKIP)
                 goto out;
-            x->file_ok = x->commit && r == XF_OK;
-            if (x->file_ok) {
-                x->files_done++;
-                if (record_file(x) < 0) {
-                    r = xf_fail(x->dst, SC_EIO, "out of memory");
+            t->file_ok = t->commit && r == XF_OK;
+            if (t->file_ok) {
+                t->files_done++;
+                if (record_file(t) < 0) {
+                    r = driver_fail(t, SC_EIO, NULL, "out of memory");
                     goto out;
                 }
             }
-            x->phase = XP_FILE_DONE;
+            t->phase = XP_FILE_DONE;
             break;
         case XP_FILE_DONE:
-            r = x->src->ops->file_done(x->src, x->file_ok);
+            r = src->file_done ? src->file_done(t->src, t->file_ok) : XF_OK;
             if (r != XF_OK)
                 goto out;
-            rel_pop(x);
-            x->phase = XP_NEXT;
+            rel_pop(t);
+            t->phase = XP_NEXT;
             break;
         case XP_FINISH:
-            r = both(x, &x->finished, step_finish);
+            r = both(t, &t->finished, 1);
             if (r != XF_OK)
                 goto out;
-            xfer_end(x, NULL);
+            xfer_end(t, NULL);
             return;
         default:
             return;
@@ -616,131 +424,151 @@ static void xfer_steps(sc_xfer *x)
 out:
     if (r == XF_AGAIN)
         return; /* a session's service round (or a wake) brings us back */
-    if (r != XF_ERR && x->err.code == SC_OK) /* a status this phase cannot take: never stall */
-        sc_err_set(&x->err, SC_EIO, "%s: %s: internal: status %d in phase %d", x->label, x->verb, r,
-                   x->phase);
-    if (x->err.code == SC_OK)
-        sc_err_set(&x->err, SC_EIO, "%s: %s: failed", x->label, x->verb);
-    xfer_end(x, &x->err);
+    if (r != XF_ERR) /* a status this phase cannot take: never stall */
+        driver_fail(t, SC_EIO, NULL, "internal: status %d in phase %d", r, (int)t->phase);
+    if (t->x.err.code == SC_OK)
+        driver_fail(t, SC_EIO, NULL, "failed");
+    xfer_end(t, &t->x.err);
 }
 
-static void xfer_run(sc_xfer *x)
+static void xfer_run(sc_xfer *t)
 {
-    if (x->phase == XP_DONE)
+    if (t->phase == XP_DONE)
         return;
-    if (x->running) {
-        x->rerun = 1;
+    if (t->running) {
+        t->rerun = 1;
         return;
     }
-    sc_op_ref(&x->op);
-    x->running = 1;
+    sc_op_ref(&t->op);
+    t->running = 1;
     do {
-        x->rerun = 0;
-        xfer_steps(x);
-    } while (x->rerun && x->phase != XP_DONE);
-    x->running = 0;
-    sc_op_release(&x->op);
+        t->rerun = 0;
+        xfer_steps(t);
+    } while (t->rerun && t->phase != XP_DONE);
+    t->running = 0;
+    sc_op_release(&t->op);
 }
 
-static sc_xfer *xfer_of_cu(sc_chanuser *u) { return ((struct xf_user *)u)->x; }
+static sc_xfer *xfer_of_cu(sc_chanuser *u) { return ((struct xf_user *)u)->t; }
 
 static void xfer_service(sc_chanuser *u) { xfer_run(xfer_of_cu(u)); }
 
 static void xfer_session_lost(sc_chanuser *u, const sc_err *why)
 {
-    sc_xfer *x = xfer_of_cu(u);
-    if (x->phase == XP_DONE)
+    sc_xfer *t = xfer_of_cu(u);
+    if (t->phase == XP_DONE)
         return;
     sc_err err;
-    sc_err_set(&err, why->code, "%s: %s: %s", x->label, x->verb, why->msg);
-    xfer_end(x, &err);
+    sc_err_format(&err, why->code, t->x.label, why->hop, t->verb, why->reason, "%s", why->msg);
+    xfer_end(t, &err);
 }
 
 static void timer_closed(uv_handle_t *h)
 {
-    sc_xfer *x = h->data;
-    sc_op_release(&x->op);
+    sc_xfer *t = h->data;
+    sc_op_release(&t->op);
 }
 
-static void on_idle_check(uv_timer_t *t)
+static void on_idle_check(uv_timer_t *timer)
 {
-    sc_xfer *x = t->data;
-    if (x->phase == XP_DONE || x->o.idle_timeout <= 0)
+    sc_xfer *t = timer->data;
+    if (t->phase == XP_DONE || t->x.o.idle_timeout <= 0)
         return;
-    if (sc_loop_now() - x->last_activity >= x->o.idle_timeout) {
+    if (sc_loop_now() - t->x.last_activity >= t->x.o.idle_timeout) {
         sc_err err;
-        sc_err_set(&err, SC_ETIMEDOUT, "%s: %s: no progress for %gs", x->label, x->verb,
-                   x->o.idle_timeout);
-        xfer_end(x, &err);
+        sc_session *s = t->users[0].cu.session;
+        sc_err_format(&err, SC_ETIMEDOUT, t->x.label, s ? s->hop : 0, t->verb, "timeout",
+                      "no progress for %gs", t->x.o.idle_timeout);
+        xfer_end(t, &err);
     }
 }
 
 /* Ends the transfer (err NULL: success, unless some files failed); releases the core's ref. */
-static void xfer_end(sc_xfer *x, const sc_err *err)
+static void xfer_end(sc_xfer *t, const sc_err *err)
 {
-    if (x->phase == XP_DONE)
+    if (t->phase == XP_DONE)
         return;
-    x->phase = XP_DONE;
-    for (int i = 0; i < x->n_cu; i++)
-        sc_session_detach(&x->users[i].cu);
-    sc_err final = {SC_OK, ""};
+    t->phase = XP_DONE;
+    for (int i = 0; i < t->n_cu; i++)
+        sc_session_detach(&t->users[i].cu);
+    sc_err final = {SC_OK, NULL, NULL, 0, ""};
     if (err) {
         final = *err;
-        x->src->ops->abort(x->src);
-        x->dst->ops->abort(x->dst);
-    } else if (x->n_soft > 0) {
-        if (x->n_soft == 1)
-            final = x->soft;
-        else
-            sc_err_set(&final, SC_EIO, "%ld files failed; the first: %s", x->n_soft, x->soft.msg);
+        t->src->src->abort(t->src);
+        t->dst->sink->abort(t->dst);
+    } else if (t->x.n_soft > 0) {
+        if (t->x.n_soft == 1) {
+            final = t->x.soft;
+        } else {
+            final = t->x.soft;
+            sc_err_format(&final, SC_EIO, NULL, t->x.soft.hop, t->verb, NULL,
+                          "%ld files failed; the first: %s", t->x.n_soft, t->x.soft.msg);
+        }
         err = &final;
     }
-    for (int i = 0; i < x->n_cu; i++)
-        sc_session_unref(x->users[i].cu.session);
-    uv_timer_stop(&x->timer);
-    uv_close((uv_handle_t *)&x->timer, timer_closed);
-    sc_op_finish(&x->op, err ? &final : NULL);
-    sc_op_release(&x->op); /* last: may free x */
+    for (int i = 0; i < t->n_cu; i++)
+        sc_session_unref(t->users[i].cu.session);
+    uv_timer_stop(&t->timer);
+    uv_close((uv_handle_t *)&t->timer, timer_closed);
+    sc_op_finish(&t->op, err ? &final : NULL);
+    sc_op_release(&t->op); /* last: may free t */
 }
 
 static void xfer_cancel(sc_op *op)
 {
-    sc_xfer *x = (sc_xfer *)op;
-    sc_err err;
-    sc_err_set(&err, SC_ECANCELED, "%s: %s: canceled", x->label, x->verb);
-    xfer_end(x, &err);
+    sc_xfer *t = (sc_xfer *)op;
+    driver_fail(t, SC_ECANCELED, NULL, "canceled");
+    xfer_end(t, &t->x.err);
 }
 
 static int xfer_has_news(sc_op *op) { return ((sc_xfer *)op)->news; }
 
-static void xfer_destroy(sc_op *op)
+static void end_destroy(xf_end *e)
 {
-    sc_xfer *x = (sc_xfer *)op;
-    if (x->src)
-        x->src->ops->destroy(x->src);
-    if (x->dst)
-        x->dst->ops->destroy(x->dst);
-    for (size_t i = 0; i < x->n_files; i++)
-        free(x->files[i].path);
-    free(x->files);
-    if (x->md)
-        EVP_MD_CTX_free(x->md);
-    sc_big_free(x->buf, XF_BUF);
-    free(x->rel);
-    free(x->rel_marks);
-    free(x->src_path);
-    free(x->dst_path);
-    free(x->verb);
-    free(x);
+    if (e)
+        (e->src ? e->src->destroy : e->sink->destroy)(e);
 }
 
-static xf_end *end_new(sc_xfer *x, const sc_xfer_end *end, int is_src)
+static void xfer_destroy(sc_op *op)
+{
+    sc_xfer *t = (sc_xfer *)op;
+    end_destroy(t->src);
+    end_destroy(t->dst);
+    for (size_t i = 0; i < t->n_files; i++)
+        free(t->files[i].path);
+    free(t->files);
+    vreq_clear(&t->vreq[0]);
+    vreq_clear(&t->vreq[1]);
+    if (t->md)
+        EVP_MD_CTX_free(t->md);
+    sc_big_free(t->buf, XF_BUF);
+    free(t->rel);
+    free(t->rel_marks);
+    free(t->src_path);
+    free(t->dst_path);
+    free(t->verb);
+    free(t);
+}
+
+static xf_end *end_new(sc_xfer *t, const sc_xfer_end *end, int is_src)
 {
     if (!end->session)
-        return xf_local_new(x, end->path, is_src);
-    if (x->o.protocol == SC_PROTO_SFTP)
-        return xf_sftp_new(x, end->session, end->path, is_src);
-    return xf_scp_new(x, end->session, end->path, is_src);
+        return xf_local_new(&t->x, end->path, is_src);
+    if (t->x.o.protocol == SC_PROTO_SFTP)
+        return xf_sftp_new(&t->x, end->session, end->path, is_src);
+    return xf_scp_new(&t->x, end->session, end->path, is_src);
+}
+
+/* Completes a transfer that never started (out of memory, a session not there). */
+static sc_op *fail_at_start(sc_xfer *t, const sc_err *err)
+{
+    t->phase = XP_DONE;
+    for (int i = 0; i < t->n_cu; i++)
+        sc_session_unref(t->users[i].cu.session);
+    uv_close((uv_handle_t *)&t->timer, timer_closed);
+    sc_op_finish(&t->op, err);
+    sc_op_release(&t->op);
+    return &t->op;
 }
 
 sc_op *sc_xfer_start(const sc_xfer_opts *o)
@@ -748,116 +576,141 @@ sc_op *sc_xfer_start(const sc_xfer_opts *o)
     sc_session *any = o->src.session ? o->src.session : o->dst.session;
     if (!any)
         return NULL;
-    sc_xfer *x = calloc(1, sizeof *x);
-    if (!x)
+    sc_xfer *t = calloc(1, sizeof *t);
+    if (!t)
         return NULL;
-    sc_op_init(&x->op, any->loop, "transfer");
-    x->op.cancel = xfer_cancel;
-    x->op.destroy = xfer_destroy;
-    x->op.has_news = xfer_has_news;
-    x->op.refs += 2; /* the core's while running, the timer's until its handle closes */
-    x->o = *o;
-    x->src_path = sc_strdup(o->src.path);
-    x->dst_path = sc_strdup(o->dst.path);
-    x->verb = sc_strdup(o->verb ? o->verb : "transfer");
-    x->o.src.path = x->src_path;
-    x->o.dst.path = x->dst_path;
-    x->o.verb = x->verb;
-    if (x->o.progress_every <= 0)
-        x->o.progress_every = 0.25;
-    x->total = o->total_hint;
-    snprintf(x->label, sizeof x->label, "%s", any->label);
-    x->buf = sc_big_alloc(XF_BUF);
+    sc_op_init(&t->op, any->loop, "transfer");
+    t->op.cancel = xfer_cancel;
+    t->op.destroy = xfer_destroy;
+    t->op.has_news = xfer_has_news;
+    t->op.refs += 2; /* the core's while running, the timer's until its handle closes */
+    t->x.o = *o;
+    t->src_path = sc_strdup(o->src.path);
+    t->dst_path = sc_strdup(o->dst.path);
+    t->verb = sc_strdup(o->verb ? o->verb : "transfer");
+    t->x.o.src.path = t->src_path;
+    t->x.o.dst.path = t->dst_path;
+    t->x.o.verb = t->x.verb = t->verb ? t->verb : "transfer";
+    t->x.wake = wake_sessions;
+    if (t->x.o.progress_every <= 0)
+        t->x.o.progress_every = 0.25;
+    if (!t->x.o.hash)
+        t->x.o.verify = 0;
+    t->x.total = o->total_hint;
+    snprintf(t->x.label, sizeof t->x.label, "%s", any->label);
+    t->buf = sc_big_alloc(XF_BUF);
     if (o->hash)
-        x->md = EVP_MD_CTX_new();
-    uv_timer_init(&any->loop->uv, &x->timer);
-    x->timer.data = x;
-    x->last_activity = x->last_news = sc_loop_now();
+        t->md = EVP_MD_CTX_new();
+    uv_timer_init(&any->loop->uv, &t->timer);
+    t->timer.data = t;
+    t->x.last_activity = t->last_news = sc_loop_now();
     sc_session *sess[2] = {o->src.session, o->dst.session};
     for (int i = 0; i < 2; i++) {
-        if (!sess[i] || (x->n_cu == 1 && x->users[0].cu.session == sess[i]))
+        if (!sess[i] || (t->n_cu == 1 && t->users[0].cu.session == sess[i]))
             continue;
-        x->users[x->n_cu].x = x;
-        sc_chanuser *u = &x->users[x->n_cu++].cu;
+        t->users[t->n_cu].t = t;
+        sc_chanuser *u = &t->users[t->n_cu++].cu;
         u->service = xfer_service;
         u->session_lost = xfer_session_lost;
         u->session = sess[i];
         sc_session_ref(sess[i]);
     }
-    if (x->src_path && x->dst_path && x->buf && (!o->hash || x->md)) {
-        x->src = end_new(x, &x->o.src, 1);
-        x->dst = end_new(x, &x->o.dst, 0);
+    if (t->src_path && t->dst_path && t->verb && t->buf && (!o->hash || t->md)) {
+        t->src = end_new(t, &t->x.o.src, 1);
+        t->dst = end_new(t, &t->x.o.dst, 0);
     }
-    if (!x->src || !x->dst) {
+    if (!t->src || !t->dst) {
         sc_err err;
-        sc_err_set(&err, SC_EIO, "%s: %s: out of memory", x->label, x->verb);
-        if (!x->src && x->dst) {
-            x->dst->ops->destroy(x->dst);
-            x->dst = NULL;
-        }
-        if (!x->dst && x->src) {
-            x->src->ops->destroy(x->src);
-            x->src = NULL;
-        }
-        x->phase = XP_DONE;
-        for (int i = 0; i < x->n_cu; i++)
-            sc_session_unref(x->users[i].cu.session);
-        uv_close((uv_handle_t *)&x->timer, timer_closed);
-        sc_op_finish(&x->op, &err);
-        sc_op_release(&x->op);
-        return &x->op;
+        sc_err_format(&err, SC_EIO, t->x.label, any->hop, t->x.verb, NULL, "out of memory");
+        end_destroy(t->src);
+        end_destroy(t->dst);
+        t->src = t->dst = NULL;
+        return fail_at_start(t, &err);
     }
-    for (int i = 0; i < x->n_cu; i++) {
-        if (x->users[i].cu.session->state != SS_READY) {
+    for (int i = 0; i < t->n_cu; i++) {
+        sc_session *s = t->users[i].cu.session;
+        if (s->state != SS_READY) {
             sc_err err;
-            sc_err_set(&err, SC_ECLOSED, "%s: %s: session is not connected",
-                       x->users[i].cu.session->label, x->verb);
-            xfer_end(x, &err);
-            return &x->op;
+            sc_err_format(&err, SC_ECLOSED, s->label, s->hop, t->verb, "lost",
+                          "session is not connected");
+            xfer_end(t, &err);
+            return &t->op;
         }
     }
-    for (int i = 0; i < x->n_cu; i++)
-        sc_session_attach(x->users[i].cu.session, &x->users[i].cu);
-    if (x->o.idle_timeout > 0) {
-        uint64_t ms = (uint64_t)(x->o.idle_timeout * 250.0);
+    for (int i = 0; i < t->n_cu; i++)
+        sc_session_attach(t->users[i].cu.session, &t->users[i].cu);
+    if (t->x.o.idle_timeout > 0) {
+        uint64_t ms = (uint64_t)(t->x.o.idle_timeout * 250.0);
         if (ms < 10)
             ms = 10;
-        sc_timer_start(&x->timer, on_idle_check, ms, ms);
+        sc_timer_start(&t->timer, on_idle_check, ms, ms);
     }
-    xf_wake(x);
-    return &x->op;
+    xf_wake(&t->x);
+    return &t->op;
 }
 
 void sc_xfer_progress(sc_op *op, uint64_t *done, uint64_t *total, const char **name, long *files)
 {
-    sc_xfer *x = (sc_xfer *)op;
-    *done = x->done_bytes;
-    *total = x->total;
-    *name = x->rel ? x->rel : "";
-    *files = x->files_done;
+    sc_xfer *t = (sc_xfer *)op;
+    *done = t->done_bytes;
+    *total = t->x.total;
+    *name = t->rel ? t->rel : "";
+    *files = t->files_done;
 }
 
 int sc_xfer_take_news(sc_op *op)
 {
-    sc_xfer *x = (sc_xfer *)op;
-    int n = x->news;
-    x->news = 0;
+    sc_xfer *t = (sc_xfer *)op;
+    int n = t->news;
+    t->news = 0;
     return n;
 }
 
 int sc_xfer_file(sc_op *op, size_t i, const char **path, uint64_t *size, const char **sha256)
 {
-    sc_xfer *x = (sc_xfer *)op;
-    if (i >= x->n_files)
+    sc_xfer *t = (sc_xfer *)op;
+    if (i >= t->n_files)
         return 0;
-    *path = x->files[i].path;
-    *size = x->files[i].size;
-    *sha256 = x->files[i].sha256;
+    *path = t->files[i].path;
+    *size = t->files[i].size;
+    *sha256 = t->files[i].sha256;
     return 1;
+}
+
+int sc_xfer_verify_request(sc_op *op, int side, const char **path)
+{
+    sc_xfer *t = (sc_xfer *)op;
+    xf_vreq *q = &t->vreq[side ? 1 : 0];
+    if (t->phase != XP_VERIFY || q->state != VQ_WANTED)
+        return 0;
+    q->state = VQ_ASKED;
+    *path = q->path;
+    return 1;
+}
+
+void sc_xfer_verify_answer(sc_op *op, int side, const char *sha256, const char *why)
+{
+    sc_xfer *t = (sc_xfer *)op;
+    xf_vreq *q = &t->vreq[side ? 1 : 0];
+    if (t->phase != XP_VERIFY || q->state != VQ_ASKED)
+        return;
+    q->state = VQ_ANSWERED;
+    q->sha256[0] = '\0';
+    if (sha256 && strlen(sha256) == 64)
+        memcpy(q->sha256, sha256, 65);
+    else
+        sc_sanitize(q->why, sizeof q->why, why ? why : "no digest");
+    xf_wake(&t->x);
+}
+
+int sc_xfer_sink_verifies_first(sc_op *op)
+{
+    sc_xfer *t = (sc_xfer *)op;
+    return t->dst && (!t->dst->session || t->dst->sink->settle != NULL);
 }
 
 const char *sc_xfer_dest_root(sc_op *op)
 {
-    sc_xfer *x = (sc_xfer *)op;
-    return x->dst ? x->dst->dest_root : NULL;
+    sc_xfer *t = (sc_xfer *)op;
+    return t->dst ? t->dst->dest_root : NULL;
 }

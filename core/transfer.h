@@ -22,6 +22,9 @@ typedef struct {
     int recursive;         /* directories are copied with their contents */
     int preserve;          /* modes and times are kept */
     int hash;              /* SHA-256 of every file as it streams (sc_xfer_file) */
+    int verify;            /* with hash: before a file is kept, its digest is compared with the
+                              remote side's (sc_xfer_verify_request); a mismatch fails EIO and
+                              nothing takes the final name */
     double idle_timeout;   /* seconds without any progress: ETIMEDOUT; 0: none */
     double progress_every; /* seconds between progress news (default 0.25) */
     uint64_t total_hint;   /* bytes expected, when the caller knows better than the source */
@@ -44,6 +47,18 @@ int sc_xfer_take_news(sc_op *op);
  * component is the top entry's name as the source sent it), size, SHA-256 as 64 hex digits.
  * Returns 0 past the end. */
 int sc_xfer_file(sc_op *op, size_t i, const char **path, uint64_t *size, const char **sha256);
+
+/* Verification before commit (opts.verify). When a file's data is complete, the transfer asks
+ * for the digest of the remote copies it can check before keeping the file: the source's
+ * (side 0: path relative as in sc_xfer_file) and, when the sink writes to a temporary name
+ * first (SFTP), the sink's (side 1: that remote path). The op is notified; the embedder reads
+ * the requests and answers each (hex digits, or NULL with a message when it could not be had).
+ * Returns 1 and fills *path for each side that awaits an answer not yet asked for. */
+int sc_xfer_verify_request(sc_op *op, int side, const char **path);
+void sc_xfer_verify_answer(sc_op *op, int side, const char *sha256, const char *why);
+/* Whether the sink is one that keeps nothing under the final name before the verify (local,
+ * SFTP); an SCP sink writes in place, and is checked afterwards. */
+int sc_xfer_sink_verifies_first(sc_op *op);
 
 /* Where the top entry landed on the sink, when the sink knows it (this machine, SFTP): a path,
  * or NULL. */

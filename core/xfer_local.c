@@ -91,12 +91,6 @@ static char *trimmed(const char *path)
     return p;
 }
 
-static const char *base_of(const char *p)
-{
-    const char *b = strrchr(p, '/');
-    return b ? b + 1 : p;
-}
-
 /* ---- source ---- */
 
 /* Bytes in regular files under dir fd (following symlinks as the walk does, never around a
@@ -166,17 +160,17 @@ static void fill_entry(xf_entry *ent, const char *name, const struct stat *st)
 static int src_start(xf_end *e)
 {
     xf_local *l = (xf_local *)e;
-    const sc_xfer_opts *o = xf_opts(e->x);
+    const sc_xfer_opts *o = &e->x->o;
     if (stat(e->path, &l->top_st) != 0)
         return xf_fail(e, SC_EIO, "local %s: %s", e->path, strerror(errno));
     if (S_ISDIR(l->top_st.st_mode) && !o->recursive)
         return xf_fail(e, SC_EIO, "local %s: is a directory (set recursive)", e->path);
     if (!S_ISDIR(l->top_st.st_mode) && !S_ISREG(l->top_st.st_mode))
         return xf_fail(e, SC_EIO, "local %s: not a regular file", e->path);
-    const char *b = base_of(e->path);
+    const char *b = xf_base_name(e->path);
     if (!xf_name_ok(b, strlen(b))) {
         char *real = realpath(e->path, NULL);
-        const char *rb = real ? base_of(real) : "";
+        const char *rb = real ? xf_base_name(real) : "";
         if (!xf_name_ok(rb, strlen(rb))) {
             free(real);
             return xf_fail(e, SC_EIO, "local %s: cannot be sent as a whole (no name)", e->path);
@@ -193,12 +187,12 @@ static int src_start(xf_end *e)
         if (fstat(l->fd, &l->top_st) != 0)
             return xf_fail(e, SC_EIO, "local %s: %s", e->path, strerror(errno));
         if (o->total_hint == 0)
-            xf_add_total(e->x, (uint64_t)l->top_st.st_size);
+            e->x->total += (uint64_t)l->top_st.st_size;
     } else if (o->total_hint == 0) {
         int fd = open(e->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         tree_walk w = {.budget = 200000};
         if (fd >= 0)
-            xf_add_total(e->x, tree_bytes(fd, &w));
+            e->x->total += tree_bytes(fd, &w);
     }
     return XF_OK;
 }
@@ -311,12 +305,6 @@ static int src_read(xf_end *e, char *buf, size_t len, size_t *got)
     return XF_OK;
 }
 
-static int src_data_end(xf_end *e)
-{
-    (void)e;
-    return XF_OK;
-}
-
 static int src_file_done(xf_end *e, int ok)
 {
     (void)ok;
@@ -349,7 +337,7 @@ static int sink_start(xf_end *e)
     if (r == 0 && !S_ISREG(st.st_mode))
         return xf_fail(e, SC_EIO, "local %s: not a regular file or directory", e->path);
     /* the target is the top entry itself: work in its parent directory */
-    const char *b = base_of(e->path);
+    const char *b = xf_base_name(e->path);
     if (!xf_name_ok(b, strlen(b)))
         return xf_fail(e, SC_EIO, "local %s: not a usable target name", e->path);
     l->top_as = sc_strdup(b);
@@ -397,7 +385,7 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
         if (l->depth == 0)
             return xf_fail(e, SC_EPROTO, "end of a directory that was never entered");
         lframe *f = &l->stack[l->depth - 1];
-        if (xf_opts(e->x)->preserve) {
+        if (e->x->o.preserve) {
             fchmod(f->fd, f->mode);
             if (f->has_times) {
                 struct timespec ts[2] = {{(time_t)f->atime, 0}, {(time_t)f->mtime, 0}};
@@ -424,7 +412,7 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
     struct stat st;
     int exists = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
     if (ent->type == XE_DIR) {
-        if (!xf_opts(e->x)->recursive)
+        if (!e->x->o.recursive)
             return xf_fail(e, SC_EPROTO, "directory %s sent, recursive not asked", name);
         lframe f = {.d = NULL, .mode = ent->mode, .has_times = ent->has_times,
                     .mtime = ent->mtime, .atime = ent->atime};
@@ -455,9 +443,7 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
     l->cur = *ent;
     snprintf(l->final, sizeof l->final, "%s", name);
     for (int attempt = 0; attempt < 100; attempt++) {
-        unsigned r = (unsigned)(sc_loop_now() * 1e6) ^ ((unsigned)getpid() << 8) ^
-                     (unsigned)attempt * 2654435761u;
-        snprintf(l->tmp, sizeof l->tmp, ".%.200s.%06x.part", name, r & 0xffffff);
+        xf_temp_name(l->tmp, sizeof l->tmp, name);
         l->fd = openat(dfd, l->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (l->fd >= 0 || errno != EEXIST)
             break;
@@ -507,7 +493,7 @@ static int sink_end_file(xf_end *e, int commit)
         drop_tmp(l);
         return XF_OK;
     }
-    const sc_xfer_opts *o = xf_opts(e->x);
+    const sc_xfer_opts *o = &e->x->o;
     mode_t mode = l->cur.mode & ~l->umask;
     if (o->preserve)
         mode = l->cur.mode;
@@ -548,7 +534,7 @@ static int sink_finish(xf_end *e)
 static void local_abort(xf_end *e)
 {
     xf_local *l = (xf_local *)e;
-    if (!e->is_src)
+    if (e->sink)
         drop_tmp(l);
     else if (l->fd >= 0) {
         close(l->fd);
@@ -572,31 +558,27 @@ static void local_destroy(xf_end *e)
     free(l);
 }
 
-static int no_op(xf_end *e)
-{
-    (void)e;
-    return XF_OK;
-}
-
-static const xf_ops local_src_ops = {
+/* No data_end (a local file is good when read) and no finish (nothing to flush). */
+static const xf_source_ops local_source = {
     .start = src_start, .next = src_next, .accept = src_accept, .read = src_read,
-    .data_end = src_data_end, .file_done = src_file_done, .finish = no_op,
-    .abort = local_abort, .destroy = local_destroy,
+    .file_done = src_file_done, .abort = local_abort, .destroy = local_destroy,
 };
 
-static const xf_ops local_sink_ops = {
+static const xf_sink_ops local_sink = {
     .start = sink_start, .begin = sink_begin, .write = sink_write, .end_file = sink_end_file,
     .finish = sink_finish, .abort = local_abort, .destroy = local_destroy,
 };
 
-xf_end *xf_local_new(sc_xfer *x, const char *path, int is_src)
+xf_end *xf_local_new(xf_ctx *x, const char *path, int is_src)
 {
     xf_local *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
-    l->e.ops = is_src ? &local_src_ops : &local_sink_ops;
+    if (is_src)
+        l->e.src = &local_source;
+    else
+        l->e.sink = &local_sink;
     l->e.x = x;
-    l->e.is_src = is_src;
     l->e.path = trimmed(path);
     l->fd = -1;
     l->root_fd = -1;

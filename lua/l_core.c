@@ -1,93 +1,11 @@
-/* l_core.c - the module "sshchain.core": the per-state loop, turning it, and shared helpers.
- * The Lua half (sshchain.lua) builds the public API on these primitives. */
+/* l_core.c - the module "sshchain.core": opens every type, turns the loop, and small utilities
+ * for the recipes. The Lua half (sshchain/ files) builds the public API on these primitives. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "lsc.h"
-
-static const char LOOP_KEY = 'L';   /* registry: full userdata holding the sc_loop pointer */
-static const char OPMAP_KEY = 'O';  /* registry: weak table lightuserdata(sc_op) -> op box */
-
-typedef struct {
-    sc_loop *loop;
-} lsc_loopbox;
-
-sc_loop *lsc_loop(lua_State *L)
-{
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LOOP_KEY);
-    lsc_loopbox *box = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    if (!box || !box->loop)
-        luaL_error(L, "sshchain: the event loop is gone (state closing)");
-    return box->loop;
-}
-
-int lsc_push_error(lua_State *L, const sc_err *err)
-{
-    const char *code = sc_code_name(err->code);
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", code, err->msg);
-    lua_pushstring(L, code);
-    return 3;
-}
-
-void lsc_push_op(lua_State *L, sc_op *op)
-{
-    lsc_op *box = lua_newuserdatauv(L, sizeof *box, 1);
-    box->op = op;
-    luaL_setmetatable(L, LSC_OP_MT);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &OPMAP_KEY);
-    lua_pushvalue(L, -2);
-    lua_rawsetp(L, -2, op);
-    lua_pop(L, 1);
-}
-
-const char *lsc_opt_string(lua_State *L, int t, const char *k, size_t *len)
-{
-    const char *v = NULL;
-    if (lua_getfield(L, t, k) != LUA_TNIL) {
-        if (lua_type(L, -1) != LUA_TSTRING)
-            luaL_error(L, "option '%s' must be a string", k);
-        v = lua_tolstring(L, -1, len);
-    } else if (len) {
-        *len = 0;
-    }
-    lua_pop(L, 1); /* the string stays alive in the table */
-    return v;
-}
-
-double lsc_opt_number(lua_State *L, int t, const char *k, double dflt)
-{
-    double v = dflt;
-    if (lua_getfield(L, t, k) != LUA_TNIL) {
-        if (!lua_isnumber(L, -1))
-            luaL_error(L, "option '%s' must be a number", k);
-        v = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return v;
-}
-
-int lsc_opt_bool(lua_State *L, int t, const char *k, int dflt)
-{
-    int v = dflt;
-    if (lua_getfield(L, t, k) != LUA_TNIL)
-        v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-static int loop_gc(lua_State *L)
-{
-    lsc_loopbox *box = lua_touserdata(L, 1);
-    if (box->loop) {
-        sc_loop_free(box->loop);
-        box->loop = NULL;
-    }
-    return 0;
-}
 
 /* core.step(timeout_ms) -> list of ops that became ready (done, or news to take).
  * timeout_ms: 0 polls, negative waits for the next event. */
@@ -97,27 +15,15 @@ static int core_step(lua_State *L)
     int timeout = (int)luaL_optinteger(L, 1, -1);
     sc_loop_turn(loop, timeout);
     lua_newtable(L);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &OPMAP_KEY);
+    lsc_push_opmap(L);
     int n = 0;
     sc_op *op;
     while ((op = sc_loop_pop_ready(loop)) != NULL) {
-        if (lua_rawgetp(L, -1, op) != LUA_TNIL)
+        if (lsc_find_op(L, -1, op))
             lua_rawseti(L, -3, ++n);
-        else
-            lua_pop(L, 1);
         sc_op_release(op);
     }
     lua_pop(L, 1);
-    return 1;
-}
-
-static int core_sleep(lua_State *L)
-{
-    double sec = luaL_checknumber(L, 1);
-    sc_op *op = sc_sleep_start(lsc_loop(L), sec);
-    if (!op)
-        return luaL_error(L, "out of memory");
-    lsc_push_op(L, op);
     return 1;
 }
 
@@ -158,43 +64,38 @@ static int core_term_width(lua_State *L)
     return 1;
 }
 
+/* core.set_interrupted(v): the value a Ctrl-C raises (sshlua's hook reads it from the registry,
+ * so scripts see the same object whichever interpreter runs them). */
+static int core_set_interrupted(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_settop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "sshchain.interrupted");
+    return 0;
+}
+
 static const luaL_Reg core_functions[] = {
-    {"step", core_step},   {"sleep", core_sleep},   {"stats", core_stats},
-    {"now", core_now},     {"isatty", core_isatty}, {"term_width", core_term_width},
-    {NULL, NULL},
+    {"set_interrupted", core_set_interrupted},
+    {"step", core_step},     {"stats", core_stats},           {"now", core_now},
+    {"isatty", core_isatty}, {"term_width", core_term_width}, {NULL, NULL},
 };
 
 __attribute__((visibility("default"))) int luaopen_sshchain_core(lua_State *L);
 __attribute__((visibility("default"))) int luaopen_sshchain_core(lua_State *L)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &LOOP_KEY);
-    int have_loop = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (!have_loop) {
-        ssh_init();
-        lsc_loopbox *box = lua_newuserdatauv(L, sizeof *box, 0);
-        box->loop = sc_loop_new();
-        if (!box->loop)
-            return luaL_error(L, "sshchain: cannot create the event loop");
-        lua_createtable(L, 0, 1);
-        lua_pushcfunction(L, loop_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_setmetatable(L, -2);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &LOOP_KEY);
-
-        lua_newtable(L);
-        lua_createtable(L, 0, 1);
-        lua_pushliteral(L, "v");
-        lua_setfield(L, -2, "__mode");
-        lua_setmetatable(L, -2);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &OPMAP_KEY);
-
+    if (!lsc_have_loop(L)) {
+        lsc_create_loop(L);
         lsc_open_op(L);
-        lsc_open_session(L);
+        lsc_open_connect(L);
+        lsc_open_exec(L);
+        lsc_open_forward(L);
         lsc_open_transfer(L);
+        lsc_open_sleep(L);
+        lsc_open_session(L);
     }
     luaL_newlib(L, core_functions);
     luaL_setfuncs(L, lsc_session_functions, 0);
     luaL_setfuncs(L, lsc_transfer_functions, 0);
+    luaL_setfuncs(L, lsc_sleep_functions, 0);
     return 1;
 }

@@ -1,33 +1,49 @@
-/* l_session.c - the session type: start a session (directly or through a parent), run commands on
- * it, close it. Host specs arrive normalized by the Lua half (sshchain.lua). */
+/* l_session.c - the session type: start one (directly or through a parent), its state and what
+ * its connect learned, close it. Host specs arrive normalized by the Lua half (sshchain/spec.lua);
+ * they are checked again here, since C would truncate at a NUL or wrap an out-of-range number. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "lsc.h"
 
 static const char *const state_names[] = {
-    [SS_RESOLVING] = "connecting", [SS_TCP] = "connecting", [SS_HOP_OPEN] = "connecting",
-    [SS_HANDSHAKE] = "connecting", [SS_AUTH] = "connecting", [SS_READY] = "ready",
-    [SS_FAILED] = "failed",        [SS_CLOSED] = "closed",
+    [SS_RESOLVING] = "connecting", [SS_TCP] = "connecting",     [SS_HOP_OPEN] = "connecting",
+    [SS_HANDSHAKE] = "connecting", [SS_HOSTKEY] = "connecting", [SS_AUTH] = "connecting",
+    [SS_READY] = "ready",          [SS_FAILED] = "failed",      [SS_CLOSED] = "closed",
 };
 
 static lsc_session *to_session(lua_State *L, int i) { return luaL_checkudata(L, i, LSC_SESSION_MT); }
-
-/* Returns the session at index i; raises if it has been closed (misuse). */
-static sc_session *check_open(lua_State *L, int i)
-{
-    lsc_session *box = to_session(L, i);
-    if (!box->s || box->s->state == SS_CLOSED)
-        luaL_error(L, "sshchain: session is closed");
-    return box->s;
-}
 
 static char *dup_opt(lua_State *L, int t, const char *k)
 {
     return sc_strdup(lsc_opt_string(L, t, k, NULL));
 }
 
-/* Reads a normalized spec table (see sshchain.lua's normalize_spec) into spec. */
+/* spec.identity: a list of paths (strings without NUL). Returns how many; raises otherwise. */
+static int identity_count(lua_State *L, int t)
+{
+    int n = 0;
+    int type = lua_getfield(L, t, "identity");
+    if (type == LUA_TTABLE) {
+        n = (int)luaL_len(L, -1);
+        for (int i = 1; i <= n; i++) {
+            size_t len;
+            if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+                luaL_error(L, "host spec field 'identity' must list paths (item %d is a %s)", i,
+                           luaL_typename(L, -1));
+            const char *p = lua_tolstring(L, -1, &len);
+            if (memchr(p, '\0', len))
+                luaL_error(L, "host spec field 'identity' item %d holds a NUL byte", i);
+            lua_pop(L, 1);
+        }
+    } else if (type != LUA_TNIL) {
+        luaL_error(L, "host spec field 'identity' must be a list of paths");
+    }
+    lua_pop(L, 1);
+    return n;
+}
+
+/* Reads a normalized spec table (see sshchain/spec.lua) into spec; misuse raises. */
 static void read_spec(lua_State *L, int t, sc_hostspec *spec)
 {
     memset(spec, 0, sizeof *spec);
@@ -42,20 +58,23 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
         hostkey_mode = SC_HOSTKEY_OFF;
     else if (mode && strcmp(mode, "strict") != 0)
         luaL_error(L, "host_key must be \"strict\", \"accept-new\" or \"off\" (got \"%s\")", mode);
-    int n = 0;
-    if (lua_getfield(L, t, "identity") == LUA_TTABLE)
-        n = (int)luaL_len(L, -1);
-    lua_pop(L, 1);
+    int n = identity_count(L, t);
+    int port = (int)lsc_opt_integer(L, t, "port", 22, 1, 65535);
+    double timeout = lsc_opt_number(L, t, "timeout", 30, 0.001, 1e7);
+    double keepalive = lsc_opt_number(L, t, "keepalive", 0, 0, 1e6);
+    const char *strs[] = {"user", "password", "passphrase", "known_hosts"};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        lsc_opt_string(L, t, strs[i], NULL); /* type and NUL checks before anything is copied */
 
     spec->host = sc_strdup(host);
-    spec->port = (int)lsc_opt_number(L, t, "port", 22);
+    spec->port = port;
     spec->user = dup_opt(L, t, "user");
     spec->password = dup_opt(L, t, "password");
     spec->passphrase = dup_opt(L, t, "passphrase");
     spec->known_hosts = dup_opt(L, t, "known_hosts");
     spec->hostkey_mode = hostkey_mode;
-    spec->timeout = lsc_opt_number(L, t, "timeout", 30);
-    spec->keepalive = lsc_opt_number(L, t, "keepalive", 0);
+    spec->timeout = timeout;
+    spec->keepalive = keepalive;
     if (lua_getfield(L, t, "agent") == LUA_TNIL)
         spec->agent = -1;
     else
@@ -81,7 +100,7 @@ static int l_session_start(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     sc_session *parent = NULL;
     if (!lua_isnoneornil(L, 2))
-        parent = check_open(L, 2);
+        parent = lsc_check_session(L, 2);
     sc_hostspec spec;
     read_spec(L, 1, &spec);
     lsc_session *box = lua_newuserdatauv(L, sizeof *box, 1);
@@ -93,51 +112,8 @@ static int l_session_start(lua_State *L)
         sc_hostspec_free(&spec);
         return luaL_error(L, "out of memory");
     }
-    lsc_push_op(L, op);
+    lsc_push_op(L, op, LSC_CONNECT_MT);
     return 2;
-}
-
-/* session:exec_start(cmd, opts) -> op */
-static int l_exec_start(lua_State *L)
-{
-    sc_session *s = check_open(L, 1);
-    sc_exec_opts o = {0};
-    o.cmd = luaL_checkstring(L, 2);
-    if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        o.stdin_data = lsc_opt_string(L, 3, "stdin", &o.stdin_len);
-        o.pty = lsc_opt_bool(L, 3, "pty", 0);
-        o.sudo_password = lsc_opt_string(L, 3, "sudo_password", NULL);
-        o.timeout = lsc_opt_number(L, 3, "timeout", 0);
-        o.stream = lsc_opt_bool(L, 3, "stream", 0);
-    }
-    sc_op *op = sc_exec_start(s, &o);
-    if (!op)
-        return luaL_error(L, "out of memory");
-    lsc_push_op(L, op);
-    return 1;
-}
-
-/* session:forward_start{bind=, port=, to_host=, to_port=, socks=} -> op | nil, msg, CODE */
-static int l_forward_start(lua_State *L)
-{
-    sc_session *s = check_open(L, 1);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    sc_forward_opts o = {0};
-    o.bind = lsc_opt_string(L, 2, "bind", NULL);
-    o.port = (int)lsc_opt_number(L, 2, "port", 0);
-    o.to_host = lsc_opt_string(L, 2, "to_host", NULL);
-    o.to_port = (int)lsc_opt_number(L, 2, "to_port", 0);
-    o.socks = lsc_opt_bool(L, 2, "socks", 0);
-    o.remote = lsc_opt_bool(L, 2, "remote", 0);
-    if (o.port < 0 || o.port > 65535 || o.to_port < 0 || o.to_port > 65535)
-        return luaL_error(L, "forward: ports must be 0..65535");
-    sc_err err;
-    sc_op *op = sc_forward_start(s, &o, &err);
-    if (!op)
-        return lsc_push_error(L, &err);
-    lsc_push_op(L, op);
-    return 1;
 }
 
 /* session:close(): closes the children first; harmless when already closed */
@@ -159,7 +135,7 @@ static int l_gc(lua_State *L)
     return 0;
 }
 
-/* session:state() -> "connecting" | "ready" | "failed" | "closed", and the failure if failed */
+/* session:state() -> "connecting" | "ready" | "closed", or "failed", msg, CODE, err */
 static int l_state(lua_State *L)
 {
     lsc_session *box = to_session(L, 1);
@@ -170,9 +146,17 @@ static int l_state(lua_State *L)
     lua_pushstring(L, state_names[box->s->state]);
     if (box->s->state == SS_FAILED) {
         lsc_push_error(L, &box->s->fail);
-        lua_remove(L, -3);
-        return 3;
+        lua_remove(L, -4); /* the nil */
+        return 4;
     }
+    return 1;
+}
+
+/* session:stage() -> where the connect is ("handshake", ...), or "connection" once ready */
+static int l_stage(lua_State *L)
+{
+    lsc_session *box = to_session(L, 1);
+    lua_pushstring(L, box->s ? sc_session_stage_name(box->s->state) : "closed");
     return 1;
 }
 
@@ -198,17 +182,21 @@ static void set_ms(lua_State *L, const char *k, double from, double to)
     }
 }
 
-/* session:info() -> {host_key=, auth=, banner=, connect_ms=, handshake_ms=, auth_ms=, total_ms=}:
- * what the connect learned (fields absent when not reached) */
+/* session:info() -> {host_key=, host_key_note=, auth=, banner=, connect_ms=, handshake_ms=,
+ * auth_ms=, total_ms=}: what the connect learned (fields absent when not reached) */
 static int l_info(lua_State *L)
 {
     sc_session *s = to_session(L, 1)->s;
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 8);
     if (!s)
         return 1;
     if (s->hostkey_fp[0]) {
         lua_pushstring(L, s->hostkey_fp);
         lua_setfield(L, -2, "host_key");
+    }
+    if (s->hostkey_note) {
+        lua_pushstring(L, s->hostkey_note == SC_HOSTKEY_NOTE_LEARNED ? "learned" : "unchecked");
+        lua_setfield(L, -2, "host_key_note");
     }
     if (s->auth_method) {
         lua_pushstring(L, s->auth_method);
@@ -236,10 +224,8 @@ static int l_tostring(lua_State *L)
 }
 
 static const luaL_Reg session_methods[] = {
-    {"exec_start", l_exec_start}, {"forward_start", l_forward_start},
-    {"close", l_close}, {"state", l_state},
-    {"label", l_label},           {"hop", l_hop},     {"info", l_info},
-    {NULL, NULL},
+    {"close", l_close}, {"state", l_state}, {"stage", l_stage}, {"label", l_label},
+    {"hop", l_hop},     {"info", l_info},   {NULL, NULL},
 };
 
 const luaL_Reg lsc_session_functions[] = {
@@ -251,6 +237,8 @@ void lsc_open_session(lua_State *L)
 {
     luaL_newmetatable(L, LSC_SESSION_MT);
     luaL_newlib(L, session_methods);
+    luaL_setfuncs(L, lsc_exec_session_methods, 0);
+    luaL_setfuncs(L, lsc_forward_session_methods, 0);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_gc);
     lua_setfield(L, -2, "__gc");

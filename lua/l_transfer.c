@@ -1,6 +1,6 @@
-/* l_transfer.c - transfers from Lua: core.transfer_start and the methods of transfer ops
- * (progress, the files moved with their digests, where the top entry landed). The policy
- * (paths, verification, progress callbacks) is in sshchain/transfer.lua. */
+/* l_transfer.c - the transfer operation: core.transfer_start and its methods (progress, the
+ * files moved with their digests, the remote digests a verify waits for, where the top entry
+ * landed). The policy (paths, verification, progress callbacks) is in sshchain/transfer.lua. */
 #include <string.h>
 
 #include "lsc.h"
@@ -9,12 +9,9 @@ static sc_session *opt_session(lua_State *L, int t, const char *k)
 {
     sc_session *s = NULL;
     if (lua_getfield(L, t, k) != LUA_TNIL) {
-        lsc_session *box = luaL_testudata(L, -1, LSC_SESSION_MT);
-        if (!box)
+        if (!luaL_testudata(L, -1, LSC_SESSION_MT))
             luaL_error(L, "transfer: '%s' must be a session", k);
-        if (!box->s || box->s->state == SS_CLOSED)
-            luaL_error(L, "sshchain: session is closed");
-        s = box->s;
+        s = lsc_check_session(L, lua_gettop(L));
     }
     lua_pop(L, 1);
     return s;
@@ -44,27 +41,19 @@ static int l_transfer_start(lua_State *L)
     o.recursive = lsc_opt_bool(L, 1, "recursive", 0);
     o.preserve = lsc_opt_bool(L, 1, "preserve", 0);
     o.hash = lsc_opt_bool(L, 1, "hash", 0);
-    o.idle_timeout = lsc_opt_number(L, 1, "timeout", 0);
-    o.progress_every = lsc_opt_number(L, 1, "progress_every", 0.25);
-    double total = lsc_opt_number(L, 1, "total", 0);
-    o.total_hint = total > 0 ? (uint64_t)total : 0;
+    o.verify = lsc_opt_bool(L, 1, "verify", 0);
+    o.idle_timeout = lsc_opt_number(L, 1, "timeout", 0, 0, 1e9);
+    o.progress_every = lsc_opt_number(L, 1, "progress_every", 0.25, 0, 3600);
+    o.total_hint = (uint64_t)lsc_opt_integer(L, 1, "total", 0, 0, (lua_Integer)1 << 62);
     o.verb = lsc_opt_string(L, 1, "verb", NULL);
     sc_op *op = sc_xfer_start(&o);
     if (!op)
         return luaL_error(L, "out of memory");
-    lsc_push_op(L, op);
+    lsc_push_op(L, op, LSC_TRANSFER_MT);
     return 1;
 }
 
-static sc_op *check_transfer(lua_State *L)
-{
-    lsc_op *box = luaL_checkudata(L, 1, LSC_OP_MT);
-    if (!box->op)
-        luaL_error(L, "sshchain: this operation handle is closed");
-    if (strcmp(box->op->kind, "transfer") != 0)
-        luaL_error(L, "not a transfer");
-    return box->op;
-}
+static sc_op *check_transfer(lua_State *L) { return lsc_check_op_kind(L, 1, LSC_TRANSFER_MT); }
 
 /* op:progress() -> done bytes, total bytes (nil: unknown), current name, files done */
 static int op_progress(lua_State *L)
@@ -120,9 +109,46 @@ static int op_dest_root(lua_State *L)
     return 1;
 }
 
+/* op:verify_request(side) -> the path whose remote SHA-256 the transfer waits for (side 0: the
+ * source, relative as in op:files(); 1: the sink's temporary file), once; or nothing */
+static int op_verify_request(lua_State *L)
+{
+    sc_op *op = check_transfer(L);
+    int side = (int)luaL_checkinteger(L, 2);
+    luaL_argcheck(L, side == 0 || side == 1, 2, "0 (source) or 1 (sink)");
+    const char *path;
+    if (!sc_xfer_verify_request(op, side, &path))
+        return 0;
+    lua_pushstring(L, path);
+    return 1;
+}
+
+/* op:verify_answer(side, sha256 | nil, why) */
+static int op_verify_answer(lua_State *L)
+{
+    sc_op *op = check_transfer(L);
+    int side = (int)luaL_checkinteger(L, 2);
+    luaL_argcheck(L, side == 0 || side == 1, 2, "0 (source) or 1 (sink)");
+    sc_xfer_verify_answer(op, side, luaL_optstring(L, 3, NULL), luaL_optstring(L, 4, NULL));
+    return 0;
+}
+
+/* op:sink_verifies_first() -> whether nothing takes a final name before its verify */
+static int op_sink_verifies_first(lua_State *L)
+{
+    lua_pushboolean(L, sc_xfer_sink_verifies_first(check_transfer(L)));
+    return 1;
+}
+
 static const luaL_Reg transfer_methods[] = {
-    {"progress", op_progress}, {"take_news", op_take_news}, {"files", op_files},
-    {"dest_root", op_dest_root}, {NULL, NULL},
+    {"progress", op_progress},
+    {"take_news", op_take_news},
+    {"files", op_files},
+    {"dest_root", op_dest_root},
+    {"verify_request", op_verify_request},
+    {"verify_answer", op_verify_answer},
+    {"sink_verifies_first", op_sink_verifies_first},
+    {NULL, NULL},
 };
 
 const luaL_Reg lsc_transfer_functions[] = {
@@ -130,10 +156,4 @@ const luaL_Reg lsc_transfer_functions[] = {
     {NULL, NULL},
 };
 
-void lsc_open_transfer(lua_State *L)
-{
-    luaL_getmetatable(L, LSC_OP_MT);
-    lua_getfield(L, -1, "__index");
-    luaL_setfuncs(L, transfer_methods, 0);
-    lua_pop(L, 2);
-}
+void lsc_open_transfer(lua_State *L) { lsc_new_op_type(L, LSC_TRANSFER_MT, transfer_methods); }

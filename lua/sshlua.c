@@ -22,10 +22,15 @@ void sc_interrupt(void);
 static lua_State *globalL = NULL;
 static const char *progname = PROGNAME;
 
+/* The hook that Ctrl-C sets: raises sshchain's interruption value when the module is loaded
+ * (scripts and recipes recognize it without reading text), else lua.c's "interrupted!". */
 static void lstop(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     lua_sethook(L, NULL, 0, 0);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "sshchain.interrupted") != LUA_TNIL)
+        lua_error(L);
+    lua_pop(L, 1);
     luaL_error(L, "interrupted!");
 }
 

@@ -71,13 +71,14 @@ print(len(data.split(b'\r\n\r\n', 1)[1]))
   it("reports a refused destination through on_error and keeps serving", function()
     local errors = {}
     local bad = assert(j2:forward { to_host = "10.231.3.99", to_port = 8080,
-      on_error = function(msg, code) errors[#errors + 1] = { msg, code } end })
+      on_error = function(msg, code, err) errors[#errors + 1] = { msg, code, err } end })
     local _, rc = H.bg(sshchain, curl(bad.port, "/"))
     assert.are_not.equal(0, rc)
     sshchain.sleep(0.1)
     assert.are.equal(1, #errors)
     assert.are.equal("ECHANNEL", errors[1][2])
-    assert.matches("channel refused by hop 2", errors[1][1])
+    assert.are.same({ "forward", "channel refused", 2 },
+      { errors[1][3].stage, errors[1][3].reason, errors[1][3].hop })
     assert.is_true(bad:is_open())
     _, rc = H.bg(sshchain, curl(bad.port, "/"))
     assert.are_not.equal(0, rc)
@@ -87,10 +88,9 @@ print(len(data.split(b'\r\n\r\n', 1)[1]))
 
   it("fails with EIO naming the port when the local port is in use", function()
     local a = assert(j2:forward { to_host = "10.231.3.11", to_port = 8080 })
-    local b, msg, code = j2:forward { port = a.port, to_host = "10.231.3.11", to_port = 8080 }
-    assert.is_nil(b)
-    assert.are.equal("EIO", code)
-    assert.matches(":" .. a.port, msg)
+    local msg = H.failed({ code = "EIO", stage = "forward" },
+      j2:forward { port = a.port, to_host = "10.231.3.11", to_port = 8080 })
+    assert.matches(":" .. a.port, msg) -- the port in use is named
     a:close()
   end)
 
@@ -168,10 +168,8 @@ describe("remote forwarding", function()
 
   it("fails with ECHANNEL when the server refuses to listen", function()
     local nofwd = assert(j2:connect(H.spec("j2nofwd", { host = "10.231.2.2" })))
-    local f, msg, code = nofwd:forward_remote { port = 19999, to_host = "127.0.0.1", to_port = webport }
-    assert.is_nil(f)
-    assert.are.equal("ECHANNEL", code)
-    assert.matches("remote forward", msg)
+    H.failed({ code = "ECHANNEL", stage = "forward", reason = "request refused", hop = 3 },
+      nofwd:forward_remote { port = 19999, to_host = "127.0.0.1", to_port = webport })
     nofwd:close()
   end)
 end)

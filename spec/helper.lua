@@ -22,6 +22,21 @@ function H.chain(name, over)
   return { H.spec("j1"), H.spec("j2"), H.spec(name, over) }
 end
 
+--- Asserts that a call failed as `expect` says: {code=, stage=, reason=, hop=} compared with the
+--- error table (the 4th result); the message must start with "CODE: " and, when a hop is
+--- expected, name it ("hop N "). Returns msg, err.
+function H.failed(expect, r, msg, code, err)
+  assert.is_nil(r, "expected a failure, got " .. tostring(r))
+  assert.are.equal(expect.code, code, msg)
+  assert.is_table(err, "no error table with " .. tostring(msg))
+  for k, v in pairs(expect) do
+    assert.are.equal(v, err[k], ("err.%s of %s"):format(k, tostring(msg)))
+  end
+  assert.are.equal(code .. ": ", msg:sub(1, #code + 2))
+  if expect.hop then assert.is_truthy(msg:find("hop " .. expect.hop .. " ", 1, true), msg) end
+  return msg, err
+end
+
 --- Asserts that no session, channel or op of the core is still alive.
 function H.assert_no_leaks(sshchain)
   sshchain.run(0) -- lets closed handles finish closing

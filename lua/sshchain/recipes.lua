@@ -5,13 +5,14 @@ local M = {}
 
 M.names = { "exec", "stress", "copy", "forward", "tree" }
 
+--- The recipe NAME, or nil when there is none; one that exists but fails to load raises (so the
+--- user sees why).
 local function load_recipe(name)
   if not name:match("^[%w_-]+$") then return nil end
-  local ok, r = pcall(require, "sshchain.recipe." .. name)
-  if ok and type(r) == "table" and r.main then return r end
-  if not ok and not tostring(r):find("module 'sshchain.recipe." .. name .. "' not found", 1, true) then
-    error(r, 0) -- the recipe exists but failed to load: show why
-  end
+  local module = "sshchain.recipe." .. name
+  if not package.preload[module] and not package.searchpath(module, package.path) then return nil end
+  local r = require(module)
+  if type(r) == "table" and r.main then return r end
   return nil
 end
 

@@ -1,6 +1,12 @@
 -- sshchain.sched: the task scheduler. Tasks are coroutines; a call that must wait yields inside a
 -- task and turns the event loop outside one; either way every other task keeps running.
+--
+-- One rule keeps it simple: a task waits for one thing at a time (an op, a task, a condition, a
+-- semaphore), so `waiting[op]` holds a single task and a wake-up is never lost or doubled. A
+-- task woken for another reason than the one it waits for checks again and waits on (every wait
+-- below loops on its condition).
 local core = require "sshchain.core"
+local errors = require "sshchain.errors"
 
 local M = {}
 local traceback = debug.traceback
@@ -139,9 +145,7 @@ function M.run(seconds)
   until false
 end
 
-local function code_of(msg)
-  return type(msg) == "string" and msg:match("^(E%u+):") or "EERROR"
-end
+local code_of = errors.code_of
 
 --- Runs fn(item, i) for every item, at most opts.limit at once; results in item order:
 --- {ok=true, value=v} or {ok=false, err=msg, code=CODE}.
@@ -159,9 +163,12 @@ function M.parallel(items, fn, opts)
       local r = table.pack(xpcall(fn, task_error, items[i], i))
       if not r[1] then
         local e = r[2].err
+        if errors.is_interrupted(e) then error(e, 0) end -- Ctrl-C ends the whole run
         results[i] = { ok = false, err = tostring(e), code = code_of(e), traceback = r[2].tb }
       elseif r[2] == nil and r[3] ~= nil then
-        results[i] = { ok = false, err = tostring(r[3]), code = r[4] or code_of(r[3]) }
+        local info = type(r[5]) == "table" and r[5] or {}
+        results[i] = { ok = false, err = tostring(r[3]), code = r[4] or code_of(r[3]),
+          stage = info.stage, reason = info.reason, hop = info.hop }
       else
         results[i] = { ok = true, value = r[2] }
       end
@@ -182,16 +189,34 @@ Cond.__index = Cond
 
 function M.cond() return setmetatable({ waiters = {}, gen = 0 }, Cond) end
 
---- Waits until the next signal.
-function Cond:wait()
+local function remove_waiter(list, task)
+  for i = #list, 1, -1 do
+    if list[i] == task then table.remove(list, i) return end
+  end
+end
+
+--- Waits until the next signal, or until `timeout` seconds have passed (then returns false).
+function Cond:wait(timeout)
   local task = current_task()
+  local gen = self.gen
+  local timer = timeout and core.sleep(math.max(timeout, 0))
   if task then
     self.waiters[#self.waiters + 1] = task
+    if timer then waiting[timer] = task end
     coroutine.yield(WAIT)
-  else
-    local gen = self.gen
-    repeat step(-1) until self.gen ~= gen
+    if timer then
+      waiting[timer] = nil
+      if not timer:done() then timer:cancel() end
+    end
+    if self.gen == gen then
+      remove_waiter(self.waiters, task)
+      return false
+    end
+    return true
   end
+  repeat step(-1) until self.gen ~= gen or (timer and timer:done())
+  if timer and not timer:done() then timer:cancel() end
+  return self.gen ~= gen
 end
 
 --- Wakes every waiter.
@@ -201,19 +226,37 @@ function Cond:signal()
   self.waiters = {}
 end
 
+-- A counting semaphore that hands a released permit to the first waiter (one task woken per
+-- release, in order: a thousand tasks waiting for handshake slots do not all wake up each time).
 local Sem = {}
 Sem.__index = Sem
 
-function M.semaphore(n) return setmetatable({ n = n, cond = M.cond() }, Sem) end
+function M.semaphore(n) return setmetatable({ n = n, queue = {}, gen = 0 }, Sem) end
 
 function Sem:acquire()
-  while self.n <= 0 do self.cond:wait() end
+  if self.n > 0 and #self.queue == 0 then
+    self.n = self.n - 1
+    return
+  end
+  local task = current_task()
+  if task then
+    local me = { task = task }
+    self.queue[#self.queue + 1] = me
+    repeat coroutine.yield(WAIT) until me.granted
+    return
+  end
+  repeat step(-1) until self.n > 0 and #self.queue == 0
   self.n = self.n - 1
 end
 
 function Sem:release()
-  self.n = self.n + 1
-  self.cond:signal()
+  local w = table.remove(self.queue, 1)
+  if w then
+    w.granted = true
+    runnable[#runnable + 1] = w.task
+  else
+    self.n = self.n + 1
+  end
 end
 
 function M.ntasks() return ntasks end

@@ -1,42 +1,36 @@
--- sshchain.transfer: s:upload, s:download and sshchain.copy. The policy lives here (options,
--- channel slots, progress callbacks, SHA-256 verification against the remote side's
--- sha256sum); the protocols (SCP, SFTP) and the data path are in C (core/transfer.c).
+-- sshchain.transfer: uploads, downloads and server-to-server copies (Session:upload,
+-- Session:download and sshchain.copy call these). The policy lives here (options, channel slots,
+-- progress callbacks, SHA-256 verification against the remote side's sha256sum); the protocols
+-- (SCP, SFTP) and the data path are in C (core/transfer.c).
+--
+-- verify: every file's digest is computed here as it streams. Before a file is kept, it is
+-- compared with the remote source's (sha256sum of the whole source, run alongside the transfer)
+-- and, for an SFTP destination, with its temporary file's: a mismatch keeps nothing under the
+-- final name. An SCP destination writes in place (as scp does): it is checked afterwards.
 local core = require "sshchain.core"
 local sched = require "sshchain.sched"
+local errors = require "sshchain.errors"
 
 local XFER_OPTS = { recursive = "boolean", preserve = "boolean", progress = "function",
-  verify = "boolean", protocol = "string", timeout = "number" }
+  verify = "boolean", protocol = { type = "string", values = { "scp", "sftp" } },
+  timeout = { type = "number", min = 0, max = 1e9 } }
 
 local DEFAULT_IDLE_TIMEOUT = 60 -- seconds without any progress before ETIMEDOUT
 
-return function(M)
-  local Session = M.Session
+local M = {}
+
+do
   local await = sched.await
 
   local function check_session(s, what, level)
-    if getmetatable(s) ~= Session then
+    if type(s) ~= "table" or type(s._c) ~= "userdata" or not s._take_slot then
       error("bad argument to '" .. what .. "' (sshchain session expected)", level + 1)
     end
     if s._c:state() == "closed" then error("sshchain: session is closed", level + 1) end
   end
 
   local function check_opts(opts, what, level)
-    if opts == nil then return {} end
-    if type(opts) ~= "table" then error("bad options to '" .. what .. "' (table expected)", level + 1) end
-    for k, v in pairs(opts) do
-      if not XFER_OPTS[k] then error(what .. ": unknown option '" .. tostring(k) .. "'", level + 1) end
-      if type(v) ~= XFER_OPTS[k] then error(what .. ": option '" .. k .. "' must be a " .. XFER_OPTS[k], level + 1) end
-    end
-    if opts.protocol and opts.protocol ~= "scp" and opts.protocol ~= "sftp" then
-      error(what .. ": protocol must be \"scp\" or \"sftp\"", level + 1)
-    end
-    return opts
-  end
-
-  local function check_path(p, n, what, level)
-    if type(p) ~= "string" or p == "" then
-      error("bad argument #" .. n .. " to '" .. what .. "' (non-empty path expected)", level + 1)
-    end
+    return errors.check_options(opts, XFER_OPTS, what, level + 1)
   end
 
   --- A remote path for the remote shell, as the C side quotes it ("~/x" is relative to home).
@@ -46,7 +40,7 @@ return function(M)
       path = path:sub(3):gsub("^/+", "")
       if path == "" then path = "." end
     end
-    return M.shell_quote(path)
+    return "'" .. path:gsub("'", "'\\''") .. "'"
   end
 
   local function trim(path)
@@ -70,24 +64,26 @@ return function(M)
     return sums
   end
 
-  --- SHA-256 of every file under root on session s, keyed like the transfer's file list (the first
-  --- component is `top`, the name the transfer gave the root).
-  local function remote_sums(s, root, files, top)
-    local single = #files == 1 and files[1].path == top
-    local cmd
-    if single then
-      cmd = "sha256sum -- " .. remote_quote(root)
-    else
-      -- -L: symlinks are followed, as scp -r and the SFTP source follow them
-      cmd = "cd -- " .. remote_quote(root) .. " && find -L . -type f -exec sha256sum -- {} +"
-    end
-    local r, msg, code = s:exec(cmd, { timeout = 3600 })
-    if not r then return nil, msg, code end
+  local function where(s, verb, reason)
+    return { label = s:label(), hop = s._c:hop(), stage = verb, reason = reason }
+  end
+
+  --- SHA-256 of every file at root on session s (a file, or a directory walked as scp -r and the
+  --- SFTP source walk it: symlinks followed), keyed like the transfer's file list: the first
+  --- component is `top`, the name the transfer gives the root. A map, or nil, msg, CODE, err.
+  local function remote_sums(s, verb, root, top)
+    local q = remote_quote(root)
+    local cmd = "if [ -d " .. q .. " ]; then echo D; cd -- " .. q ..
+      " && find -L . -type f -exec sha256sum -- {} +; else echo F; sha256sum -- " .. q .. "; fi"
+    local r, msg, code, info = s:exec(cmd, { timeout = 3600 })
+    if not r then return nil, msg, code, info end
     if not r.ok then
-      return nil, "EIO: " .. s:label() .. ": verify: sha256sum failed: " .. (r.stderr:gsub("%c", " ")), "EIO"
+      return errors.fail("EIO", where(s, verb, "verify"), "verify: sha256sum failed: %s",
+        (r.stderr:gsub("%c", " ")))
     end
-    local sums, keyed = parse_sums(r.stdout), {}
-    if single then
+    local kind, rest = r.stdout:match("^([DF])\n(.*)$")
+    local sums, keyed = parse_sums(rest or ""), {}
+    if kind == "F" then
       local _, hex = next(sums)
       keyed[top] = hex
     else
@@ -96,16 +92,26 @@ return function(M)
     return keyed
   end
 
-  local function mismatch(s, verb, side, path)
-    return nil, ("EIO: %s: %s: verify: SHA-256 of %s differs on %s"):format(s:label(), verb, path, side), "EIO"
+  --- The SHA-256 of one remote file on s, or nil and why.
+  local function remote_sum(s, path)
+    local r, msg = s:exec("sha256sum -- " .. remote_quote(path), { timeout = 3600 })
+    if not r then return nil, msg end
+    if not r.ok then return nil, "sha256sum failed: " .. (r.stderr:gsub("%c", " ")) end
+    local hex = r.stdout:match("^\\?(%x+)  ")
+    if not hex then return nil, "sha256sum said nothing usable" end
+    return hex
   end
 
-  --- Compares the digests of what streamed with the remote side's.
-  local function verify_remote(s, verb, root, files, top, side)
-    local sums, msg, code = remote_sums(s, root, files, top)
-    if not sums then return nil, msg, code end
+  --- Compares what streamed with an SCP destination's files, after the transfer (scp -t writes
+  --- in place: this is the one check that comes after).
+  local function verify_after(s, verb, root, files, top)
+    local sums, msg, code, info = remote_sums(s, verb, root, top)
+    if not sums then return nil, msg, code, info end
     for _, f in ipairs(files) do
-      if sums[f.path] ~= f.sha256 then return mismatch(s, verb, side, f.path) end
+      if sums[f.path] ~= f.sha256 then
+        return errors.fail("EIO", where(s, verb, "verify"),
+          "verify: SHA-256 of %s differs on the destination (SCP writes in place: it is there)", f.path)
+      end
     end
     return true
   end
@@ -125,26 +131,46 @@ return function(M)
   end
 
   --- A remote source named ".", "..", "~" or ending so has no name of its own to send (the
-  --- server would send "." and be refused): the directory it means, or nil, msg, CODE.
+  --- server would send "." and be refused): the directory it means, or nil, msg, CODE, err.
   local function named_source(s, verb, path)
     local base = basename(path)
     if path ~= "~" and base ~= "." and base ~= ".." and base ~= "" then return path end
-    local r, msg, code = s:exec("cd -- " .. remote_quote(path) .. " && pwd -P", { timeout = 60 })
-    if not r then return nil, msg, code end
+    local r, msg, code, info = s:exec("cd -- " .. remote_quote(path) .. " && pwd -P", { timeout = 60 })
+    if not r then return nil, msg, code, info end
     local dir = r.ok and r.stdout:match("^(/[^\n]*)\n$")
     if not dir then
-      return nil, ("EIO: %s: %s: remote %s: %s"):format(s:label(), verb, path, (r.stderr:gsub("%c", " "))), "EIO"
+      return errors.fail("EIO", where(s, verb), "remote %s: %s", path, (r.stderr:gsub("%c", " ")))
     end
-    if dir == "/" then return nil, ("EIO: %s: %s: cannot copy / as a whole"):format(s:label(), verb), "EIO" end
+    if dir == "/" then return errors.fail("EIO", where(s, verb), "cannot copy / as a whole") end
     return dir
   end
 
-  --- Runs one transfer op to its end, calling progress as news comes; returns the op.
-  local function drive(op, progress)
+  --- Answers the digests a verify waits for: the source's from the map computed alongside (the
+  --- task `sums`), the destination's temporary file by sha256sum there.
+  local function answer_verify(op, src, dst, sums)
+    local path = op:verify_request(0)
+    if path then
+      local map, msg = sums:wait()
+      local hex = map and map[path]
+      op:verify_answer(0, hex, hex and nil or (msg or ("sha256sum on the source did not list " .. path)))
+    end
+    path = op:verify_request(1)
+    if path then
+      local hex, why = remote_sum(dst, path)
+      op:verify_answer(1, hex, why)
+    end
+  end
+
+  --- Runs one transfer op to its end, calling progress as news comes and answering verify
+  --- requests; returns the op.
+  local function drive(op, progress, src, dst, sums)
     local ok, err = pcall(function()
       repeat
         await(op, true)
-        if op:take_news() and progress and not op:done() then progress(op:progress()) end
+        if op:take_news() then
+          if sums or (dst and op:sink_verifies_first()) then answer_verify(op, src, dst, sums) end
+          if progress and not op:done() then progress(op:progress()) end
+        end
       until op:done()
     end)
     if not ok then
@@ -168,15 +194,15 @@ return function(M)
       slots = {}
     end
     local function take(s)
-      local conn, msg, code = s:_take_slot()
-      if not conn then return nil, msg, code end
+      local conn, msg, code, info = s:_take_slot(nil, verb)
+      if not conn then return nil, msg, code, info end
       slots[#slots + 1] = { s, conn }
       return conn
     end
     -- questions for the remote sides first: they need channels of their own
     if remote_src then
-      local p, msg, code = named_source(remote_src, verb, src_path)
-      if not p then return nil, msg, code end
+      local p, msg, code, info = named_source(remote_src, verb, src_path)
+      if not p then return nil, msg, code, info end
       src_path = p
     end
     local proto = opts.protocol or "scp"
@@ -187,71 +213,84 @@ return function(M)
     end
     local total
     if opts.progress and remote_src and opts.recursive then total = remote_total(remote_src, src_path) end
+    -- the source's digests, computed there while the data streams
+    local sums
+    if opts.verify and remote_src then
+      sums = sched.spawn(remote_sums, remote_src, verb, src_path, basename(src_path))
+    end
     local ends = {}
     for i, s in ipairs { remote_src or false, remote_dst or false } do
       if s then
-        local conn, msg, code = take(s)
-        if not conn then release() return nil, msg, code end
+        local conn, msg, code, info = take(s)
+        if not conn then
+          release()
+          if sums then pcall(sums.wait, sums) end
+          return nil, msg, code, info
+        end
         ends[i] = conn.c
       end
     end
     local ok, op = pcall(core.transfer_start, {
       src = ends[1], src_path = src_path, dst = ends[2], dst_path = dst_path, protocol = proto,
       recursive = opts.recursive, preserve = opts.preserve, hash = opts.verify,
-      timeout = opts.timeout or DEFAULT_IDLE_TIMEOUT, total = total, verb = verb,
+      verify = opts.verify, timeout = opts.timeout or DEFAULT_IDLE_TIMEOUT, total = total, verb = verb,
     })
     if not ok then release() error(op, 3) end
-    local dok, derr = pcall(drive, op, opts.progress)
+    local dok, derr = pcall(drive, op, opts.progress, remote_src, remote_dst, sums)
     release()
+    if sums then pcall(sums.wait, sums) end -- never leave the task behind
     if not dok then error(derr, 0) end
-    local r, msg, code = op:result()
-    if not r then return nil, msg, code end
+    local r, msg, code, info = op:result()
+    if not r then return nil, msg, code, info end
     local done, _, _, nfiles = op:progress()
-    local info = { files = nfiles, bytes = done, seconds = core.now() - t0 }
+    local result = { files = nfiles, bytes = done, seconds = core.now() - t0 }
     if opts.verify then
       local files = op:files()
-      if #files > 0 then
+      if #files > 0 and remote_dst and not op:sink_verifies_first() then
         local top = files[1].path:match("^[^/]*")
-        if remote_src then
-          local vok, vmsg, vcode = verify_remote(remote_src, verb, src_path, files, top, "the source")
-          if not vok then return nil, vmsg, vcode end
-        end
-        if remote_dst then
-          local root = op:dest_root() or dst_root_known
-          local vok, vmsg, vcode = verify_remote(remote_dst, verb, root, files, top, "the destination")
-          if not vok then return nil, vmsg, vcode end
-        end
-        info.verified = #files
-      else
-        info.verified = 0
+        local root = op:dest_root() or dst_root_known
+        local vok, vmsg, vcode, vinfo = verify_after(remote_dst, verb, root, files, top)
+        if not vok then return nil, vmsg, vcode, vinfo end
       end
+      result.verified = #files
     end
-    return true, info
+    return true, result
   end
 
-  --- s:upload(local, remote [, opts]) -> true, info | nil, msg, CODE
-  function Session:upload(lpath, rpath, opts)
-    check_session(self, "upload", 2)
-    check_path(lpath, 1, "upload", 2)
-    check_path(rpath, 2, "upload", 2)
-    return transfer("upload", nil, lpath, self, rpath, check_opts(opts, "upload", 2))
+  local function check_path(p, n, what, level)
+    if type(p) ~= "string" or p == "" or p:find("\0", 1, true) then
+      error("bad argument #" .. n .. " to '" .. what .. "' (non-empty path expected)", level + 1)
+    end
   end
 
-  --- s:download(remote, local [, opts]) -> true, info | nil, msg, CODE
-  function Session:download(rpath, lpath, opts)
-    check_session(self, "download", 2)
-    check_path(rpath, 1, "download", 2)
-    check_path(lpath, 2, "download", 2)
-    return transfer("download", self, rpath, nil, lpath, check_opts(opts, "download", 2))
+  --- upload(s, local, remote [, opts]) -> true, info | nil, msg, CODE, err
+  function M.upload(s, lpath, rpath, opts, level)
+    level = (level or 1) + 1
+    check_session(s, "upload", level)
+    check_path(lpath, 1, "upload", level)
+    check_path(rpath, 2, "upload", level)
+    return transfer("upload", nil, lpath, s, rpath, check_opts(opts, "upload", level))
   end
 
-  --- sshchain.copy(src_session, src_path, dst_session, dst_path [, opts]): streams from one host
-  --- to another through this process (no temporary file); both ends anywhere in the tree.
-  function M.copy(src, src_path, dst, dst_path, opts)
-    check_session(src, "copy", 2)
-    check_path(src_path, 2, "copy", 2)
-    check_session(dst, "copy", 2)
-    check_path(dst_path, 4, "copy", 2)
-    return transfer("copy", src, src_path, dst, dst_path, check_opts(opts, "copy", 2))
+  --- download(s, remote, local [, opts]) -> true, info | nil, msg, CODE, err
+  function M.download(s, rpath, lpath, opts, level)
+    level = (level or 1) + 1
+    check_session(s, "download", level)
+    check_path(rpath, 1, "download", level)
+    check_path(lpath, 2, "download", level)
+    return transfer("download", s, rpath, nil, lpath, check_opts(opts, "download", level))
+  end
+
+  --- copy(src_session, src_path, dst_session, dst_path [, opts]): streams from one host to
+  --- another through this process (no temporary file); both ends anywhere in the tree.
+  function M.copy(src, src_path, dst, dst_path, opts, level)
+    level = (level or 1) + 1
+    check_session(src, "copy", level)
+    check_path(src_path, 2, "copy", level)
+    check_session(dst, "copy", level)
+    check_path(dst_path, 4, "copy", level)
+    return transfer("copy", src, src_path, dst, dst_path, check_opts(opts, "copy", level))
   end
 end
+
+return M

@@ -117,7 +117,7 @@ function R.main(argv)
 
   local progress = cli.progress(args.quiet or (args.json and not cli.isatty(2)))
   local t0 = sshchain.core.now()
-  local sessions, jobs_left = {}, {}
+  local sessions, jobs_left = sshchain.jumps.once(), {}
   for _, j in ipairs(jobs) do
     for _, h in ipairs { j.src_host or false, j.dst_host or false } do
       if h then jobs_left[h] = (jobs_left[h] or 0) + 1 end
@@ -125,28 +125,13 @@ function R.main(argv)
   end
   --- The session to a host, shared by its copies (one connect even when several ask at once).
   local function session(name, chain)
-    local e = sessions[name]
-    if e and e.pending then e.pending:wait() end
-    if not e then
-      e = { pending = sshchain.sched.cond() }
-      sessions[name] = e
-      local ok, s, msg, ecode = pcall(sshchain.connect, chain)
-      if ok then e.s, e.err, e.code = s, msg, ecode else e.err, e.code = tostring(s), "EERROR" end
-      local pending = e.pending
-      e.pending = nil
-      pending:signal() -- always: the waiters must not wait for ever
-    end
-    return e.s, e.err, e.code
+    return sessions:get(name, function() return sshchain.connect(chain) end)
   end
   --- A copy is over: a host whose copies are all over is logged out of.
   local function release(host)
     if not host then return end
     jobs_left[host] = jobs_left[host] - 1
-    local e = sessions[host]
-    if jobs_left[host] == 0 and e and e.s then
-      e.s:close()
-      e.s = nil
-    end
+    if jobs_left[host] == 0 then sessions:drop(host) end
   end
   local dir_checked = {}
   --- With several sources, DST must be a directory on the host (scp's rule).
@@ -225,7 +210,7 @@ function R.main(argv)
         error = not r.ok and r.err or nil, code = not r.ok and r.code or nil }
     end
   end
-  for _, e in pairs(sessions) do if e.s then e.s:close() end end
+  sessions:close_all()
   if not args.quiet then
     local secs = sshchain.core.now() - t0
     io.stdout:flush()

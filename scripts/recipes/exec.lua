@@ -138,7 +138,7 @@ function R.main(argv)
   end
   progress:status(("exec: %d hosts, %d at once"):format(#names, args.limit), true)
   local ok, out = pcall(sshchain.parallel, names, run, { limit = math.max(1, args.limit) })
-  local interrupted = not ok and tostring(out):find("interrupted!", 1, true)
+  local interrupted = not ok and sshchain.is_interrupted(out)
   if not ok and not interrupted then error(out, 0) end
   for i, o in ipairs(ok and out or {}) do -- a task that raised: a bug, but report the host, do not lose it
     if not o.ok and not results[i] then

@@ -101,7 +101,7 @@ function R.main(argv)
     end
   end
 
-  local failures, sessions, forwards = 0, {}, {}
+  local failures, sessions, forwards = 0, sshchain.jumps.once(), {}
   local function on_error(label)
     return function(msg) cli.eprintf("forward: %s: %s\n", label, cli.clean(msg)) end
   end
@@ -109,19 +109,7 @@ function R.main(argv)
   local function session_for(chain)
     local key = {}
     for _, s in ipairs(chain) do key[#key + 1] = ("%s@%s:%s"):format(s.user, s.host, s.port or 22) end
-    key = table.concat(key, ",")
-    local e = sessions[key]
-    if e and e.pending then e.pending:wait() end
-    if not e then
-      e = { pending = sshchain.sched.cond() }
-      sessions[key] = e
-      local ok, s, msg = pcall(sshchain.connect, chain)
-      if ok then e.s, e.err = s, msg else e.err = tostring(s) end
-      local pending = e.pending
-      e.pending = nil
-      pending:signal() -- always: the waiters must not wait for ever
-    end
-    return e.s, e.err
+    return sessions:get(table.concat(key, ","), function() return sshchain.connect(chain) end)
   end
   local results = sshchain.parallel(wanted, function(w, i)
     local chain, to_host = w.chain, "127.0.0.1"
@@ -194,8 +182,8 @@ function R.main(argv)
     if f.failed then failures = failures + 1 end -- already reported through on_error
     f:close()
   end
-  for _, e in pairs(sessions) do if e.s then e.s:close() end end
-  if not ok and not tostring(rerr):find("interrupted!", 1, true) then error(rerr, 0) end
+  sessions:close_all()
+  if not ok and not sshchain.is_interrupted(rerr) then error(rerr, 0) end
   cli.eprintf("forward: stopped; %d connection(s) served\n", served)
   return failures > 0 and cli.FAILED or cli.OK
 end

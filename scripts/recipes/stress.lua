@@ -174,12 +174,12 @@ function R.main(argv)
       st.live = st.live - 1
     end
     if not ok then
-      if tostring(err_):find("interrupted!", 1, true) then error(err_, 0) end
+      if sshchain.is_interrupted(err_) then error(err_, 0) end
       fail("EERROR", me.host or "?", err_) -- a bug, counted and named rather than lost
       barrier(me)
     end
   end)
-  local interrupted = not ok_run and tostring(run_err):find("interrupted!", 1, true)
+  local interrupted = not ok_run and sshchain.is_interrupted(run_err)
   if not ok_run and not interrupted then error(run_err, 0) end
   show(true)
   progress:finish()

@@ -1,0 +1,75 @@
+-- sshchain.connect: sshchain.connect(hops [, opts]) — a chain of host specs (or an ssh_config
+-- Host name) turned into a session to the last one, each hop reached through the one before.
+-- Jump hosts are shared: chains that start with the same hops ride on the same sessions.
+local config = require "sshchain.config"
+local errors = require "sshchain.errors"
+local specs = require "sshchain.spec"
+local jumps = require "sshchain.jumps"
+local session = require "sshchain.session"
+
+local M = {}
+
+local function home() return os.getenv("HOME") or "" end
+
+--- The list of normalized specs hops stands for: nil, msg when an ssh_config cannot be read.
+function M.resolve(hops, opts, level)
+  if type(hops) == "table" and hops[1] == nil and next(hops) ~= nil then hops = { hops } end
+  if type(hops) == "string" then
+    local path = opts.config or (home() .. "/.ssh/config")
+    if opts.config or (not hops:find("@") and specs.file_exists(path)) then
+      local list, err = config.resolve(hops, { config = path })
+      if not list then return nil, err end
+      hops = list
+    else
+      hops = { hops }
+    end
+  end
+  if type(hops) ~= "table" or hops[1] == nil then
+    error("bad argument #1 to 'connect' (host spec, list of specs or ssh_config name expected)", level)
+  end
+  local list = {}
+  for i, h in ipairs(hops) do list[i] = specs.normalize(h, opts, level) end
+  return list
+end
+
+local CONNECT_OPTS = { config = "string", share = "boolean" }
+for k, rule in pairs(specs.FIELDS) do CONNECT_OPTS[k] = rule end
+
+local function release_owned(owned)
+  for i = #owned, 1, -1 do
+    if owned[i]._shared then jumps.release(owned[i]) else owned[i]:close() end
+  end
+end
+
+--- connect(hops [, opts]): a session to the last hop, reached through the others in order;
+--- or nil, msg, CODE, err. opts.config: ssh_config path (hops may then be a Host name);
+--- opts.share = false: private jump sessions; other fields: defaults for every hop.
+function M.connect(hops, opts)
+  if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'connect' (table expected)", 2) end
+  opts = errors.check_options(opts, CONNECT_OPTS, "connect", 2)
+  local list, err = M.resolve(hops, opts, 3)
+  if not list then return errors.fail("EIO", { stage = "config" }, "%s", err) end
+  local chain, parent = {}, nil
+  for i, spec in ipairs(list) do
+    local s, msg, code, info
+    if i < #list and opts.share ~= false then
+      local key = specs.key(spec, parent and parent._key)
+      local p = parent
+      s, msg, code, info = jumps.acquire(key, function() return session.open(spec, p) end)
+      if s then s._key = key end
+    else
+      s, msg, code, info = session.open(spec, parent)
+    end
+    if not s then
+      release_owned(chain)
+      return nil, msg, code, info
+    end
+    chain[#chain + 1] = s
+    parent = s
+  end
+  local target = table.remove(chain)
+  target._owned = chain
+  return target
+end
+
+return M

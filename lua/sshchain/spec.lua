@@ -1,0 +1,123 @@
+-- sshchain.spec: host specs, the one place they are parsed and checked.
+--
+--   { host=, port=22, user=, password=, identity=PATH|{PATH...}, passphrase=, agent=true|false,
+--     known_hosts=PATH, host_key="strict"|"accept-new"|"off", timeout=SECONDS,
+--     keepalive=SECONDS, max_sessions=N, name= }   or a string "user@host:port"
+--
+-- A field of the wrong type or out of range is misuse: it raises, naming the field.
+local errors = require "sshchain.errors"
+
+local M = {}
+
+local HOST_STRING = { type = "string" }
+M.FIELDS = {
+  host = HOST_STRING,
+  port = { type = "number", integer = true, min = 1, max = 65535 },
+  user = "string",
+  password = "string",
+  identity = { types = { "string", "table" } },
+  passphrase = "string",
+  agent = "boolean",
+  known_hosts = "string",
+  host_key = { type = "string", values = { "strict", "accept-new", "off" } },
+  timeout = { type = "number", min = 0.001, max = 1e7 },
+  keepalive = { type = "number", min = 0, max = 1e6 },
+  name = "string",
+  max_sessions = { type = "number", integer = true, min = 1, max = 10000 },
+}
+
+local function home() return os.getenv("HOME") or "" end
+
+--- "~/x" and "~" made absolute (the user's home).
+function M.expand(path)
+  if path == "~" then return home() end
+  if path:sub(1, 2) == "~/" then return home() .. path:sub(2) end
+  return path
+end
+
+local function file_exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+M.file_exists = file_exists
+
+--- Splits "user@host:port" (also "host", "host:port", "[v6addr]:port", "user@[v6addr]",
+--- "ssh://user@host:port") into user, host, port (each may be nil; port a string of digits).
+function M.split(str)
+  str = str:gsub("^ssh://", "")
+  local user, rest = str:match("^([^@]+)@(.+)$")
+  rest = rest or str
+  local host, port = rest:match("^%[(.-)%]:(%d+)$")
+  if not host then host = rest:match("^%[(.-)%]$") end
+  if not host then host, port = rest:match("^([^:]+):(%d+)$") end
+  return user, host or rest, port
+end
+
+--- A spec table from "user@host:port".
+function M.parse(str)
+  local user, host, port = M.split(str)
+  return { host = host, user = user, port = port and tonumber(port) or nil }
+end
+
+--- A full spec table from a string or table spec, defaults filled in; misuse raises at level.
+function M.normalize(spec, defaults, level)
+  level = (level or 1) + 1
+  if type(spec) == "string" then spec = M.parse(spec) end
+  if type(spec) ~= "table" then error("host spec must be a table or a \"user@host:port\" string", level) end
+  local s = {}
+  for k, v in pairs(defaults or {}) do
+    if M.FIELDS[k] then s[k] = v end
+  end
+  for k, v in pairs(spec) do s[k] = v end
+  for k, v in pairs(s) do
+    local rule = M.FIELDS[k]
+    if not rule then error("unknown host spec field '" .. tostring(k) .. "'", level) end
+    if not errors.satisfies(v, rule) then
+      local shown = type(v) == "string" and ("%q"):format((v:gsub("%z", "\\0"))) or tostring(v)
+      error(("host spec field '%s' must be a %s (got %s)"):format(k, errors.describe(rule), shown), level)
+    end
+  end
+  if type(s.host) ~= "string" or s.host == "" then error("host spec needs a host", level) end
+  if s.port then s.port = math.tointeger(s.port) end
+  if s.max_sessions then s.max_sessions = math.tointeger(s.max_sessions) end
+  local ids = s.identity
+  if type(ids) == "string" then ids = { ids } end
+  if ids then
+    local list = {}
+    for i, p in ipairs(ids) do
+      if type(p) ~= "string" or p:find("\0", 1, true) then
+        error(("host spec field 'identity' must list paths (item %d is %s)"):format(i,
+          type(p) == "string" and "a string with a NUL byte" or "a " .. type(p)), level)
+      end
+      list[i] = M.expand(p)
+    end
+    ids = list
+  elseif not s.password then
+    ids = {}
+    for _, f in ipairs { "id_ed25519", "id_ecdsa", "id_rsa" } do
+      local p = home() .. "/.ssh/" .. f
+      if file_exists(p) then ids[#ids + 1] = p end
+    end
+  end
+  s.identity = ids
+  if s.known_hosts then s.known_hosts = M.expand(s.known_hosts) end
+  return s
+end
+
+--- A key that is the same for two specs that reach the same account the same way (and the
+--- same parent key): jump sessions are shared by it.
+function M.key(spec, parent_key)
+  local keys = {}
+  for k in pairs(spec) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = { parent_key or "" }
+  for _, k in ipairs(keys) do
+    local v = spec[k]
+    if type(v) == "table" then v = table.concat(v, "\0") end
+    parts[#parts + 1] = k .. "=" .. tostring(v)
+  end
+  return table.concat(parts, "\1")
+end
+
+return M
