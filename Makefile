@@ -22,7 +22,13 @@ CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/embedded.o
 HDRS     := $(wildcard core/*.h lua/*.h)
 
-.PHONY: all lib install deps test test-asan demo bench lab-up lab-down clean check-exports
+FUZZ_TARGETS := $(patsubst spec/fuzz/%.c,%,$(sort $(wildcard spec/fuzz/fuzz_*.c)))
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LUA_CFLAGS   := $(shell pkg-config --cflags lua5.4 2>/dev/null)
+
+.PHONY: all lib install deps test test-asan test-unit fuzz fuzz-replay lint demo bench lab-up lab-down \
+        clean check-exports
 all: $(BUILD)/sshlua $(BUILD)/sshchain.so $(BUILD)/test_core
 
 lib: $(BUILD)/sshlua $(BUILD)/sshchain.so
@@ -59,7 +65,37 @@ $(BUILD)/sshlua: $(BUILD)/obj/lua/sshlua.o $(CORE_OBJ) $(BIND_OBJ)
 	$(CC) $(SAN) -o $@ $^ $(LIBS) $(LUALIB) -lm -ldl
 
 $(BUILD)/test_core: spec/c/test_core.c $(BUILD)/libsshchain_core.a
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libsshchain_core.a $(LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libsshchain_core.a $(LIBS) -lcrypto
+
+# Fuzz targets: every parser of untrusted input, on a buffer alone (spec/fuzz/fuzz_*.c). The
+# replay build (any compiler) runs them over their corpora in `make test`; `make fuzz` runs
+# libFuzzer (clang) for FUZZ_SECONDS each, new inputs kept in build-fuzz/corpus/.
+$(BUILD)/fuzz/%: spec/fuzz/%.c spec/fuzz/driver.c $(BUILD)/libsshchain_core.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -DCONFIG_LUA='"lua/sshchain/config.lua"' -o $@ $< spec/fuzz/driver.c \
+	  $(BUILD)/libsshchain_core.a $(LIBS) $(LUALIB) -lm
+
+fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+	@for t in $(FUZZ_TARGETS); do $(BUILD)/fuzz/$$t spec/fuzz/corpus/$$t || exit 1; done
+
+build-fuzz/bin/%: spec/fuzz/%.c
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang CFLAGS="-O1 -g" \
+	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" build-fuzz/libsshchain_core.a
+	@mkdir -p $(dir $@)
+	clang -O1 -g -fsanitize=fuzzer $(FUZZ_SAN) $(LUA_CFLAGS) -DCONFIG_LUA='"lua/sshchain/config.lua"' \
+	  -o $@ $< build-fuzz/libsshchain_core.a $(LIBS) $(LUALIB) -lm
+
+fuzz:
+	@scripts/deps.sh fuzz
+	@for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory build-fuzz/bin/$$t || exit 1; done
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t; \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  build-fuzz/bin/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=5 -rss_limit_mb=2048 \
+	    -max_len=65536 -print_final_stats=1 build-fuzz/corpus/$$t spec/fuzz/corpus/$$t \
+	    > build-fuzz/$$t.log 2>&1 || { tail -40 build-fuzz/$$t.log; exit 1; }; \
+	  grep -E "^stat::number_of_executed_units|^stat::peak_rss" build-fuzz/$$t.log | tr '\n' ' '; echo; \
+	done
 
 # Only luaopen_* may be exported by the module.
 check-exports: $(BUILD)/sshchain.so
@@ -68,15 +104,25 @@ check-exports: $(BUILD)/sshchain.so
 
 test:
 	@scripts/deps.sh test
-	@$(MAKE) --no-print-directory all check-exports
+	@$(MAKE) --no-print-directory all check-exports $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 	@scripts/run-tests.sh $(BUILD)
 
+# The fast tier: no root, no lab, seconds.
+test-unit:
+	@scripts/deps.sh unit
+	@$(MAKE) --no-print-directory all $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+	@scripts/run-unit.sh $(BUILD)
+
+# The suite under AddressSanitizer and UBSan (float-to-int casts included: GCC's `undefined`
+# leaves them out), the fuzz corpora replayed under them too.
+ASAN_SAN := -fsanitize=address,undefined,float-cast-overflow \
+            -fno-sanitize-recover=undefined,float-cast-overflow
 test-asan:
 	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
+	  SAN="$(ASAN_SAN)" all $(FUZZ_TARGETS:%=build-asan/fuzz/%)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  SSHCHAIN_RUNNER=build-asan/sshlua \
+	  SSHCHAIN_RUNNER=build-asan/sshlua FUZZ_SECONDS=0 \
 	  scripts/run-tests.sh build-asan
 
 demo:
@@ -96,4 +142,4 @@ lab-down:
 	@scripts/lab.sh down
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "auth.h"
 
 /* Private keys decrypted once per process: a key with a passphrase costs ~100 ms of CPU to
  * decrypt (bcrypt KDF), which would bound logins to ~10/s. An entry is found again only for the
@@ -98,10 +98,10 @@ static void keycache_add(sc_loop *loop, const char *path, const struct stat *st,
 
 enum { A_NONE = 0, A_PICK, A_PUBKEY, A_AGENT, A_KBDINT, A_PASSWORD };
 
-static void note_tried(sc_session *s, const char *what)
+static void note_tried(sc_auth *a, const char *what)
 {
-    size_t n = strlen(s->auth.tried);
-    snprintf(s->auth.tried + n, sizeof s->auth.tried - n, "%s%s", n ? ", " : "", what);
+    size_t n = strlen(a->tried);
+    snprintf(a->tried + n, sizeof a->tried - n, "%s%s", n ? ", " : "", what);
 }
 
 static const char *methods_text(int m, char *buf, size_t len)
@@ -121,117 +121,117 @@ static const char *methods_text(int m, char *buf, size_t len)
     return buf;
 }
 
-void sc_auth_cleanup(sc_session *s)
+void sc_auth_cleanup(sc_auth *a)
 {
-    if (s->auth.key) {
-        ssh_key_free(s->auth.key);
-        s->auth.key = NULL;
+    if (a->key) {
+        ssh_key_free(a->key);
+        a->key = NULL;
     }
 }
 
 /* Whether to ask ssh-agent: unless the spec says agent=false, whenever SSH_AUTH_SOCK is set
  * (asked or not, as OpenSSH does: after the key files, before passwords). */
-static int agent_usable(const sc_session *s)
+static int agent_usable(const sc_auth *a)
 {
     const char *sock = getenv("SSH_AUTH_SOCK");
-    return s->spec.agent != 0 && sock && *sock;
+    return a->spec->agent != 0 && sock && *sock;
 }
 
-/* Loads the next identity file into s->auth.key; returns 1 if one is loaded, 0 when none is left. */
-static int load_next_identity(sc_session *s)
+/* Loads the next identity file into a->key; returns 1 if one is loaded, 0 when none is left. */
+static int load_next_identity(sc_auth *a)
 {
-    while (s->auth.next_identity < s->spec.n_identities) {
-        const char *path = s->spec.identities[s->auth.next_identity++];
+    while (a->next_identity < a->spec->n_identities) {
+        const char *path = a->spec->identities[a->next_identity++];
         ssh_key key = NULL;
         struct stat st;
         if (access(path, R_OK) != 0 || stat(path, &st) != 0) {
-            snprintf(s->auth.key_problem, sizeof s->auth.key_problem, "identity %s: %s", path,
+            snprintf(a->key_problem, sizeof a->key_problem, "identity %s: %s", path,
                      strerror(errno));
             continue;
         }
         unsigned char pass[32];
-        pass_digest(s->spec.passphrase, pass);
-        struct sc_keyentry *cached = keycache_find(s->loop, path, &st, pass);
+        pass_digest(a->spec->passphrase, pass);
+        struct sc_keyentry *cached = keycache_find(a->loop, path, &st, pass);
         if (cached && (key = ssh_key_dup(cached->key)) != NULL) {
-            s->auth.key = key;
+            a->key = key;
             return 1;
         }
-        int rc = ssh_pki_import_privkey_file(path, s->spec.passphrase ? s->spec.passphrase : "",
+        int rc = ssh_pki_import_privkey_file(path, a->spec->passphrase ? a->spec->passphrase : "",
                                              NULL, NULL, &key);
         if (rc == SSH_OK)
-            keycache_add(s->loop, path, &st, pass, key);
+            keycache_add(a->loop, path, &st, pass, key);
         if (rc != SSH_OK) {
-            snprintf(s->auth.key_problem, sizeof s->auth.key_problem,
-                     s->spec.passphrase ? "identity %s: wrong passphrase or unreadable key"
+            snprintf(a->key_problem, sizeof a->key_problem,
+                     a->spec->passphrase ? "identity %s: wrong passphrase or unreadable key"
                                         : "identity %s: needs a passphrase or is unreadable",
                      path);
             continue;
         }
-        s->auth.key = key;
+        a->key = key;
         return 1;
     }
     return 0;
 }
 
-static int auth_fail(sc_session *s, sc_err *err)
+static int auth_fail(sc_auth *a, sc_err *err)
 {
     char m[100];
-    sc_err_format(err, SC_EAUTH, s->label, s->hop, "auth", "denied",
+    sc_err_format(err, SC_EAUTH, a->label, a->hop, "auth", "denied",
                   "permission denied (server accepts %s; tried %s)%s%s",
-                  methods_text(s->auth.methods, m, sizeof m),
-                  s->auth.tried[0] ? s->auth.tried : "nothing", s->auth.key_problem[0] ? "; " : "",
-                  s->auth.key_problem);
+                  methods_text(a->methods, m, sizeof m),
+                  a->tried[0] ? a->tried : "nothing", a->key_problem[0] ? "; " : "",
+                  a->key_problem);
     return -1;
 }
 
-static int auth_error(sc_session *s, sc_err *err)
+static int auth_error(sc_auth *a, sc_err *err)
 {
-    const char *e = ssh_get_error(s->ssh);
-    sc_err_format(err, SC_ECONNECT, s->label, s->hop, "auth", "lost", "%s",
+    const char *e = ssh_get_error(a->ssh);
+    sc_err_format(err, SC_ECONNECT, a->label, a->hop, "auth", "lost", "%s",
                   e && *e ? e : "connection lost");
     return -1;
 }
 
-int sc_auth_step(sc_session *s, sc_err *err)
+int sc_auth_step(sc_auth *a, sc_err *err)
 {
     for (;;) {
         int rc;
-        switch (s->auth.phase) {
+        switch (a->phase) {
         case A_NONE:
-            rc = ssh_userauth_none(s->ssh, NULL);
+            rc = ssh_userauth_none(a->ssh, NULL);
             if (rc == SSH_AUTH_AGAIN)
                 return 0;
             if (rc == SSH_AUTH_SUCCESS) {
-                s->auth_method = "none";
+                a->method = "none";
                 return 1;
             }
             if (rc == SSH_AUTH_ERROR)
-                return auth_error(s, err);
-            s->auth.methods = ssh_userauth_list(s->ssh, NULL);
-            s->auth.phase = A_PICK;
+                return auth_error(a, err);
+            a->methods = ssh_userauth_list(a->ssh, NULL);
+            a->phase = A_PICK;
             break;
 
         case A_PICK:
-            if ((s->auth.methods & SSH_AUTH_METHOD_PUBLICKEY) && load_next_identity(s)) {
-                note_tried(s, "publickey");
-                s->auth.phase = A_PUBKEY;
-            } else if ((s->auth.methods & SSH_AUTH_METHOD_PUBLICKEY) && !s->auth.agent_tried &&
-                       agent_usable(s)) {
-                s->auth.agent_tried = 1;
-                note_tried(s, "agent");
-                s->auth.phase = A_AGENT;
-            } else if (s->spec.password && (s->auth.methods & SSH_AUTH_METHOD_INTERACTIVE) &&
-                       !s->auth.kbd_tried) {
-                s->auth.kbd_tried = 1;
-                note_tried(s, "keyboard-interactive");
-                s->auth.phase = A_KBDINT;
-            } else if (s->spec.password && (s->auth.methods & SSH_AUTH_METHOD_PASSWORD) &&
-                       !s->auth.pw_tried) {
-                s->auth.pw_tried = 1;
-                note_tried(s, "password");
-                s->auth.phase = A_PASSWORD;
+            if ((a->methods & SSH_AUTH_METHOD_PUBLICKEY) && load_next_identity(a)) {
+                note_tried(a, "publickey");
+                a->phase = A_PUBKEY;
+            } else if ((a->methods & SSH_AUTH_METHOD_PUBLICKEY) && !a->agent_tried &&
+                       agent_usable(a)) {
+                a->agent_tried = 1;
+                note_tried(a, "agent");
+                a->phase = A_AGENT;
+            } else if (a->spec->password && (a->methods & SSH_AUTH_METHOD_INTERACTIVE) &&
+                       !a->kbd_tried) {
+                a->kbd_tried = 1;
+                note_tried(a, "keyboard-interactive");
+                a->phase = A_KBDINT;
+            } else if (a->spec->password && (a->methods & SSH_AUTH_METHOD_PASSWORD) &&
+                       !a->pw_tried) {
+                a->pw_tried = 1;
+                note_tried(a, "password");
+                a->phase = A_PASSWORD;
             } else {
-                return auth_fail(s, err);
+                return auth_fail(a, err);
             }
             break;
 
@@ -239,21 +239,21 @@ int sc_auth_step(sc_session *s, sc_err *err)
         case A_AGENT:
         case A_KBDINT:
         case A_PASSWORD:
-            if (s->auth.phase == A_PUBKEY)
-                rc = ssh_userauth_publickey(s->ssh, NULL, s->auth.key);
-            else if (s->auth.phase == A_AGENT)
-                rc = ssh_userauth_agent(s->ssh, NULL);
-            else if (s->auth.phase == A_PASSWORD)
-                rc = ssh_userauth_password(s->ssh, NULL, s->spec.password);
+            if (a->phase == A_PUBKEY)
+                rc = ssh_userauth_publickey(a->ssh, NULL, a->key);
+            else if (a->phase == A_AGENT)
+                rc = ssh_userauth_agent(a->ssh, NULL);
+            else if (a->phase == A_PASSWORD)
+                rc = ssh_userauth_password(a->ssh, NULL, a->spec->password);
             else {
-                rc = ssh_userauth_kbdint(s->ssh, NULL, NULL);
+                rc = ssh_userauth_kbdint(a->ssh, NULL, NULL);
                 if (rc == SSH_AUTH_INFO) {
-                    if (++s->auth.kbd_rounds > 5) {
+                    if (++a->kbd_rounds > 5) {
                         rc = SSH_AUTH_DENIED;
                     } else {
-                        int n = ssh_userauth_kbdint_getnprompts(s->ssh);
+                        int n = ssh_userauth_kbdint_getnprompts(a->ssh);
                         for (int i = 0; i < n; i++)
-                            ssh_userauth_kbdint_setanswer(s->ssh, (unsigned)i, s->spec.password);
+                            ssh_userauth_kbdint_setanswer(a->ssh, (unsigned)i, a->spec->password);
                         continue; /* send the answers */
                     }
                 }
@@ -264,15 +264,15 @@ int sc_auth_step(sc_session *s, sc_err *err)
                 static const char *const names[] = {[A_PUBKEY] = "publickey", [A_AGENT] = "agent",
                                                      [A_KBDINT] = "keyboard-interactive",
                                                      [A_PASSWORD] = "password"};
-                s->auth_method = names[s->auth.phase];
+                a->method = names[a->phase];
                 return 1;
             }
             if (rc == SSH_AUTH_ERROR)
-                return auth_error(s, err);
-            sc_auth_cleanup(s);
+                return auth_error(a, err);
+            sc_auth_cleanup(a);
             /* denied, or partial success: the server tells what it wants next */
-            s->auth.methods = ssh_userauth_list(s->ssh, NULL);
-            s->auth.phase = A_PICK;
+            a->methods = ssh_userauth_list(a->ssh, NULL);
+            a->phase = A_PICK;
             break;
         }
     }

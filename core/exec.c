@@ -61,13 +61,11 @@ static void exec_failf(sc_exec *x, sc_code code, const char *reason, const char 
 static void exec_failf(sc_exec *x, sc_code code, const char *reason, const char *fmt, ...)
 {
     sc_session *s = x->cu.session;
-    char detail[450];
+    sc_err err;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    sc_err_vformat(&err, code, s->label, s->hop, "exec", reason, fmt, ap);
     va_end(ap);
-    sc_err err;
-    sc_err_format(&err, code, s->label, s->hop, "exec", reason, "%s", detail);
     exec_finish(x, &err);
 }
 

@@ -72,22 +72,32 @@ static void queue_error(sc_forward *fw, sc_code code, const char *reason, const 
     __attribute__((format(printf, 4, 5)));
 static void queue_error(sc_forward *fw, sc_code code, const char *reason, const char *fmt, ...)
 {
-    char msg[500];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     int slot = (fw->err_head + fw->nerr) % MAX_QUEUED_ERRORS;
     if (fw->nerr == MAX_QUEUED_ERRORS)
         fw->err_head = (fw->err_head + 1) % MAX_QUEUED_ERRORS; /* drop the oldest */
     else
         fw->nerr++;
     sc_session *s = fw->cu.session;
-    sc_err_format(&fw->errors[slot], code, s->label, s->hop, "forward", reason, "%s", msg);
+    va_list ap;
+    va_start(ap, fmt);
+    sc_err_vformat(&fw->errors[slot], code, s->label, s->hop, "forward", reason, fmt, ap);
+    va_end(ap);
     sc_op_notify(&fw->op);
 }
 
 static void conn_free(fwd_conn *c) { free(c); }
+
+/* Adds a new client connection to its forward's list (conn_close takes it out). */
+static void conn_link(fwd_conn *c)
+{
+    sc_forward *fw = c->fw;
+    c->next = fw->conns;
+    if (fw->conns)
+        fw->conns->prev = c;
+    fw->conns = c;
+    fw->active++;
+    fw->accepted++;
+}
 
 static void conn_poll_closed(uv_handle_t *h)
 {
@@ -276,12 +286,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
             inet_ntop(AF_INET, &a->sin_addr, c->peer, sizeof c->peer);
             c->peer_port = ntohs(a->sin_port);
         }
-        c->next = fw->conns;
-        if (fw->conns)
-            fw->conns->prev = c;
-        fw->conns = c;
-        fw->active++;
-        fw->accepted++;
+        conn_link(c);
         if (fw->socks) {
             if (uv_poll_init(&fw->op.loop->uv, &c->poll, fd) != 0) {
                 conn_close(c);
@@ -443,12 +448,7 @@ static int forward_incoming(sc_chanuser *u, ssh_message msg)
         c->fd = fd;
         sc_sanitize(c->peer, sizeof c->peer, orig ? orig : "?");
         c->peer_port = orig_port;
-        c->next = fw->conns;
-        if (fw->conns)
-            fw->conns->prev = c;
-        fw->conns = c;
-        fw->active++;
-        fw->accepted++;
+        conn_link(c);
         c->pump = sc_pump_attach(s, ch, fd, &conn_events, c);
         if (!c->pump) {
             ssh_channel_free(ch);

@@ -1,5 +1,5 @@
-/* hostkey.c - the server's host key against known_hosts (libssh reads the files: OpenSSH's
- * format, [host]:port and hashed entries). Unknown keys are refused unless the spec says
+/* hostkey.c - the server's host key against known_hosts (known_hosts.c reads the files as
+ * OpenSSH does: markers, hashed names, patterns, several files). Unknown keys are refused unless the spec says
  * accept-new (recorded, in a file made 0600 whatever the umask) or off (not checked); either of
  * these leaves a note on the session for the embedder to say, as ssh says "Permanently added". */
 #include <errno.h>
@@ -10,14 +10,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "auth.h"
+#include "known_hosts.h"
 
-/* "ssh-ed25519 SHA256:..." of the server's key into s->hostkey_fp ("?" if none). */
-static void fingerprint(sc_session *s)
+/* "ssh-ed25519 SHA256:..." of the server's key into out ("?" if none). */
+static void fingerprint(ssh_session ssh, char *out, size_t cap)
 {
     char fp[200] = "?";
     ssh_key key = NULL;
-    if (ssh_get_server_publickey(s->ssh, &key) == SSH_OK) {
+    if (ssh_get_server_publickey(ssh, &key) == SSH_OK) {
         unsigned char *hash = NULL;
         size_t hlen = 0;
         if (ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) == 0) {
@@ -30,14 +31,14 @@ static void fingerprint(sc_session *s)
         }
         ssh_key_free(key);
     }
-    snprintf(s->hostkey_fp, sizeof s->hostkey_fp, "%s", fp);
+    snprintf(out, cap, "%s", fp);
 }
 
 /* The known_hosts file keys are recorded in: the spec's, else ~/.ssh/known_hosts. */
-static void known_hosts_path(const sc_session *s, char *out, size_t cap)
+static void known_hosts_path(const sc_hostspec *spec, char *out, size_t cap)
 {
-    if (s->spec.known_hosts) {
-        snprintf(out, cap, "%s", s->spec.known_hosts);
+    if (spec->known_hosts) {
+        snprintf(out, cap, "%s", spec->known_hosts);
         return;
     }
     const char *home = getenv("HOME");
@@ -63,47 +64,92 @@ static void ensure_private_file(const char *path)
     }
 }
 
-int sc_hostkey_check(sc_session *s, sc_err *err)
+/* The server key's type name and base64 blob (to free with ssh_string_free_char), or -1. */
+static int server_key(ssh_session ssh, char *type, size_t cap, char **b64)
 {
-    fingerprint(s);
-    const char *fp = s->hostkey_fp;
-    if (s->spec.hostkey_mode == SC_HOSTKEY_OFF) {
-        s->hostkey_note = SC_HOSTKEY_NOTE_UNCHECKED;
+    ssh_key key = NULL;
+    if (ssh_get_server_publickey(ssh, &key) != SSH_OK)
+        return -1;
+    snprintf(type, cap, "%s", ssh_key_type_to_char(ssh_key_type(key)));
+    int rc = ssh_pki_export_pubkey_base64(key, b64);
+    ssh_key_free(key);
+    return rc == SSH_OK ? 0 : -1;
+}
+
+/* The files to check: the spec's, else OpenSSH's defaults (the user's, then the global ones). */
+static int files_to_check(const sc_hostspec *spec, const char *user_file, const char **files,
+                          char (*buf)[512], int max)
+{
+    int n = 0;
+    if (spec->n_known_hosts_files > 0) {
+        for (int i = 0; i < spec->n_known_hosts_files && n < max; i++)
+            files[n++] = spec->known_hosts_files[i];
+        return n;
+    }
+    const char *home = getenv("HOME");
+    files[n++] = user_file;
+    if (!spec->known_hosts) {
+        snprintf(buf[0], sizeof buf[0], "%s/.ssh/known_hosts2", home ? home : "");
+        files[n++] = buf[0];
+    }
+    files[n++] = "/etc/ssh/ssh_known_hosts";
+    files[n++] = "/etc/ssh/ssh_known_hosts2";
+    return n;
+}
+
+int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label, int hop,
+                     char *fp, size_t fplen, int *note, sc_err *err)
+{
+    fingerprint(ssh, fp, fplen);
+    *note = SC_HOSTKEY_NOTE_NONE;
+    if (spec->hostkey_mode == SC_HOSTKEY_OFF) {
+        *note = SC_HOSTKEY_NOTE_UNCHECKED;
         return 0;
     }
     char path[512];
-    known_hosts_path(s, path, sizeof path);
-    enum ssh_known_hosts_e st = ssh_session_is_known_server(s->ssh);
-    switch (st) {
-    case SSH_KNOWN_HOSTS_OK:
-        return 0;
-    case SSH_KNOWN_HOSTS_CHANGED:
-    case SSH_KNOWN_HOSTS_OTHER:
-        sc_err_format(err, SC_EHOSTKEY, s->label, s->hop, "host key", "changed",
-                      "HOST KEY HAS CHANGED (possible man-in-the-middle); server sent %s, "
-                      "known_hosts has another",
-                      fp);
+    known_hosts_path(spec, path, sizeof path);
+    char type[64], name[300], where[600];
+    char *b64 = NULL;
+    if (server_key(ssh, type, sizeof type, &b64) < 0) {
+        sc_err_format(err, SC_EHOSTKEY, label, hop, "host key", NULL, "cannot read it: %s",
+                      ssh_get_error(ssh));
         return -1;
-    case SSH_KNOWN_HOSTS_UNKNOWN:
-    case SSH_KNOWN_HOSTS_NOT_FOUND:
-        if (s->spec.hostkey_mode == SC_HOSTKEY_ACCEPT_NEW) {
+    }
+    const char *files[64];
+    char buf[1][512];
+    int n = files_to_check(spec, path, files, buf, 64);
+    kh_lookup_name(name, sizeof name, spec->host, spec->port);
+    kh_result r = kh_check(files, n, name, type, b64, where, sizeof where);
+    ssh_string_free_char(b64);
+    switch (r) {
+    case KH_OK:
+        return 0;
+    case KH_REVOKED_KEY:
+        sc_err_format(err, SC_EHOSTKEY, label, hop, "host key", "revoked",
+                      "the server's key %s is REVOKED (%s)", fp, where);
+        return -1;
+    case KH_CHANGED:
+    case KH_OTHER:
+        sc_err_format(err, SC_EHOSTKEY, label, hop, "host key", "changed",
+                      "HOST KEY HAS CHANGED (possible man-in-the-middle); server sent %s, "
+                      "known_hosts has another (%s)",
+                      fp, where);
+        return -1;
+    case KH_NOT_FOUND:
+    default:
+        if (spec->hostkey_mode == SC_HOSTKEY_ACCEPT_NEW) {
             ensure_private_file(path);
-            if (ssh_session_update_known_hosts(s->ssh) != SSH_OK) {
-                sc_err_format(err, SC_EHOSTKEY, s->label, s->hop, "host key", NULL,
-                              "cannot record %s in %s: %s", fp, path, ssh_get_error(s->ssh));
+            if (ssh_session_update_known_hosts(ssh) != SSH_OK) {
+                sc_err_format(err, SC_EHOSTKEY, label, hop, "host key", NULL,
+                              "cannot record %s in %s: %s", fp, path, ssh_get_error(ssh));
                 return -1;
             }
-            s->hostkey_note = SC_HOSTKEY_NOTE_LEARNED;
+            *note = SC_HOSTKEY_NOTE_LEARNED;
             return 0;
         }
-        sc_err_format(err, SC_EHOSTKEY, s->label, s->hop, "host key", "unknown",
+        sc_err_format(err, SC_EHOSTKEY, label, hop, "host key", "unknown",
                       "unknown host key %s (not in %s; use host_key=\"accept-new\" to learn it)",
                       fp, path);
-        return -1;
-    case SSH_KNOWN_HOSTS_ERROR:
-    default:
-        sc_err_format(err, SC_EHOSTKEY, s->label, s->hop, "host key", NULL, "cannot check: %s",
-                      ssh_get_error(s->ssh));
         return -1;
     }
 }

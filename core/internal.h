@@ -1,5 +1,5 @@
 /* internal.h - what the files of the core call in each other and nobody else may: the steps of
- * a session's connect (session.c, connect.c, auth.c). The binding (lua/) includes only the public
+ * a session's connect (session.c, connect.c). The binding (lua/) includes only the public
  * headers: session.h, exec.h, forward.h, transfer.h, loop.h. */
 #ifndef SC_INTERNAL_H
 #define SC_INTERNAL_H
@@ -28,13 +28,5 @@ void sc_session_fail(sc_session *s, const sc_err *err);
  * at (or `stage` when not NULL). */
 void sc_session_failf(sc_session *s, sc_code code, const char *stage, const char *reason,
                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-/* Authentication step (auth.c): advances s->auth; returns 1 when done, 0 to wait; on failure it
- * has set *err and returns -1. */
-int sc_auth_step(sc_session *s, sc_err *err);
-void sc_auth_cleanup(sc_session *s);
-
-/* Host key check (hostkey.c): 0 if the key is acceptable, else -1 with *err set. */
-int sc_hostkey_check(sc_session *s, sc_err *err);
 
 #endif

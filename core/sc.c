@@ -44,23 +44,29 @@ void sc_sanitize(char *dst, size_t dstlen, const char *src)
     dst[i] = '\0';
 }
 
-void sc_err_format(sc_err *err, sc_code code, const char *label, int hop, const char *stage,
-                   const char *reason, const char *fmt, ...)
+void sc_err_vformat(sc_err *err, sc_code code, const char *label, int hop, const char *stage,
+                    const char *reason, const char *fmt, va_list ap)
 {
     char raw[sizeof err->msg];
     int n = snprintf(raw, sizeof raw, "%s%s%s%s", label ? label : "", label ? ": " : "",
                      stage ? stage : "", stage ? ": " : "");
     if (n < 0 || (size_t)n >= sizeof raw)
         n = 0;
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(raw + n, sizeof raw - (size_t)n, fmt, ap);
-    va_end(ap);
     err->code = code;
     err->stage = stage;
     err->reason = reason;
     err->hop = hop;
     sc_sanitize(err->msg, sizeof err->msg, raw);
+}
+
+void sc_err_format(sc_err *err, sc_code code, const char *label, int hop, const char *stage,
+                   const char *reason, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sc_err_vformat(err, code, label, hop, stage, reason, fmt, ap);
+    va_end(ap);
 }
 
 char *sc_buf_reserve(sc_buf *b, size_t n)
@@ -116,6 +122,15 @@ void sc_buf_free(sc_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->off = b->cap = 0;
+}
+
+int sc_name_ok(const char *name, size_t len)
+{
+    if (len == 0 || len > SC_NAME_MAX || memchr(name, '\0', len) || memchr(name, '/', len))
+        return 0;
+    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
+        return 0;
+    return 1;
 }
 
 char *sc_strdup(const char *s)

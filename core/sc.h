@@ -3,6 +3,7 @@
 #ifndef SC_H
 #define SC_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +46,10 @@ typedef struct {
 void sc_err_format(sc_err *err, sc_code code, const char *label, int hop, const char *stage,
                    const char *reason, const char *fmt, ...) __attribute__((format(printf, 7, 8)));
 
+/* The same with a va_list, for the wrappers that put a session's or a transfer's label in. */
+void sc_err_vformat(sc_err *err, sc_code code, const char *label, int hop, const char *stage,
+                    const char *reason, const char *fmt, va_list ap);
+
 /* A failure with no hop or stage of its own (tests, internal errors). */
 #define sc_err_set(err, code, ...) sc_err_format((err), (code), NULL, 0, NULL, NULL, __VA_ARGS__)
 
@@ -70,6 +75,11 @@ void sc_buf_reset(sc_buf *b);
 void sc_buf_free(sc_buf *b);
 
 char *sc_strdup(const char *s); /* NULL-safe strdup */
+
+#define SC_NAME_MAX 255
+/* Whether name[0..len) is one plain path component, safe to create below a directory: not
+ * empty, ".", "..", no '/', no NUL, at most SC_NAME_MAX bytes. */
+int sc_name_ok(const char *name, size_t len);
 
 /* Large buffers (channel windows): mapped directly, so pages never written cost no memory and a
  * freed buffer goes back to the system, whatever malloc's thresholds are. NULL out of memory. */

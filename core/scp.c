@@ -6,6 +6,7 @@
  * directories only when recursive, modes octal permission bits, sizes and times in range.
  * Sink: the remote side runs `scp -t [-r] [-p] -- 'PATH'` and acknowledges each record.
  * Replies: "\0" ok, "\1message\n" this entry failed, "\2message\n" fatal. */
+#include "scp_wire.h"
 #include "xfer.h"
 
 #include <ctype.h>
@@ -177,7 +178,7 @@ static int open_channel(xf_scp *sc, const char *mode)
 {
     if (sc->opened)
         return XF_OK;
-    const sc_xfer_opts *o = (&sc->e.x->o);
+    const xf_options *o = &sc->e.x->o;
     char *q = xf_shell_path(sc->e.path);
     if (!q)
         return xf_fail(&sc->e, SC_EIO, "remote path holds a newline");
@@ -231,68 +232,33 @@ static int src_start(xf_end *e)
     return send_byte(sc, '\0');
 }
 
-/* Parses "T<mtime> <usec> <atime> <usec>". */
-static int parse_times(xf_scp *sc)
-{
-    const char *p = sc->line + 1;
-    uint64_t v[4];
-    for (int i = 0; i < 4; i++) {
-        if (!isdigit((unsigned char)*p))
-            return -1;
-        uint64_t n = 0;
-        while (isdigit((unsigned char)*p)) {
-            if (n > (UINT64_C(1) << 62) / 10)
-                return -1;
-            n = n * 10 + (uint64_t)(*p++ - '0');
-        }
-        v[i] = n;
-        if (*p != (i == 3 ? '\0' : ' '))
-            return -1;
-        p++;
-    }
-    if (v[1] > 999999 || v[3] > 999999 || v[0] > INT64_MAX / 2 || v[2] > INT64_MAX / 2)
-        return -1;
-    sc->mtime = (int64_t)v[0];
-    sc->atime = (int64_t)v[2];
-    sc->has_times = 1;
-    return 0;
-}
-
-/* Parses "C<mode> <size> <name>" or "D<mode> 0 <name>" into ent, refusing anything unsafe. */
+/* A C or D record from the server (scp_wire.c checks the record itself) into ent, checked
+ * against what was asked: the top entry must be the one named, and come alone; directories only
+ * when recursive. */
 static int parse_record(xf_scp *sc, xf_entry *ent)
 {
     xf_end *e = &sc->e;
-    const char *p = sc->line + 1;
-    const char *end = sc->line + sc->line_len;
-    unsigned mode = 0;
-    for (int i = 0; i < 4; i++, p++) {
-        if (p >= end || *p < '0' || *p > '7')
-            return xf_fail(e, SC_EPROTO, "bad mode in a record from the server");
-        mode = (mode << 3) | (unsigned)(*p - '0');
-    }
-    if (p >= end || *p++ != ' ')
-        return xf_fail(e, SC_EPROTO, "mode not delimited in a record from the server");
-    if (p >= end || !isdigit((unsigned char)*p))
-        return xf_fail(e, SC_EPROTO, "size missing in a record from the server");
-    uint64_t size = 0;
-    while (p < end && isdigit((unsigned char)*p)) {
-        if (size > (uint64_t)INT64_MAX / 10)
-            return xf_fail(e, SC_EPROTO, "size out of range in a record from the server");
-        size = size * 10 + (uint64_t)(*p++ - '0');
-    }
-    if (size > (uint64_t)INT64_MAX)
-        return xf_fail(e, SC_EPROTO, "size out of range in a record from the server");
-    if (p >= end || *p++ != ' ')
-        return xf_fail(e, SC_EPROTO, "size not delimited in a record from the server");
-    size_t nlen = (size_t)(end - p);
+    scp_record rec;
+    const char *why = NULL;
+    int bad = scp_parse_record(sc->line, sc->line_len, &rec, &why);
+    const char *p = bad ? sc->line : rec.name;
+    size_t nlen = bad ? 0 : rec.name_len;
     char shown[XF_NAME_MAX + 1];
     char raw[XF_NAME_MAX + 1];
+    if (bad) {
+        /* the name, for the message: what follows the second space */
+        const char *sp = memchr(sc->line, ' ', sc->line_len);
+        sp = sp ? memchr(sp + 1, ' ', sc->line_len - (size_t)(sp + 1 - sc->line)) : NULL;
+        p = sp ? sp + 1 : "";
+        nlen = sp ? sc->line_len - (size_t)(p - sc->line) : 0;
+    }
     snprintf(raw, sizeof raw, "%.*s", (int)(nlen > XF_NAME_MAX ? XF_NAME_MAX : nlen), p);
     sc_sanitize(shown, sizeof shown, raw);
-    if (!xf_name_ok(p, nlen))
+    if (bad && strcmp(why, "unsafe name") == 0)
         return xf_fail(e, SC_EPROTO, "refusing the name \"%s\" sent by the server", shown);
-    int is_dir = sc->line[0] == 'D';
-    if (is_dir && !e->x->o.recursive)
+    if (bad)
+        return xf_fail(e, SC_EPROTO, "%s in a record from the server", why);
+    if (rec.is_dir && !e->x->o.recursive)
         return xf_fail(e, SC_EPROTO, "the server sent directory \"%s\", recursive was not asked",
                        shown);
     if (sc->depth == 0) {
@@ -304,13 +270,13 @@ static int parse_record(xf_scp *sc, xf_entry *ent)
                            sc->expected);
         sc->top_count++;
     }
-    if (!is_dir && !e->x->o.recursive && e->x->o.total_hint == 0)
-        e->x->total += size;
-    ent->type = is_dir ? XE_DIR : XE_FILE;
+    if (!rec.is_dir && !e->x->o.recursive && e->x->o.total_hint == 0)
+        e->x->total += rec.size;
+    ent->type = rec.is_dir ? XE_DIR : XE_FILE;
     memcpy(ent->name, p, nlen);
     ent->name[nlen] = '\0';
-    ent->mode = mode & 0777;
-    ent->size = is_dir ? 0 : size;
+    ent->mode = rec.mode & 0777;
+    ent->size = rec.is_dir ? 0 : rec.size;
     ent->has_times = sc->has_times;
     ent->mtime = sc->mtime;
     ent->atime = sc->atime;
@@ -351,8 +317,9 @@ static int src_next(xf_end *e, xf_entry *ent)
             sc_sanitize(msg, sizeof msg, sc->line + 1);
             return xf_fail(e, SC_EIO, "remote: %s", msg);
         case 'T':
-            if (parse_times(sc) != 0)
+            if (scp_parse_times(sc->line, len, &sc->mtime, &sc->atime) != 0)
                 return xf_fail(e, SC_EPROTO, "bad time record from the server");
+            sc->has_times = 1;
             sc->records++;
             sc->out[sc->out_len++] = '\0';
             continue;

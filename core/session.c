@@ -45,25 +45,6 @@ const char *sc_session_stage_name(sc_sstate state)
     return (unsigned)state < sizeof names / sizeof names[0] ? names[state] : "connection";
 }
 
-void sc_hostspec_free(sc_hostspec *spec)
-{
-    free(spec->host);
-    free(spec->user);
-    if (spec->password) {
-        memset(spec->password, 0, strlen(spec->password));
-        free(spec->password);
-    }
-    if (spec->passphrase) {
-        memset(spec->passphrase, 0, strlen(spec->passphrase));
-        free(spec->passphrase);
-    }
-    for (int i = 0; i < spec->n_identities; i++)
-        free(spec->identities[i]);
-    free(spec->identities);
-    free(spec->known_hosts);
-    memset(spec, 0, sizeof *spec);
-}
-
 static void set_nonblocking(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
@@ -78,14 +59,12 @@ void sc_session_fail(sc_session *s, const sc_err *err) { session_teardown(s, SS_
 void sc_session_failf(sc_session *s, sc_code code, const char *stage, const char *reason,
                       const char *fmt, ...)
 {
-    char detail[450];
+    sc_err err;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    sc_err_vformat(&err, code, s->label, s->hop, stage ? stage : sc_session_stage_name(s->state),
+                   reason, fmt, ap);
     va_end(ap);
-    sc_err err;
-    sc_err_format(&err, code, s->label, s->hop, stage ? stage : sc_session_stage_name(s->state),
-                  reason, "%s", detail);
     sc_session_fail(s, &err);
 }
 
@@ -357,7 +336,8 @@ static void session_advance(sc_session *s)
         const char *banner = ssh_get_serverbanner(s->ssh);
         sc_sanitize(s->banner, sizeof s->banner, banner ? banner : "");
         s->state = SS_HOSTKEY;
-        if (sc_hostkey_check(s, &err) != 0) {
+        if (sc_hostkey_check(s->ssh, &s->spec, s->label, s->hop, s->hostkey_fp,
+                             sizeof s->hostkey_fp, &s->hostkey_note, &err) != 0) {
             sc_session_fail(s, &err);
             return;
         }
@@ -365,7 +345,14 @@ static void session_advance(sc_session *s)
     }
         /* fallthrough */
     case SS_AUTH: {
-        int r = sc_auth_step(s, &err);
+        if (!s->auth.ssh) {
+            s->auth.ssh = s->ssh;
+            s->auth.spec = &s->spec;
+            s->auth.loop = s->loop;
+            s->auth.label = s->label;
+            s->auth.hop = s->hop;
+        }
+        int r = sc_auth_step(&s->auth, &err);
         if (r < 0) {
             sc_session_fail(s, &err);
             return;
@@ -425,7 +412,7 @@ static void session_ready(sc_session *s)
     s->state = SS_READY;
     ssh_set_message_callback(s->ssh, on_message, s);
     uv_timer_stop(&s->timer);
-    sc_auth_cleanup(s);
+    sc_auth_cleanup(&s->auth);
     if (s->connect_op) {
         sc_op *op = s->connect_op;
         s->connect_op = NULL;
@@ -664,7 +651,7 @@ static void session_teardown(sc_session *s, sc_sstate final, const sc_err *why)
     uv_timer_stop(&s->keepalive_timer);
     if (s->poll_events >= 0)
         uv_poll_stop(&s->poll);
-    sc_auth_cleanup(s);
+    sc_auth_cleanup(&s->auth);
     if (s->probe) {
         ssh_channel_free(s->probe);
         s->probe = NULL;

@@ -7,30 +7,8 @@
 #include <libssh/callbacks.h>
 #include <libssh/server.h> /* ssh_execute_message_callbacks, message accessors: client-side too */
 
+#include "auth.h"
 #include "loop.h"
-
-enum { SC_HOSTKEY_STRICT = 0, SC_HOSTKEY_ACCEPT_NEW, SC_HOSTKEY_OFF };
-
-/* What the host key check leaves for the embedder to tell the user. */
-enum { SC_HOSTKEY_NOTE_NONE = 0, SC_HOSTKEY_NOTE_LEARNED, SC_HOSTKEY_NOTE_UNCHECKED };
-
-/* How to reach and log into one host. All strings are owned by the spec. */
-typedef struct {
-    char *host;
-    int port;
-    char *user;
-    char *password;
-    char **identities;
-    int n_identities;
-    char *passphrase;
-    int agent; /* -1: use it when SSH_AUTH_SOCK is set and nothing else is given; 0 no; 1 yes */
-    char *known_hosts;
-    int hostkey_mode;
-    double timeout;   /* seconds for the whole connect of this hop */
-    double keepalive; /* seconds between keepalives once connected; 0 off */
-} sc_hostspec;
-
-void sc_hostspec_free(sc_hostspec *spec);
 
 typedef enum {
     SS_RESOLVING,
@@ -102,15 +80,7 @@ struct sc_session {
 
     sc_op *connect_op;
 
-    struct {
-        int phase;
-        int methods;
-        int next_identity;
-        int agent_tried, kbd_tried, pw_tried, kbd_rounds;
-        ssh_key key;
-        char tried[300];
-        char key_problem[300];
-    } auth;
+    sc_auth auth;
 
     sc_chanuser *users;
     void *transport; /* a child's hop pump on the parent, or NULL */
@@ -126,7 +96,6 @@ struct sc_session {
     /* what the connect learned, for probes (sshlua -r tree) */
     char hostkey_fp[200];     /* "ssh-ed25519 SHA256:..." */
     int hostkey_note;         /* SC_HOSTKEY_NOTE_*: recorded (accept-new), or not checked (off) */
-    const char *auth_method;  /* the method that succeeded: "publickey", "agent", ... */
     char banner[120];         /* the server's version string, sanitized */
     double t_start, t_connected, t_handshake, t_ready; /* sc_loop_now() at each stage, 0 before */
 };

@@ -232,6 +232,14 @@ int sf_take_attrs(xf_sftp *sf, sattrs *a)
     return XF_OK;
 }
 
+int sf_stat_done(xf_sftp *sf, sattrs *a)
+{
+    memset(a, 0, sizeof *a);
+    int r = sf_reply(sf)->type == FXP_ATTRS ? sf_take_attrs(sf, a) : XF_OK;
+    sf_call_done(sf);
+    return r;
+}
+
 /* ---- shared by both directions ---- */
 
 char *sf_join(const char *dir, const char *name)

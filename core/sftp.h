@@ -124,6 +124,9 @@ void sf_call_done(xf_sftp *sf);
 int sf_expect(xf_sftp *sf, uint8_t type, const char *what, const char *path, int soft);
 int sf_take_handle(xf_sftp *sf, char **h, size_t *hlen);
 int sf_take_attrs(xf_sftp *sf, sattrs *a);
+/* A STAT/LSTAT reply: its attributes, or all zero when the server said it has none (no such
+ * file); the call is done either way. XF_OK, or XF_ERR on bad attributes. */
+int sf_stat_done(xf_sftp *sf, sattrs *a);
 
 /* ---- shared by both directions (sftp.c) ---- */
 

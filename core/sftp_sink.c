@@ -16,13 +16,9 @@ static int sink_start(xf_end *e)
     if (r != XF_OK || sf->sink_started)
         return r;
     CALL(sf, sf_req_path(sf, FXP_STAT, e->path, NULL));
-    sreq *q = sf_reply(sf);
-    sattrs a = {0};
-    if (q->type == FXP_ATTRS && (r = sf_take_attrs(sf, &a)) != XF_OK) {
-        sf_call_done(sf);
+    sattrs a;
+    if ((r = sf_stat_done(sf, &a)) != XF_OK)
         return r;
-    }
-    sf_call_done(sf);
     if (sf_attrs_is_dir(&a)) {
         sf->root = sc_strdup(e->path);
     } else {
@@ -46,7 +42,7 @@ static char *sink_path(xf_sftp *sf, const char *name)
 static int sink_begin(xf_end *e, const xf_entry *ent)
 {
     xf_sftp *sf = (xf_sftp *)e;
-    const sc_xfer_opts *o = &e->x->o;
+    const xf_options *o = &e->x->o;
     int r;
     if (ent->type == XE_END_DIR) {
         if (sf->depth == 0)
@@ -85,13 +81,9 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
         }
         if (sf->step == SF_DIR_CHECK) { /* it may exist already */
             CALL(sf, sf_req_path(sf, FXP_LSTAT, sf->fpath, NULL));
-            sreq *q = sf_reply(sf);
-            sattrs ea = {0};
-            if (q->type == FXP_ATTRS && (r = sf_take_attrs(sf, &ea)) != XF_OK) {
-                sf_call_done(sf);
+            sattrs ea;
+            if ((r = sf_stat_done(sf, &ea)) != XF_OK)
                 return r;
-            }
-            sf_call_done(sf);
             if (!sf_attrs_is_dir(&ea)) {
                 sf->step = SF_IDLE;
                 r = xf_soft(e, "remote mkdir %s: %s", sf->fpath,
@@ -178,15 +170,20 @@ static int reap_writes(xf_sftp *sf)
     return XF_OK;
 }
 
+/* Takes the replies that came; the acknowledged writes go. */
+static int pump_and_reap(xf_sftp *sf)
+{
+    int r = sf_pump(sf);
+    return r == XF_ERR ? r : reap_writes(sf);
+}
+
 static int sink_write(xf_end *e, const char *buf, size_t len, size_t *took)
 {
     xf_sftp *sf = (xf_sftp *)e;
-    int r = sf_pump(sf);
-    if (r == XF_ERR)
-        return r;
-    if ((r = reap_writes(sf)) != XF_OK)
-        return r;
+    int r = pump_and_reap(sf);
     *took = 0;
+    if (r != XF_OK)
+        return r;
     if (sf->ring_n >= SF_PIPE || sc_buf_avail(&sf->out) >= 4 * SF_CHUNK)
         return XF_AGAIN;
     size_t n = len > SF_CHUNK ? SF_CHUNK : len;
@@ -212,10 +209,8 @@ static int sink_write(xf_end *e, const char *buf, size_t len, size_t *took)
 static int sink_settle(xf_end *e, const char **path)
 {
     xf_sftp *sf = (xf_sftp *)e;
-    int r = sf_pump(sf);
-    if (r == XF_ERR)
-        return r;
-    if ((r = reap_writes(sf)) != XF_OK)
+    int r = pump_and_reap(sf);
+    if (r != XF_OK)
         return r;
     if (sf->ring_n > 0)
         return XF_AGAIN;

@@ -2,6 +2,7 @@
  * record at a time, and the data of each file through one fixed buffer; hashes what passes,
  * reports progress, enforces the idle deadline. Runs on the service rounds of the sessions
  * involved (never blocks: an endpoint that must wait returns XF_AGAIN). */
+#include "transfer.h"
 #include "xfer.h"
 
 #include <openssl/evp.h>
@@ -36,7 +37,8 @@ typedef struct {
 
 typedef struct sc_xfer {
     sc_op op;
-    xf_ctx x; /* what the endpoints see */
+    sc_xfer_opts o; /* as started (paths and verb are the copies below) */
+    xf_ctx x;       /* what the endpoints see */
     char *src_path, *dst_path, *verb;
     xf_end *src, *dst;
     struct xf_user {
@@ -87,13 +89,11 @@ static int driver_fail(sc_xfer *t, sc_code code, const char *reason, const char 
 {
     if (t->x.err.code != SC_OK)
         return XF_ERR;
-    char detail[450];
+    sc_session *s = t->users[0].cu.session;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    sc_err_vformat(&t->x.err, code, t->x.label, s ? s->hop : 0, t->verb, reason, fmt, ap);
     va_end(ap);
-    sc_session *s = t->users[0].cu.session;
-    sc_err_format(&t->x.err, code, t->x.label, s ? s->hop : 0, t->verb, reason, "%s", detail);
     return XF_ERR;
 }
 
@@ -190,7 +190,7 @@ static void vreq_clear(xf_vreq *q)
  * commit), then compares them: XF_OK, XF_AGAIN while an answer is due, XF_ERR on a mismatch. */
 static int verify_file(sc_xfer *t)
 {
-    if (!t->x.o.verify || !t->md)
+    if (!t->o.verify || !t->md)
         return XF_OK;
     hash_end(t);
     if (t->vreq[0].state == VQ_NONE && t->vreq[1].state == VQ_NONE) {
@@ -245,7 +245,7 @@ static int verify_file(sc_xfer *t)
 static void maybe_news(sc_xfer *t)
 {
     double now = sc_loop_now();
-    if (now - t->last_news >= t->x.o.progress_every) {
+    if (now - t->last_news >= t->o.progress_every) {
         t->last_news = now;
         t->news = 1;
         sc_op_notify(&t->op);
@@ -472,13 +472,13 @@ static void timer_closed(uv_handle_t *h)
 static void on_idle_check(uv_timer_t *timer)
 {
     sc_xfer *t = timer->data;
-    if (t->phase == XP_DONE || t->x.o.idle_timeout <= 0)
+    if (t->phase == XP_DONE || t->o.idle_timeout <= 0)
         return;
-    if (sc_loop_now() - t->x.last_activity >= t->x.o.idle_timeout) {
+    if (sc_loop_now() - t->x.last_activity >= t->o.idle_timeout) {
         sc_err err;
         sc_session *s = t->users[0].cu.session;
         sc_err_format(&err, SC_ETIMEDOUT, t->x.label, s ? s->hop : 0, t->verb, "timeout",
-                      "no progress for %gs", t->x.o.idle_timeout);
+                      "no progress for %gs", t->o.idle_timeout);
         xfer_end(t, &err);
     }
 }
@@ -554,7 +554,7 @@ static xf_end *end_new(sc_xfer *t, const sc_xfer_end *end, int is_src)
 {
     if (!end->session)
         return xf_local_new(&t->x, end->path, is_src);
-    if (t->x.o.protocol == SC_PROTO_SFTP)
+    if (t->o.protocol == SC_PROTO_SFTP)
         return xf_sftp_new(&t->x, end->session, end->path, is_src);
     return xf_scp_new(&t->x, end->session, end->path, is_src);
 }
@@ -584,18 +584,21 @@ sc_op *sc_xfer_start(const sc_xfer_opts *o)
     t->op.destroy = xfer_destroy;
     t->op.has_news = xfer_has_news;
     t->op.refs += 2; /* the core's while running, the timer's until its handle closes */
-    t->x.o = *o;
+    t->o = *o;
     t->src_path = sc_strdup(o->src.path);
     t->dst_path = sc_strdup(o->dst.path);
     t->verb = sc_strdup(o->verb ? o->verb : "transfer");
-    t->x.o.src.path = t->src_path;
-    t->x.o.dst.path = t->dst_path;
-    t->x.o.verb = t->x.verb = t->verb ? t->verb : "transfer";
+    t->o.src.path = t->src_path;
+    t->o.dst.path = t->dst_path;
+    t->o.verb = t->x.verb = t->verb ? t->verb : "transfer";
+    t->x.o.recursive = o->recursive;
+    t->x.o.preserve = o->preserve;
+    t->x.o.total_hint = o->total_hint;
     t->x.wake = wake_sessions;
-    if (t->x.o.progress_every <= 0)
-        t->x.o.progress_every = 0.25;
-    if (!t->x.o.hash)
-        t->x.o.verify = 0;
+    if (t->o.progress_every <= 0)
+        t->o.progress_every = 0.25;
+    if (!t->o.hash)
+        t->o.verify = 0;
     t->x.total = o->total_hint;
     snprintf(t->x.label, sizeof t->x.label, "%s", any->label);
     t->buf = sc_big_alloc(XF_BUF);
@@ -616,8 +619,8 @@ sc_op *sc_xfer_start(const sc_xfer_opts *o)
         sc_session_ref(sess[i]);
     }
     if (t->src_path && t->dst_path && t->verb && t->buf && (!o->hash || t->md)) {
-        t->src = end_new(t, &t->x.o.src, 1);
-        t->dst = end_new(t, &t->x.o.dst, 0);
+        t->src = end_new(t, &t->o.src, 1);
+        t->dst = end_new(t, &t->o.dst, 0);
     }
     if (!t->src || !t->dst) {
         sc_err err;
@@ -639,8 +642,8 @@ sc_op *sc_xfer_start(const sc_xfer_opts *o)
     }
     for (int i = 0; i < t->n_cu; i++)
         sc_session_attach(t->users[i].cu.session, &t->users[i].cu);
-    if (t->x.o.idle_timeout > 0) {
-        uint64_t ms = (uint64_t)(t->x.o.idle_timeout * 250.0);
+    if (t->o.idle_timeout > 0) {
+        uint64_t ms = (uint64_t)(t->o.idle_timeout * 250.0);
         if (ms < 10)
             ms = 10;
         sc_timer_start(&t->timer, on_idle_check, ms, ms);

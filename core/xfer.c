@@ -19,12 +19,10 @@ int xf_fail(xf_end *e, sc_code code, const char *fmt, ...)
     xf_ctx *x = e->x;
     if (x->err.code != SC_OK)
         return XF_ERR; /* the first error is the one reported */
-    char detail[450];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    sc_err_vformat(&x->err, code, xf_label(e), end_hop(e), x->verb, NULL, fmt, ap);
     va_end(ap);
-    sc_err_format(&x->err, code, xf_label(e), end_hop(e), x->verb, NULL, "%s", detail);
     return XF_ERR;
 }
 
@@ -32,12 +30,10 @@ int xf_soft(xf_end *e, const char *fmt, ...)
 {
     xf_ctx *x = e->x;
     if (x->n_soft++ == 0) {
-        char detail[450];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(detail, sizeof detail, fmt, ap);
+        sc_err_vformat(&x->soft, SC_EIO, xf_label(e), end_hop(e), x->verb, NULL, fmt, ap);
         va_end(ap);
-        sc_err_format(&x->soft, SC_EIO, xf_label(e), end_hop(e), x->verb, NULL, "%s", detail);
     }
     return XF_SKIP;
 }
@@ -58,14 +54,7 @@ void xf_wake(xf_ctx *x) { x->wake(x); }
 
 /* ---- names and paths ---- */
 
-int xf_name_ok(const char *name, size_t len)
-{
-    if (len == 0 || len > XF_NAME_MAX || memchr(name, '\0', len) || memchr(name, '/', len))
-        return 0;
-    if ((len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.'))
-        return 0;
-    return 1;
-}
+int xf_name_ok(const char *name, size_t len) { return sc_name_ok(name, len); }
 
 const char *xf_home_relative(const char *path)
 {

@@ -7,7 +7,6 @@
 #define SC_XFER_H
 
 #include "channel.h"
-#include "transfer.h"
 
 #include <sys/types.h>
 
@@ -15,7 +14,7 @@ typedef enum { XF_OK = 0, XF_AGAIN, XF_DONE, XF_SKIP, XF_ERR } xf_status;
 
 typedef enum { XE_FILE = 1, XE_DIR, XE_END_DIR } xf_entry_type;
 
-#define XF_NAME_MAX 255
+#define XF_NAME_MAX SC_NAME_MAX
 
 /* One record of the stream: a file (followed by its data), a directory entered, or left. */
 typedef struct {
@@ -27,10 +26,17 @@ typedef struct {
     int64_t mtime, atime;
 } xf_entry;
 
+/* The options endpoints follow (the driver's others are its own). */
+typedef struct {
+    int recursive;       /* directories are copied with their contents */
+    int preserve;        /* modes and times are kept */
+    uint64_t total_hint; /* the caller knows the total: sources add nothing to it */
+} xf_options;
+
 /* What the endpoints of one transfer share with its driver: the options, the errors, the
  * expected total, the idle clock. The driver embeds it and registers `wake`. */
 typedef struct xf_ctx {
-    sc_xfer_opts o;
+    xf_options o;
     const char *verb;   /* "upload", "download", "copy": the stage of its messages */
     char label[300];    /* the hop that names the transfer when an end has no session */
     sc_err err;         /* the hard error, once set */

@@ -160,7 +160,7 @@ static void fill_entry(xf_entry *ent, const char *name, const struct stat *st)
 static int src_start(xf_end *e)
 {
     xf_local *l = (xf_local *)e;
-    const sc_xfer_opts *o = &e->x->o;
+    const xf_options *o = &e->x->o;
     if (stat(e->path, &l->top_st) != 0)
         return xf_fail(e, SC_EIO, "local %s: %s", e->path, strerror(errno));
     if (S_ISDIR(l->top_st.st_mode) && !o->recursive)
@@ -493,7 +493,7 @@ static int sink_end_file(xf_end *e, int commit)
         drop_tmp(l);
         return XF_OK;
     }
-    const sc_xfer_opts *o = &e->x->o;
+    const xf_options *o = &e->x->o;
     mode_t mode = l->cur.mode & ~l->umask;
     if (o->preserve)
         mode = l->cur.mode;

@@ -1,6 +1,7 @@
 /* l_session.c - the session type: start one (directly or through a parent), its state and what
  * its connect learned, close it. Host specs arrive normalized by the Lua half (sshchain/spec.lua);
  * they are checked again here, since C would truncate at a NUL or wrap an out-of-range number. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +44,75 @@ static int identity_count(lua_State *L, int t)
     return n;
 }
 
+/* Pushes spec[k] as a list of paths (a string is a list of one) onto files; raises otherwise. */
+static void add_paths(lua_State *L, int t, const char *k, char **files, int *n, int max)
+{
+    int type = lua_getfield(L, t, k);
+    if (type == LUA_TSTRING) {
+        lua_createtable(L, 1, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+    } else if (type != LUA_TTABLE && type != LUA_TNIL) {
+        luaL_error(L, "host spec field '%s' must be a path or a list of paths", k);
+    }
+    int len = type == LUA_TNIL ? 0 : (int)luaL_len(L, -1);
+    for (int i = 1; i <= len; i++) {
+        size_t l;
+        if (lua_rawgeti(L, -1, i) != LUA_TSTRING)
+            luaL_error(L, "host spec field '%s' must list paths (item %d is a %s)", k, i,
+                       luaL_typename(L, -1));
+        const char *p = lua_tolstring(L, -1, &l);
+        if (memchr(p, '\0', l))
+            luaL_error(L, "host spec field '%s' item %d holds a NUL byte", k, i);
+        if (*n >= max)
+            luaL_error(L, "host spec field '%s': at most %d files", k, max);
+        files[(*n)++] = sc_strdup(p);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* The known_hosts files to check: the user's (known_hosts), then the global ones
+ * (global_known_hosts); where only one of the two is given, OpenSSH's defaults stand for the
+ * other. Neither: the core's defaults. */
+static void read_known_hosts(lua_State *L, int t, sc_hostspec *spec)
+{
+    enum { MAX = 32 };
+    char *user[MAX], *global[MAX];
+    int nu = 0, ng = 0;
+    add_paths(L, t, "known_hosts", user, &nu, MAX);
+    add_paths(L, t, "global_known_hosts", global, &ng, MAX);
+    if (nu == 0 && ng == 0)
+        return;
+    if (nu > 0)
+        spec->known_hosts = sc_strdup(user[0]);
+    const char *home = getenv("HOME");
+    char buf[512];
+    if (nu == 0) {
+        snprintf(buf, sizeof buf, "%s/.ssh/known_hosts", home ? home : "");
+        user[nu++] = sc_strdup(buf);
+        snprintf(buf, sizeof buf, "%s/.ssh/known_hosts2", home ? home : "");
+        user[nu++] = sc_strdup(buf);
+    }
+    if (ng == 0) {
+        global[ng++] = sc_strdup("/etc/ssh/ssh_known_hosts");
+        global[ng++] = sc_strdup("/etc/ssh/ssh_known_hosts2");
+    }
+    spec->known_hosts_files = calloc((size_t)(nu + ng), sizeof(char *));
+    for (int i = 0; i < nu; i++) {
+        if (spec->known_hosts_files)
+            spec->known_hosts_files[spec->n_known_hosts_files++] = user[i];
+        else
+            free(user[i]);
+    }
+    for (int i = 0; i < ng; i++) {
+        if (spec->known_hosts_files)
+            spec->known_hosts_files[spec->n_known_hosts_files++] = global[i];
+        else
+            free(global[i]);
+    }
+}
+
 /* Reads a normalized spec table (see sshchain/spec.lua) into spec; misuse raises. */
 static void read_spec(lua_State *L, int t, sc_hostspec *spec)
 {
@@ -62,7 +132,7 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
     int port = (int)lsc_opt_integer(L, t, "port", 22, 1, 65535);
     double timeout = lsc_opt_number(L, t, "timeout", 30, 0.001, 1e7);
     double keepalive = lsc_opt_number(L, t, "keepalive", 0, 0, 1e6);
-    const char *strs[] = {"user", "password", "passphrase", "known_hosts"};
+    const char *strs[] = {"user", "password", "passphrase"};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         lsc_opt_string(L, t, strs[i], NULL); /* type and NUL checks before anything is copied */
 
@@ -71,7 +141,6 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
     spec->user = dup_opt(L, t, "user");
     spec->password = dup_opt(L, t, "password");
     spec->passphrase = dup_opt(L, t, "passphrase");
-    spec->known_hosts = dup_opt(L, t, "known_hosts");
     spec->hostkey_mode = hostkey_mode;
     spec->timeout = timeout;
     spec->keepalive = keepalive;
@@ -80,6 +149,7 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
     else
         spec->agent = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    read_known_hosts(L, t, spec);
     if (n > 0) {
         spec->identities = calloc((size_t)n, sizeof(char *));
         lua_getfield(L, t, "identity");
@@ -198,8 +268,8 @@ static int l_info(lua_State *L)
         lua_pushstring(L, s->hostkey_note == SC_HOSTKEY_NOTE_LEARNED ? "learned" : "unchecked");
         lua_setfield(L, -2, "host_key_note");
     }
-    if (s->auth_method) {
-        lua_pushstring(L, s->auth_method);
+    if (s->auth.method) {
+        lua_pushstring(L, s->auth.method);
         lua_setfield(L, -2, "auth");
     }
     if (s->banner[0]) {

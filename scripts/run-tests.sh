@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# run-tests.sh BUILD: the whole suite. Starts the lab, runs the C unit tests and every busted spec
-# against it, always stops the lab, and ends with one line "N passed, N failed".
+# run-tests.sh BUILD: the whole suite. Runs the C unit tests and the fuzz corpora, starts the lab,
+# runs every busted spec (the unit tier and the lab's), always stops the lab, runs each fuzz
+# target briefly (FUZZ_SECONDS, 5 by default; 0 skips), and ends with one line
+# "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -26,6 +28,17 @@ cat "$log/test_core.tap" | grep -E '^(not )?ok' | sed 's/^/  /'
 count_tap "$log/test_core.tap"
 [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/test_core.tap" && fail=$((fail + 1))
 
+echo "== fuzz corpora"
+for t in "$build"/fuzz/fuzz_*; do
+  [ -x "$t" ] || continue
+  name=$(basename "$t")
+  if "$t" "spec/fuzz/corpus/$name" > "$log/$name.log" 2>&1; then
+    echo "  ok - $name: $(tail -1 "$log/$name.log" | sed 's/.*: //')"; pass=$((pass + 1))
+  else
+    echo "  not ok - $name"; tail -5 "$log/$name.log" | sed 's/^/    /'; fail=$((fail + 1))
+  fi
+done
+
 echo "== lab"
 if ! scripts/lab.sh up; then
   echo "lab failed to start"
@@ -37,7 +50,7 @@ echo "== specs"
 export SSHCHAIN_BUILD=$build
 export LUA_CPATH="$PWD/$build/?.so;${LUA_CPATH:-;;}"
 export LUA_PATH="$PWD/spec/?.lua;${LUA_PATH:-;;}"
-specs=(${SPECS:-spec/*_spec.lua})
+specs=(${SPECS:-spec/unit/*_spec.lua spec/*_spec.lua})
 timeout -k 10 1200 "$runner" /usr/bin/busted --lpath="$PWD/spec/?.lua" -o TAP "${specs[@]}" \
   > "$log/specs.tap" 2> "$log/specs.stderr"
 rc=$?
@@ -52,6 +65,18 @@ if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$log/specs
 fi
 if [ $rc -ne 0 ] && ! grep -q '^not ok' "$log/specs.tap"; then
   echo "busted exited with $rc without a failing test (crash or timeout)"; fail=$((fail + 1))
+fi
+cleanup
+
+fuzz_seconds=${FUZZ_SECONDS:-5}
+if [ "$fuzz_seconds" != 0 ] && [ -z "${SPECS:-}" ]; then
+  echo "== fuzzing, ${fuzz_seconds} s a target"
+  if make --no-print-directory fuzz FUZZ_SECONDS="$fuzz_seconds" > "$log/fuzz.log" 2>&1; then
+    grep -A1 '^== ' "$log/fuzz.log" | grep -v '^--' | paste - - | sed 's/^== /  ok - /'
+    pass=$((pass + $(grep -c '^== ' "$log/fuzz.log")))
+  else
+    echo "  not ok - fuzzing found a problem:"; tail -30 "$log/fuzz.log" | sed 's/^/    /'; fail=$((fail + 1))
+  fi
 fi
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

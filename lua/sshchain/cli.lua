@@ -154,11 +154,11 @@ function M.bytes(n)
     n = n / 1024
     i = i + 1
   end
-  return i == 1 and ("%d B"):format(n) or ("%.1f %s"):format(n, units[i])
+  return i == 1 and ("%d B"):format(math.floor(n + 0.5)) or ("%.1f %s"):format(n, units[i])
 end
 
 function M.duration(s)
-  if not s or s ~= s or s == math.huge then return "--:--" end
+  if not s or s ~= s or s < 0 or s > 359999999 then return "--:--" end
   s = math.floor(s + 0.5)
   if s >= 3600 then return ("%d:%02d:%02d"):format(s // 3600, s % 3600 // 60, s % 60) end
   return ("%d:%02d"):format(s // 60, s % 60)

@@ -17,26 +17,25 @@ local function expand_tilde(p)
   return p
 end
 
---- Splits an ssh_config line's arguments, honouring double quotes.
+--- Splits an ssh_config line's arguments, honouring double quotes: a list, or nil and a message.
 local function split_args(s)
-  local out, i = {}, 1
-  while i <= #s do
-    local c = s:sub(i, i)
-    if c:match("%s") then
-      i = i + 1
-    elseif c == '"' then
+  local out, i, n = {}, 1, #s
+  while true do
+    i = s:find("[^%s]", i)
+    if not i then return out end
+    if s:byte(i) == 34 then -- a quoted argument
       local j = s:find('"', i + 1, true)
       if not j then return nil, "unterminated quote" end
       out[#out + 1] = s:sub(i + 1, j - 1)
       i = j + 1
     else
-      local j = s:find("[%s\"]", i) or #s + 1
+      local j = s:find('[%s"]', i) or n + 1
       out[#out + 1] = s:sub(i, j - 1)
       i = j
     end
   end
-  return out
 end
+M.split_args = split_args
 
 --- Converts an ssh_config glob (* and ?) to a Lua pattern anchored at both ends.
 local function glob_to_pattern(g)
@@ -56,6 +55,8 @@ local function host_matches(patterns, name)
   return matched
 end
 
+M.host_matches = host_matches
+
 --- Expands an Include argument into file paths (sorted glob results), relative to ~/.ssh.
 local function include_paths(arg, base_dir)
   local p = expand_tilde(arg)
@@ -71,39 +72,53 @@ local function include_paths(arg, base_dir)
   return list
 end
 
---- Parses a config file into a list of blocks {patterns=, options={{key, args}...}}.
--- Include is expanded in place. Errors return nil, message.
-function M.parse(path, depth, blocks, current)
+--- s without leading and trailing white space, in linear time (a pattern like "%s+$" is
+--- quadratic on a long run of spaces inside the line).
+local function trim(s)
+  local a = s:find("%S")
+  if not a then return "" end
+  local b = #s
+  while b > a do
+    local c = s:byte(b)
+    if c ~= 32 and (c < 9 or c > 13) then break end
+    b = b - 1
+  end
+  return s:sub(a, b)
+end
+M.trim = trim
+
+--- Splits one line into its keyword and arguments: key (lowercase), args; nil, message when the
+--- quotes do not close; nil for a blank line or a comment.
+function M.tokenize(line)
+  line = trim(line)
+  if line == "" or line:sub(1, 1) == "#" then return nil end
+  local key, rest = line:match("^([%w]+)%s*=%s*(.*)$")
+  if not key then key, rest = line:match("^([%w]+)%s+(.*)$") end
+  if not key then key, rest = line, "" end
+  local args, err = split_args(rest)
+  if not args then return nil, err end
+  return key:lower(), args
+end
+
+--- Parses config text into blocks (appended to `blocks`, after `current`); path names it in
+--- messages and Include is resolved relative to it (opts.includes = false: Include is ignored).
+function M.parse_text(text, path, depth, blocks, current, opts)
   depth = depth or 0
-  if depth > 16 then return nil, path .. ": Include nested too deeply" end
   blocks = blocks or { { patterns = { "*" }, options = {} } } -- options before any Host apply to all
   current = current or blocks[1]
-  local f, err = io.open(path, "r")
-  if not f then
-    if depth > 0 then return blocks, current end -- a missing Include is not an error (as OpenSSH)
-    return nil, err
-  end
   local n = 0
-  for line in f:lines() do
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     n = n + 1
-    line = line:gsub("^%s+", ""):gsub("%s+$", "")
-    if line ~= "" and line:sub(1, 1) ~= "#" then
-      local key, rest = line:match("^([%w]+)%s*=%s*(.*)$")
-      if not key then key, rest = line:match("^([%w]+)%s+(.*)$") end
-      if not key then key, rest = line, "" end
-      key = key:lower()
-      local args, aerr = split_args(rest)
-      if not args then
-        f:close()
-        return nil, ("%s:%d: %s"):format(path, n, aerr)
-      end
-      if key == "host" then
-        current = { patterns = args, options = {} }
-        blocks[#blocks + 1] = current
-      elseif key == "match" then
-        current = { patterns = {}, options = {}, match = true } -- never applies
-        blocks[#blocks + 1] = current
-      elseif key == "include" then
+    local key, args = M.tokenize(line)
+    if not key and args then return nil, ("%s:%d: %s"):format(path, n, args) end
+    if key == "host" then
+      current = { patterns = args, options = {} }
+      blocks[#blocks + 1] = current
+    elseif key == "match" then
+      current = { patterns = {}, options = {}, match = true } -- never applies
+      blocks[#blocks + 1] = current
+    elseif key == "include" then
+      if not opts or opts.includes ~= false then
         local base = path:match("^(.*)/[^/]*$") or "."
         if path:find(home() .. "/.ssh/", 1, true) == 1 or path == home() .. "/.ssh/config" then
           base = home() .. "/.ssh"
@@ -111,22 +126,33 @@ function M.parse(path, depth, blocks, current)
         for _, a in ipairs(args) do
           for _, p in ipairs(include_paths(a, base)) do
             local ok, ierr = M.parse(p, depth + 1, blocks, current)
-            if not ok then
-              f:close()
-              return nil, ierr
-            end
+            if not ok then return nil, ierr end
           end
         end
-        -- lines after the Include continue the including block, after what the include added
-        current = { patterns = current.patterns, options = {}, match = current.match }
-        blocks[#blocks + 1] = current
-      else
-        current.options[#current.options + 1] = { key, args }
       end
+      -- lines after the Include continue the including block, after what the include added
+      current = { patterns = current.patterns, options = {}, match = current.match }
+      blocks[#blocks + 1] = current
+    elseif key then
+      current.options[#current.options + 1] = { key, args }
     end
   end
-  f:close()
   return blocks, current
+end
+
+--- Parses a config file into a list of blocks {patterns=, options={{key, args}...}}.
+-- Include is expanded in place. Errors return nil, message.
+function M.parse(path, depth, blocks, current)
+  depth = depth or 0
+  if depth > 16 then return nil, path .. ": Include nested too deeply" end
+  local f, err = io.open(path, "r")
+  if not f then
+    if depth > 0 then return blocks, current end -- a missing Include is not an error (as OpenSSH)
+    return nil, err
+  end
+  local text = f:read("a")
+  f:close()
+  return M.parse_text(text, path, depth, blocks, current)
 end
 
 --- The options that apply to `name`: key -> first value (args list); multi keys -> list of values.

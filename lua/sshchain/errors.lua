@@ -31,6 +31,8 @@ end
 --- "file:line: " position that error() or assert() put in front; EERROR when there is none.
 function M.code_of(e)
   if type(e) == "table" and type(e.code) == "string" then return e.code end
+  local mt = type(e) == "table" and getmetatable(e)
+  if mt and mt.__tostring then e = tostring(e) end -- error objects that print as their message
   if type(e) ~= "string" then return "EERROR" end
   return e:match("^(E%u+): ") or e:match("^[^\n]-:%d+: (E%u+): ") or "EERROR"
 end
@@ -102,8 +104,11 @@ function M.check_options(opts, schema, what, level)
   for k, v in pairs(opts) do
     local rule = schema[k]
     if rule == nil then error(("%s: unknown option '%s'"):format(what, tostring(k)), level) end
+    if type(v) == "string" and v:find("\0", 1, true) and not (type(rule) == "table" and rule.nul) then
+      error(("%s: option '%s' holds a NUL byte"):format(what, k), level)
+    end
     if not satisfies(v, rule) then
-      local shown = type(v) == "string" and ("%q"):format(v:gsub("%z", "\\0")) or tostring(v)
+      local shown = type(v) == "string" and ("%q"):format(v) or tostring(v)
       error(("%s: option '%s' must be a %s (got %s)"):format(what, k, describe(rule), shown), level)
     end
   end

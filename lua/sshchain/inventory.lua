@@ -47,6 +47,7 @@ local function glob_to_pattern(g)
 end
 
 local function is_glob(s) return s:find("[%*%?%[]") ~= nil end
+M.glob_to_pattern = glob_to_pattern
 
 --- Reads a line from the terminal without echo (for prompt "..." secrets). Echo is restored
 --- whatever happens (Ctrl-C included).

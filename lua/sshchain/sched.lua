@@ -164,7 +164,8 @@ function M.parallel(items, fn, opts)
       if not r[1] then
         local e = r[2].err
         if errors.is_interrupted(e) then error(e, 0) end -- Ctrl-C ends the whole run
-        results[i] = { ok = false, err = tostring(e), code = code_of(e), traceback = r[2].tb }
+        results[i] = { ok = false, err = tostring(e), code = code_of(e), traceback = r[2].tb,
+          stage = type(e) == "table" and e.stage or nil, hop = type(e) == "table" and e.hop or nil }
       elseif r[2] == nil and r[3] ~= nil then
         local info = type(r[5]) == "table" and r[5] or {}
         results[i] = { ok = false, err = tostring(r[3]), code = r[4] or code_of(r[3]),

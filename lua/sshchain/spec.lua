@@ -1,7 +1,8 @@
 -- sshchain.spec: host specs, the one place they are parsed and checked.
 --
 --   { host=, port=22, user=, password=, identity=PATH|{PATH...}, passphrase=, agent=true|false,
---     known_hosts=PATH, host_key="strict"|"accept-new"|"off", timeout=SECONDS,
+--     known_hosts=PATH|{PATH...}, global_known_hosts=PATH|{PATH...},
+--     host_key="strict"|"accept-new"|"off", timeout=SECONDS,
 --     keepalive=SECONDS, max_sessions=N, name= }   or a string "user@host:port"
 --
 -- A field of the wrong type or out of range is misuse: it raises, naming the field.
@@ -18,7 +19,8 @@ M.FIELDS = {
   identity = { types = { "string", "table" } },
   passphrase = "string",
   agent = "boolean",
-  known_hosts = "string",
+  known_hosts = { types = { "string", "table" } },
+  global_known_hosts = { types = { "string", "table" } },
   host_key = { type = "string", values = { "strict", "accept-new", "off" } },
   timeout = { type = "number", min = 0.001, max = 1e7 },
   keepalive = { type = "number", min = 0, max = 1e6 },
@@ -73,8 +75,11 @@ function M.normalize(spec, defaults, level)
   for k, v in pairs(s) do
     local rule = M.FIELDS[k]
     if not rule then error("unknown host spec field '" .. tostring(k) .. "'", level) end
+    if type(v) == "string" and v:find("\0", 1, true) then
+      error(("host spec field '%s' holds a NUL byte"):format(k), level)
+    end
     if not errors.satisfies(v, rule) then
-      local shown = type(v) == "string" and ("%q"):format((v:gsub("%z", "\\0"))) or tostring(v)
+      local shown = type(v) == "string" and ("%q"):format(v) or tostring(v)
       error(("host spec field '%s' must be a %s (got %s)"):format(k, errors.describe(rule), shown), level)
     end
   end
@@ -101,7 +106,21 @@ function M.normalize(spec, defaults, level)
     end
   end
   s.identity = ids
-  if s.known_hosts then s.known_hosts = M.expand(s.known_hosts) end
+  for _, k in ipairs { "known_hosts", "global_known_hosts" } do
+    local v = s[k]
+    if type(v) == "string" then
+      s[k] = M.expand(v)
+    elseif type(v) == "table" then
+      local list = {}
+      for i, p in ipairs(v) do
+        if type(p) ~= "string" or p:find("\0", 1, true) then
+          error(("host spec field '%s' must list paths (item %d)"):format(k, i), level)
+        end
+        list[i] = M.expand(p)
+      end
+      s[k] = list
+    end
+  end
   return s
 end
 

@@ -5,9 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <unistd.h>
+
 #include "../../core/exec.h"
+#include "../../core/known_hosts.h"
 #include "../../core/loop.h"
+#include "../../core/scp_wire.h"
 #include "../../core/session.h"
+#include "../../core/sftp_wire.h"
+#include "../../core/socks5.h"
+#include "../../core/xfer.h"
 
 static int n_test, n_fail;
 
@@ -41,6 +50,160 @@ static void test_err(void)
     ok(e.code == SC_EAUTH && strcmp(e.msg, "hop 2 bad?[31mname x") == 0, "control characters are replaced");
     ok(strcmp(sc_code_name(SC_ETIMEDOUT), "ETIMEDOUT") == 0, "code names");
     ok(strcmp(sc_code_name((sc_code)99), "EIO") == 0, "unknown code is EIO");
+    /* C1 controls (CSI is 0xC2 0x9B in UTF-8) are replaced as C0 ones are; other UTF-8 stays */
+    sc_err_set(&e, SC_EIO, "a\xc2\x9b" "31mred\xc2\x85" "b \xc3\xa9");
+    ok(strcmp(e.msg, "a?31mred?b \xc3\xa9") == 0, "C1 control characters are replaced");
+    sc_err_format(&e, SC_EAUTH, "hop 2 u@h:22", 2, "auth", "denied", "no %s", "way");
+    ok(strcmp(e.msg, "hop 2 u@h:22: auth: no way") == 0 && e.hop == 2 && strcmp(e.stage, "auth") == 0 &&
+           strcmp(e.reason, "denied") == 0,
+       "a failure carries its stage, reason and hop as data; its message names them");
+    sc_err_format(&e, SC_EIO, NULL, 0, NULL, NULL, "plain");
+    ok(strcmp(e.msg, "plain") == 0 && !e.stage && !e.reason && e.hop == 0, "a failure without a hop");
+}
+
+static void test_names(void)
+{
+    ok(sc_name_ok("a.txt", 5) && !sc_name_ok("", 0) && !sc_name_ok(".", 1) && !sc_name_ok("..", 2) &&
+           !sc_name_ok("a/b", 3) && !sc_name_ok("a\0b", 3),
+       "one plain path component only");
+    char a[300], b[300];
+    xf_temp_name(a, sizeof a, "file.txt");
+    xf_temp_name(b, sizeof b, "file.txt");
+    ok(strncmp(a, ".file.txt.", 10) == 0 && strlen(a) == 10 + 6 + 5 && strcmp(a + 16, ".part") == 0,
+       "temporary names are .NAME.XXXXXX.part");
+    ok(strcmp(a, b) != 0, "temporary names differ each time (random, whatever the uptime)");
+}
+
+static void test_scp_records(void)
+{
+    scp_record r;
+    const char *why;
+    int64_t mt, at;
+    ok(scp_parse_record("C0644 5 a.txt", 13, &r, &why) == 0 && !r.is_dir && r.mode == 0644 &&
+           r.size == 5 && r.name_len == 5 && memcmp(r.name, "a.txt", 5) == 0,
+       "scp: a file record");
+    ok(scp_parse_record("D0755 0 dir", 11, &r, &why) == 0 && r.is_dir, "scp: a directory record");
+    ok(scp_parse_record("C0644 5 ..", 10, &r, &why) < 0 && strcmp(why, "unsafe name") == 0 &&
+           scp_parse_record("C0644 5 a/b", 11, &r, &why) < 0 && scp_parse_record("C0644 5 ", 8, &r, &why) < 0,
+       "scp: names that leave the directory are refused");
+    ok(scp_parse_record("C06x4 5 a", 9, &r, &why) < 0 && scp_parse_record("C0644 99999999999999999999 a", 28, &r, &why) < 0,
+       "scp: bad modes and sizes are refused");
+    ok(scp_parse_times("T1700000000 0 1600000000 0", 26, &mt, &at) == 0 && mt == 1700000000 && at == 1600000000,
+       "scp: times");
+    ok(scp_parse_times("T1 2 3", 6, &mt, &at) < 0 && scp_parse_times("T1 0 2 1000000", 14, &mt, &at) < 0,
+       "scp: bad times are refused");
+}
+
+static void test_sftp_wire(void)
+{
+    sc_buf b = {0};
+    sattrs a = {.flags = ATTR_SIZE | ATTR_PERMISSIONS | ATTR_ACMODTIME, .size = 42, .perm = 0100644,
+                .atime = 1, .mtime = 2};
+    sftp_put_attrs(&b, &a);
+    sftp_cursor c = {(const uint8_t *)b.data, b.len, 0};
+    sattrs back;
+    sftp_get_attrs(&c, &back);
+    ok(!c.bad && c.left == 0 && back.size == 42 && back.perm == 0100644 && back.mtime == 2,
+       "sftp: attributes round-trip");
+    sftp_cursor shortc = {(const uint8_t *)b.data, 6, 0};
+    sftp_get_attrs(&shortc, &back);
+    ok(shortc.bad, "sftp: short attributes are refused");
+    sc_buf_free(&b);
+    uint8_t st[] = {0, 0, 0, 2, 0, 0, 0, 5, 'g', 'o', 'n', 'e', 0x1b};
+    uint32_t code;
+    char msg[64];
+    ok(sftp_parse_status(st, sizeof st, &code, msg, sizeof msg) == 0 && code == 2 && strcmp(msg, "gone?") == 0,
+       "sftp: a status message, sanitized");
+    uint8_t st2[] = {0, 0, 0, 2};
+    ok(sftp_parse_status(st2, sizeof st2, &code, msg, sizeof msg) == 0 &&
+           strcmp(msg, "No such file or directory") == 0,
+       "sftp: a status without a message gets the standard text");
+    uint8_t big[] = {0xff, 0xff, 0xff, 0xff};
+    uint32_t n;
+    ok(sftp_packet_length(big, 4, &n) < 0 && sftp_packet_length(big, 3, &n) == 0,
+       "sftp: an oversized packet is refused; a length not all there waits");
+    const uint8_t *d;
+    size_t dl;
+    uint8_t data[] = {0, 0, 0, 9, 'x'};
+    ok(sftp_parse_data(data, sizeof data, 65536, &d, &dl) < 0, "sftp: data longer than what came is refused");
+}
+
+static void test_socks5(void)
+{
+    const uint8_t g[] = {5, 1, 0};
+    size_t used;
+    int noauth;
+    ok(socks5_parse_greeting(g, 2, &used, &noauth) == SOCKS5_MORE &&
+           socks5_parse_greeting(g, 3, &used, &noauth) == SOCKS5_OK && used == 3 && noauth,
+       "socks5: a greeting, whole or in part");
+    const uint8_t rq[] = {5, 1, 0, 3, 4, 'h', 'o', 's', 't', 0, 80, 'G', 'E', 'T'};
+    char dest[256];
+    int port, rep;
+    ok(socks5_parse_request(rq, sizeof rq, &used, dest, sizeof dest, &port, &rep) == SOCKS5_OK &&
+           strcmp(dest, "host") == 0 && port == 80 && used == 11,
+       "socks5: a request by name; what follows it is the client's data");
+    const uint8_t bind[] = {5, 2, 0, 1, 127, 0, 0, 1, 0, 80};
+    ok(socks5_parse_request(bind, sizeof bind, &used, dest, sizeof dest, &port, &rep) == SOCKS5_BAD &&
+           rep == SOCKS5_REP_COMMAND,
+       "socks5: BIND is refused with 'command not supported'");
+    const uint8_t nul[] = {5, 1, 0, 3, 3, 'a', 0, 'b', 0, 80};
+    ok(socks5_parse_request(nul, sizeof nul, &used, dest, sizeof dest, &port, &rep) == SOCKS5_BAD,
+       "socks5: a name holding NUL is refused");
+}
+
+static void test_known_hosts(void)
+{
+    kh_line l;
+    const char *plain = "[10.0.0.1]:2222,h.example,!bad.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== c";
+    ok(kh_parse_line(plain, strlen(plain), &l) == 1 && l.marker == KH_PLAIN, "known_hosts: a plain line");
+    ok(kh_host_matches(&l, "[10.0.0.1]:2222") == 1 && kh_host_matches(&l, "10.0.0.1") == 0 &&
+           kh_host_matches(&l, "H.EXAMPLE") == 1,
+       "known_hosts: [host]:port and names match as ssh matches them");
+    const char *neg = "*.example,!bad.example ssh-ed25519 AAAA";
+    kh_parse_line(neg, strlen(neg), &l);
+    ok(kh_host_matches(&l, "good.example") == 1 && kh_host_matches(&l, "bad.example") == -1,
+       "known_hosts: a negated pattern excludes the line");
+    ok(kh_parse_line("# c", 3, &l) == 0 && kh_parse_line("   ", 3, &l) == 0 &&
+           kh_parse_line("@bogus h t k", 12, &l) < 0 && kh_parse_line("onlyhost", 8, &l) < 0,
+       "known_hosts: comments, blanks and malformed lines");
+    /* a hashed line for 10.0.0.7, made here as ssh-keygen -H would */
+    unsigned char salt[20], mac[20];
+    for (int i = 0; i < 20; i++)
+        salt[i] = (unsigned char)(i * 7 + 1);
+    unsigned maclen = 0;
+    HMAC(EVP_sha1(), salt, 20, (const unsigned char *)"10.0.0.7", 8, mac, &maclen);
+    unsigned char bs[64], bm[64];
+    EVP_EncodeBlock(bs, salt, 20);
+    EVP_EncodeBlock(bm, mac, 20);
+    char hashed[300];
+    const char *key = "AAAAC3NzaC1lZDI1NTE5AAAAIKey1111111111111111111111111111111111111";
+    snprintf(hashed, sizeof hashed, "|1|%s|%s ssh-ed25519 %s", bs, bm, key);
+    kh_parse_line(hashed, strlen(hashed), &l);
+    ok(kh_host_matches(&l, "10.0.0.7") == 1 && kh_host_matches(&l, "10.0.0.8") == 0,
+       "known_hosts: hashed names");
+    char path[] = "/tmp/sshchain-kh-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f, "%s\n10.0.0.9 ssh-ed25519 %s\n@revoked * ssh-ed25519 %s\n", hashed, key,
+            "AAAAC3NzaC1lZDI1NTE5AAAAIRevoked111111111111111111111111111111111");
+    fclose(f);
+    const char *files[] = {"/nonexistent/known_hosts", path};
+    char where[300];
+    ok(kh_check(files, 2, "10.0.0.7", "ssh-ed25519", key, where, sizeof where) == KH_OK &&
+           strstr(where, ":1"),
+       "known_hosts: a known key, found in the second file");
+    ok(kh_check(files, 2, "10.0.0.7", "ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5AAAAIOther1111111111111111111111111111111111",
+                where, sizeof where) == KH_CHANGED,
+       "known_hosts: another key of the same type is a change");
+    ok(kh_check(files, 2, "10.0.0.7", "ssh-rsa", "AAAAB3NzaC1yc2E=", where, sizeof where) == KH_OTHER,
+       "known_hosts: only keys of other types");
+    ok(kh_check(files, 2, "10.0.0.9", "ssh-ed25519",
+                "AAAAC3NzaC1lZDI1NTE5AAAAIRevoked111111111111111111111111111111111", where,
+                sizeof where) == KH_REVOKED_KEY,
+       "known_hosts: a @revoked key is refused, whatever else matches");
+    ok(kh_check(files, 2, "10.0.0.10", "ssh-ed25519", key, where, sizeof where) == KH_NOT_FOUND,
+       "known_hosts: an unknown host");
+    unlink(path);
 }
 
 static void test_sleep(sc_loop *loop)
@@ -100,9 +263,11 @@ static sc_err connect_and_wait(sc_loop *loop, const char *host, int port, double
 static void test_connect_failures(sc_loop *loop)
 {
     sc_err e = connect_and_wait(loop, "127.0.0.1", 1, 5);
-    ok(e.code == SC_ECONNECT && strstr(e.msg, "hop 1 nobody@127.0.0.1:1: connect:"), "refused port: ECONNECT naming hop and stage");
+    ok(e.code == SC_ECONNECT && e.hop == 1 && strcmp(e.stage, "connect") == 0 &&
+           strcmp(e.reason, "refused") == 0 && strstr(e.msg, "hop 1 nobody@127.0.0.1:1: connect:"),
+       "refused port: ECONNECT at stage connect, naming the hop");
     e = connect_and_wait(loop, "no-such-host.invalid", 22, 5);
-    ok(e.code == SC_ECONNECT && strstr(e.msg, "resolve"), "unresolvable name: ECONNECT at resolve");
+    ok(e.code == SC_ECONNECT && strcmp(e.stage, "resolve") == 0, "unresolvable name: ECONNECT at resolve");
     ok(loop->live_sessions == 0 && loop->n_live_ops == 0, "nothing left alive");
 }
 
@@ -112,6 +277,11 @@ int main(void)
     sc_loop *loop = sc_loop_new();
     test_buf();
     test_err();
+    test_names();
+    test_scp_records();
+    test_sftp_wire();
+    test_socks5();
+    test_known_hosts();
     test_sleep(loop);
     test_connect_failures(loop);
     sc_loop_free(loop);

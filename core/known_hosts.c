@@ -1,0 +1,203 @@
+/* known_hosts.c - known_hosts lines, host patterns and hashed names (see known_hosts.h). */
+#include "known_hosts.h"
+
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+
+/* The next whitespace-separated field of [*p, end), or NULL at the end. */
+static const char *field(const char **p, const char *end, size_t *len)
+{
+    const char *s = *p;
+    while (s < end && is_space(*s))
+        s++;
+    if (s == end)
+        return NULL;
+    const char *e = s;
+    while (e < end && !is_space(*e))
+        e++;
+    *len = (size_t)(e - s);
+    *p = e;
+    return s;
+}
+
+int kh_parse_line(const char *line, size_t len, kh_line *out)
+{
+    const char *p = line, *end = line + len;
+    size_t n;
+    memset(out, 0, sizeof *out);
+    const char *f = field(&p, end, &n);
+    if (!f || f[0] == '#')
+        return 0;
+    if (f[0] == '@') {
+        if (n == 8 && memcmp(f, "@revoked", 8) == 0)
+            out->marker = KH_REVOKED;
+        else if (n == 15 && memcmp(f, "@cert-authority", 15) == 0)
+            out->marker = KH_CERT_AUTHORITY;
+        else
+            return -1;
+        f = field(&p, end, &n);
+        if (!f)
+            return -1;
+    }
+    out->hosts = f;
+    out->hosts_len = n;
+    out->type = field(&p, end, &out->type_len);
+    out->key = field(&p, end, &out->key_len);
+    if (!out->type || !out->key) /* a comment may follow: it is not ours to read */
+        return -1;
+    return 1;
+}
+
+/* Glob match of pattern (* and ?) against s, both not NUL-terminated; case-insensitive, as
+ * ssh matches host names. */
+static int glob(const char *p, size_t pn, const char *s, size_t sn)
+{
+    size_t pi = 0, si = 0, star = (size_t)-1, mark = 0;
+    while (si < sn) {
+        if (pi < pn && p[pi] != '*' &&
+            (p[pi] == '?' || tolower((unsigned char)p[pi]) == tolower((unsigned char)s[si]))) {
+            pi++;
+            si++;
+        } else if (pi < pn && p[pi] == '*') {
+            star = pi++;
+            mark = si;
+        } else if (star != (size_t)-1) {
+            pi = star + 1;
+            si = ++mark;
+        } else {
+            return 0;
+        }
+    }
+    while (pi < pn && p[pi] == '*')
+        pi++;
+    return pi == pn;
+}
+
+static int b64_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *outlen)
+{
+    if (n == 0 || n % 4 != 0 || n / 4 * 3 > cap)
+        return -1;
+    int k = EVP_DecodeBlock(out, (const unsigned char *)in, (int)n);
+    if (k < 0)
+        return -1;
+    size_t len = (size_t)k;
+    if (in[n - 1] == '=')
+        len--;
+    if (in[n - 2] == '=')
+        len--;
+    *outlen = len;
+    return 0;
+}
+
+/* "|1|base64(salt)|base64(HMAC-SHA1(salt, name))" against name. */
+static int hashed_matches(const char *h, size_t n, const char *name)
+{
+    const char *salt = h + 3, *end = h + n;
+    const char *bar = memchr(salt, '|', (size_t)(end - salt));
+    if (!bar)
+        return 0;
+    unsigned char key[64], want[64], got[EVP_MAX_MD_SIZE];
+    size_t keylen, wantlen;
+    unsigned gotlen = 0;
+    if (b64_decode(salt, (size_t)(bar - salt), key, sizeof key, &keylen) < 0 ||
+        b64_decode(bar + 1, (size_t)(end - bar - 1), want, sizeof want, &wantlen) < 0 ||
+        wantlen != 20)
+        return 0;
+    if (!HMAC(EVP_sha1(), key, (int)keylen, (const unsigned char *)name, strlen(name), got,
+              &gotlen))
+        return 0;
+    return gotlen == 20 && memcmp(got, want, 20) == 0;
+}
+
+int kh_host_matches(const kh_line *l, const char *name)
+{
+    const char *h = l->hosts;
+    size_t n = l->hosts_len;
+    if (n > 3 && memcmp(h, "|1|", 3) == 0)
+        return hashed_matches(h, n, name);
+    int matched = 0;
+    size_t nlen = strlen(name);
+    const char *end = h + n;
+    while (h < end) {
+        const char *comma = memchr(h, ',', (size_t)(end - h));
+        const char *pe = comma ? comma : end;
+        int negate = h < pe && *h == '!';
+        const char *p = h + negate;
+        if (glob(p, (size_t)(pe - p), name, nlen)) {
+            if (negate)
+                return -1;
+            matched = 1;
+        }
+        h = comma ? comma + 1 : end;
+    }
+    return matched;
+}
+
+void kh_lookup_name(char *out, size_t cap, const char *host, int port)
+{
+    if (port == 22 || port <= 0)
+        snprintf(out, cap, "%s", host);
+    else
+        snprintf(out, cap, "[%s]:%d", host, port);
+}
+
+static int same_key(const kh_line *l, const char *key_b64)
+{
+    unsigned char a[4096], b[4096];
+    size_t an, bn;
+    if (b64_decode(l->key, l->key_len, a, sizeof a, &an) < 0 ||
+        b64_decode(key_b64, strlen(key_b64), b, sizeof b, &bn) < 0)
+        return l->key_len == strlen(key_b64) && memcmp(l->key, key_b64, l->key_len) == 0;
+    return an == bn && memcmp(a, b, an) == 0;
+}
+
+kh_result kh_check(const char *const *files, int n_files, const char *name, const char *type,
+                   const char *key_b64, char *where, size_t where_cap)
+{
+    kh_result best = KH_NOT_FOUND;
+    if (where_cap)
+        where[0] = '\0';
+    size_t tlen = strlen(type);
+    for (int i = 0; i < n_files; i++) {
+        FILE *f = fopen(files[i], "r");
+        if (!f)
+            continue;
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t got;
+        long lineno = 0;
+        while ((got = getline(&line, &cap, f)) >= 0) {
+            lineno++;
+            size_t len = (size_t)got;
+            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+                len--;
+            kh_line l;
+            if (kh_parse_line(line, len, &l) != 1 || l.marker == KH_CERT_AUTHORITY)
+                continue;
+            if (kh_host_matches(&l, name) != 1)
+                continue;
+            int same_type = l.type_len == tlen && memcmp(l.type, type, tlen) == 0;
+            kh_result r;
+            if (l.marker == KH_REVOKED)
+                r = same_type && same_key(&l, key_b64) ? KH_REVOKED_KEY : KH_NOT_FOUND;
+            else if (same_type)
+                r = same_key(&l, key_b64) ? KH_OK : KH_CHANGED;
+            else
+                r = KH_OTHER;
+            if (r > best) {
+                best = r;
+                if (where_cap)
+                    snprintf(where, where_cap, "%s:%ld", files[i], lineno);
+            }
+        }
+        free(line);
+        fclose(f);
+    }
+    return best;
+}
