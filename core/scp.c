@@ -258,6 +258,14 @@ static int parse_record(xf_scp *sc, xf_entry *ent)
         return xf_fail(e, SC_EPROTO, "refusing the name \"%s\" sent by the server", shown);
     if (bad)
         return xf_fail(e, SC_EPROTO, "%s in a record from the server", why);
+    /* OpenSSH's scp -f sends a name holding a newline vis(3)-encoded ("new\^Jline"): taken as
+     * it is, it would make a file of another name and call it a success */
+    for (size_t i = 0; i + 2 < nlen; i++)
+        if (p[i] == '\\' && p[i + 1] == '^' && p[i + 2] == 'J')
+            return xf_fail(e, SC_EIO,
+                           "\"%s\" is a name with a newline, which SCP cannot carry (the remote scp "
+                           "encoded it): use protocol = \"sftp\"",
+                           shown);
     if (rec.is_dir && !e->x->o.recursive)
         return xf_fail(e, SC_EPROTO, "the server sent directory \"%s\", recursive was not asked",
                        shown);

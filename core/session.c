@@ -244,21 +244,23 @@ static sc_session *silent_ancestor(sc_session *s, double since)
     return NULL;
 }
 
-/* Probes every ancestor of s (once per doubt), so that by the verdict each has answered or not. */
-static void doubt_ancestors(sc_session *s, double now)
+/* Probes every ancestor of s (once per doubt, window seconds), so that by the verdict each has
+ * answered or not: a live one answers within a round trip. */
+static void doubt_ancestors(sc_session *s, double now, double window)
 {
     for (sc_session *a = s->parent; a; a = a->parent) {
-        if (a->t_suspect == 0 || now - a->t_suspect > 3 * s->spec.keepalive) {
+        if (a->t_suspect == 0 || now - a->t_suspect > window) {
             a->t_suspect = now;
             probe_send(a);
         }
     }
 }
 
+/* since: when the ancestors were probed (the first miss). */
 static void keepalive_verdict(sc_session *s, double since)
 {
     sc_session *culprit = silent_ancestor(s, since);
-    double waited = sc_loop_now() - since;
+    double waited = sc_loop_now() - since + s->spec.keepalive;
     if (culprit) {
         /* its own failure takes every session under it with it, naming it */
         sc_session_failf(culprit, SC_ECLOSED, "keepalive", "timeout",
@@ -276,8 +278,8 @@ static void on_keepalive(uv_timer_t *t)
     double now = sc_loop_now();
     if (s->rx.in_bytes == s->rx_seen) {
         if (s->keepalive_misses++ == 0) {
-            s->t_doubt = now - s->spec.keepalive; /* nothing came since the last tick */
-            doubt_ancestors(s, now);
+            s->t_doubt = now; /* nothing came since the last tick: ask the ancestors now */
+            doubt_ancestors(s, now, 3 * s->spec.keepalive);
         }
         if (s->keepalive_misses >= 3) {
             sc_session_ref(s);
@@ -373,19 +375,30 @@ static void session_advance(sc_session *s)
     session_update_poll(s);
 }
 
-/* The connect's deadline. Through a parent that has gone silent since this connect began (a
- * stopped jump host), the message names the parent: that is where the time went. */
+/* Halfway to a connect's deadline through parents: the parents are probed, so that the deadline
+ * can tell a silent one (a stopped jump host) from a slow server. */
+static void on_connect_halfway(uv_timer_t *t)
+{
+    sc_session *s = t->data;
+    if (s->state >= SS_READY || !s->parent)
+        return;
+    s->t_doubt = sc_loop_now();
+    doubt_ancestors(s, s->t_doubt, s->spec.timeout / 2);
+}
+
+/* The connect's deadline. Through a parent that has not answered since it was probed (a stopped
+ * jump host), the message names the parent: that is where the time went. */
 static void on_deadline(uv_timer_t *t)
 {
     sc_session *s = t->data;
     if (s->state >= SS_READY)
         return;
-    sc_session *silent = silent_ancestor(s, s->t_start);
+    sc_session *silent = s->t_doubt > 0 ? silent_ancestor(s, s->t_doubt) : NULL;
     if (silent) {
         sc_err err;
         sc_err_format(&err, SC_ETIMEDOUT, s->label, silent->hop, sc_session_stage_name(s->state),
-                      "parent", "timed out after %gs: %s has sent nothing since this connect began",
-                      s->spec.timeout, silent->label);
+                      "parent", "timed out after %gs: %s does not answer", s->spec.timeout,
+                      silent->label);
         sc_session_fail(s, &err);
         return;
     }
@@ -410,8 +423,10 @@ static void session_ready(sc_session *s)
 {
     s->t_ready = s->t_last_rx = sc_loop_now();
     s->state = SS_READY;
+    s->t_doubt = 0;
     ssh_set_message_callback(s->ssh, on_message, s);
     uv_timer_stop(&s->timer);
+    uv_timer_stop(&s->keepalive_timer);
     sc_auth_cleanup(&s->auth);
     if (s->connect_op) {
         sc_op *op = s->connect_op;
@@ -561,6 +576,9 @@ sc_session *sc_session_new(sc_loop *loop, sc_session *parent, sc_hostspec *spec,
     loop->live_sessions++;
 
     sc_timer_start(&s->timer, on_deadline, (uint64_t)(s->spec.timeout * 1000.0), 0);
+    if (parent) /* the keepalive timer is free until the session is ready */
+        sc_timer_start(&s->keepalive_timer, on_connect_halfway,
+                       (uint64_t)(s->spec.timeout * 500.0), 0);
 
     if (parent) {
         s->parent = parent;

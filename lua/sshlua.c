@@ -41,13 +41,9 @@ static void laction(int sig)
     sc_interrupt(); /* a wait in the event loop returns, so the hook runs */
 }
 
-static void print_usage(const char *badoption)
+static void print_help(FILE *out)
 {
-    if (badoption[1] == 'e' || badoption[1] == 'l' || badoption[1] == 'r')
-        fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
-    else
-        fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
-    fprintf(stderr,
+    fprintf(out,
             "usage: %s [options] [script [args]]\n"
             "Available options are:\n"
             "  -e stat   execute string 'stat'\n"
@@ -60,8 +56,19 @@ static void print_usage(const char *badoption)
             "  -E        ignore environment variables\n"
             "  -W        turn warnings on\n"
             "  --        stop handling options\n"
-            "  -         stop handling options and execute stdin\n",
+            "  -         stop handling options and execute stdin\n"
+            "  -h, --help  show this help (sshlua -r NAME --help: a recipe's)\n"
+            "The module is built in: require \"sshchain\" (README.md has the API).\n",
             progname);
+}
+
+static void print_usage(const char *badoption)
+{
+    if (badoption[1] == 'e' || badoption[1] == 'l' || badoption[1] == 'r')
+        fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
+    else
+        fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
+    print_help(stderr);
 }
 
 static void l_message(const char *pname, const char *msg)
@@ -225,6 +232,7 @@ static int handle_recipe(lua_State *L, char **argv, int argc, int at)
 #define has_e 8
 #define has_E 16
 #define has_r 32
+#define has_help 64
 
 /* Scans options; returns the flags and sets *first to the script's (or -r's) index. */
 static int collectargs(char **argv, int *first)
@@ -244,6 +252,8 @@ static int collectargs(char **argv, int *first)
             return args;
         switch (argv[i][1]) {
         case '-':
+            if (strcmp(argv[i], "--help") == 0)
+                return has_help;
             if (argv[i][2] != '\0')
                 return has_error;
             *first = i + 1;
@@ -255,6 +265,8 @@ static int collectargs(char **argv, int *first)
                 return has_error;
             args |= has_E;
             break;
+        case 'h':
+            return argv[i][2] == '\0' ? has_help : has_error;
         case 'W':
             if (argv[i][2] != '\0')
                 return has_error;
@@ -452,6 +464,11 @@ static int pmain(lua_State *L)
     if (args == has_error) {
         print_usage(argv[script]);
         return 0;
+    }
+    if (args == has_help) {
+        print_help(stdout);
+        lua_pushboolean(L, 1);
+        return 1;
     }
     if (args & has_v)
         print_version();

@@ -162,7 +162,7 @@ local function run_exec(conn, cmd, copts, opts, kept)
     deliver(op:take())
     if over then
       op:cancel()
-      return nil, errors.fail("EIO", { label = conn.c:label(), hop = conn.c:hop(), stage = "exec",
+      return errors.fail("EIO", { label = conn.c:label(), hop = conn.c:hop(), stage = "exec",
         reason = "limit" }, "%s passed max_output (%d bytes): stream it with on_%s", over,
         opts.max_output, over)
     end

@@ -20,7 +20,7 @@ per destination) goes to standard error.]]
 
 local EPILOG = [[
 Examples:
-   sshlua -r copy -i lab/inventory.lua ./build.tgz t1:/tmp/
+   sshlua -r copy -i /tmp/sshchain-lab/inventory.lua ./build.tgz t1:/tmp/
    sshlua -r copy -i inventory.lua -r --verify node1:/var/log/app ./logs/
    sshlua -r copy -i inventory.lua t1:/data/dump.sql t4:/backup/
    sshlua -r copy -i inventory.lua --to 'node*' -- ./fix.sh /usr/local/bin/
@@ -28,7 +28,8 @@ Examples:
 Exit status:
    0  every copy completed (and verified, with --verify)
    1  some copy failed (each says why)
-   2  bad command line or inventory]]
+   2  bad command line or inventory
+   130  interrupted (Ctrl-C): copies under way leave no partial file]]
 
 local function parser()
   local p = cli.parser("copy", DESCRIPTION, EPILOG)
@@ -183,7 +184,7 @@ function R.main(argv)
   end
   local limit = #args.to > 0 and math.max(1, args.limit) or 1 -- plain SRC... DST: one after another
   local ok_n, bytes, files, verified = 0, 0, 0, 0
-  local results = sshchain.parallel(jobs, function(j, i)
+  local ran, results = pcall(sshchain.parallel, jobs, function(j, i)
     local ok, info, ecode = run(j, i)
     release(j.src_host)
     release(j.dst_host)
@@ -193,6 +194,13 @@ function R.main(argv)
     end
     return nil, info, ecode
   end, { limit = limit })
+  if not ran then
+    progress:finish()
+    sessions:close_all() -- transfers under way were canceled: their temporary files are gone
+    if not sshchain.is_interrupted(results) then error(results, 0) end
+    cli.eprintf("copy: interrupted\n")
+    return 130
+  end
   progress:finish()
   for i, r in ipairs(results) do
     local j = jobs[i]

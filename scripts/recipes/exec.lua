@@ -13,13 +13,13 @@ TARGET is a host name, a group, or a glob pattern (quote it: 'node*'); with an s
 inventory, any name ssh_config resolves.
 
 Output (standard output): a table of host, status, time and output, in the order selected; with
---lines every output line prefixed by its host as hosts finish; with --json one JSON object per
+--lines every output line prefixed by its host as soon as it arrives; with --json one JSON object per
 host ({"host","stdout","stderr","status","signal","seconds","error","code"}). Progress and the
 summary go to standard error.]]
 
 local EPILOG = [[
 Examples:
-   sshlua -r exec -i lab/inventory.lua targets -- uptime
+   sshlua -r exec -i /tmp/sshchain-lab/inventory.lua targets -- uptime
    sshlua -r exec -i ~/.ssh/config 'node*' --limit 64 --json -- ipmitool sdr > sdr.jsonl
    sshlua -r exec -i inventory.lua compute --lines -- 'dmesg | tail -3'
 
@@ -58,15 +58,33 @@ end
 
 local function failed(r) return r.error or r.signal or r.status ~= 0 end
 
-local function print_lines(r)
+--- --lines: each output line goes out as soon as it is complete, prefixed by its host ("! " for
+--- stderr); what is left of a line when the command ends, then the failure, at the end.
+local function line_printer(host, mark)
+  local partial = ""
+  local function emit(line) io.stdout:write(host, mark, cli.clean(line), "\n") end
+  return function(chunk)
+    local text = partial .. chunk
+    local last = 1
+    for line, nl in text:gmatch("([^\n]*)\n()") do
+      emit(line)
+      last = nl
+    end
+    partial = text:sub(last)
+    io.stdout:flush()
+  end, function()
+    if partial ~= "" then emit(partial) end
+    partial = ""
+  end
+end
+
+local function print_status(r)
   local out = io.stdout
   if r.error then
     out:write(r.host, "! ", cli.clean(r.error), "\n")
-    return
+  elseif failed(r) then
+    out:write(r.host, "! ", status_of(r), "\n")
   end
-  for line in r.stdout:gmatch("[^\n]+") do out:write(r.host, ": ", cli.clean(line), "\n") end
-  for line in r.stderr:gmatch("[^\n]+") do out:write(r.host, "! ", cli.clean(line), "\n") end
-  if failed(r) then out:write(r.host, "! ", status_of(r), "\n") end
 end
 
 local function print_table(results)
@@ -110,7 +128,7 @@ function R.main(argv)
         seconds = r.seconds, error = r.error, code = r.code }
       io.stdout:flush()
     elseif args.lines then
-      print_lines(r)
+      print_status(r)
       io.stdout:flush()
     end
   end
@@ -120,7 +138,18 @@ function R.main(argv)
     local s, msg, ecode = sshchain.connect(chains[i])
     if s then
       local x
-      x, msg, ecode = s:exec(cmd, { timeout = args.timeout > 0 and args.timeout or nil, pty = args.pty })
+      local xopts = { timeout = args.timeout > 0 and args.timeout or nil, pty = args.pty }
+      local out_end, err_end
+      if args.lines then
+        progress:finish()
+        xopts.on_stdout, out_end = line_printer(name, ": ")
+        xopts.on_stderr, err_end = line_printer(name, "! ")
+      end
+      x, msg, ecode = s:exec(cmd, xopts)
+      if out_end then
+        out_end()
+        err_end()
+      end
       s:close()
       if x then
         r.stdout, r.stderr, r.status, r.signal = x.stdout, x.stderr, x.status, x.signal

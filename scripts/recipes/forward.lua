@@ -19,7 +19,7 @@ forward goes on.]]
 
 local EPILOG = [[
 Examples:
-   sshlua -r forward -i lab/inventory.lua t1:8080 t2:8080
+   sshlua -r forward -i /tmp/sshchain-lab/inventory.lua t1:8080 t2:8080
    sshlua -r forward -i inventory.lua 'bmc*:443' --base-port 9000
    sshlua -r forward -i ~/.ssh/config --socks 1080 --via gateway
 

@@ -25,7 +25,7 @@ object with --json.]]
 
 local EPILOG = [[
 Examples:
-   sshlua -r stress -i lab/inventory.lua --users 100 --repeat 5 t4 -- uptime
+   sshlua -r stress -i /tmp/sshchain-lab/inventory.lua --users 100 --repeat 5 t4 -- uptime
    sshlua -r stress -i inventory.lua --users 500 --rate 200 --json web -- 'curl -s localhost/health'
    sshlua -r stress -i inventory.lua --users 50 -c 'ls /' -c 'cat /proc/loadavg' t1
 

@@ -13,7 +13,7 @@ whose parent cannot be reached is not probed. Siblings are probed at the same ti
 
 local EPILOG = [[
 Examples:
-   sshlua -r tree -i lab/inventory.lua
+   sshlua -r tree -i /tmp/sshchain-lab/inventory.lua
    sshlua -r tree -i ~/.ssh/config 'node*' --json
 
 Exit status:
