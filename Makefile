@@ -97,6 +97,16 @@ fuzz:
 	  grep -E "^stat::number_of_executed_units|^stat::peak_rss" build-fuzz/$$t.log | tr '\n' ' '; echo; \
 	done
 
+# The habits: C in .clang-format's style, cppcheck's warnings, luacheck (.luacheckrc) clean.
+C_FILES := $(sort $(wildcard core/*.[ch] lua/*.[ch] spec/c/*.c spec/fuzz/*.c))
+lint:
+	@scripts/deps.sh lint
+	@clang-format --dry-run --Werror $(C_FILES)
+	@cppcheck --quiet --enable=warning,portability,performance --std=c11 --inline-suppr \
+	  --suppress=toomanyconfigs --suppress=missingIncludeSystem --error-exitcode=1 core lua spec/c spec/fuzz
+	@luacheck --quiet --no-color lua scripts spec tools
+	@echo "lint: clean"
+
 # Only luaopen_* may be exported by the module.
 check-exports: $(BUILD)/sshchain.so
 	@bad=$$(nm -D --defined-only $< | awk '$$2 ~ /[TD]/ {print $$3}' | grep -v '^luaopen_' || true); \
@@ -104,7 +114,7 @@ check-exports: $(BUILD)/sshchain.so
 
 test:
 	@scripts/deps.sh test
-	@$(MAKE) --no-print-directory all check-exports $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+	@$(MAKE) --no-print-directory lint all check-exports $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 	@scripts/run-tests.sh $(BUILD)
 
 # The fast tier: no root, no lab, seconds.

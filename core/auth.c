@@ -48,7 +48,8 @@ static struct sc_keyentry *keycache_find(sc_loop *loop, const char *path, const 
         return NULL;
     for (struct sc_keyentry *c = loop->keys->entries; c; c = c->next)
         if (c->dev == st->st_dev && c->ino == st->st_ino && c->size == st->st_size &&
-            c->mtime == st->st_mtime && memcmp(c->pass, pass, 32) == 0 && strcmp(c->path, path) == 0)
+            c->mtime == st->st_mtime && memcmp(c->pass, pass, 32) == 0 &&
+            strcmp(c->path, path) == 0)
             return c;
     return NULL;
 }
@@ -163,7 +164,7 @@ static int load_next_identity(sc_auth *a)
         if (rc != SSH_OK) {
             snprintf(a->key_problem, sizeof a->key_problem,
                      a->spec->passphrase ? "identity %s: wrong passphrase or unreadable key"
-                                        : "identity %s: needs a passphrase or is unreadable",
+                                         : "identity %s: needs a passphrase or is unreadable",
                      path);
             continue;
         }
@@ -178,9 +179,8 @@ static int auth_fail(sc_auth *a, sc_err *err)
     char m[100];
     sc_err_format(err, SC_EAUTH, a->label, a->hop, "auth", "denied",
                   "permission denied (server accepts %s; tried %s)%s%s",
-                  methods_text(a->methods, m, sizeof m),
-                  a->tried[0] ? a->tried : "nothing", a->key_problem[0] ? "; " : "",
-                  a->key_problem);
+                  methods_text(a->methods, m, sizeof m), a->tried[0] ? a->tried : "nothing",
+                  a->key_problem[0] ? "; " : "", a->key_problem);
     return -1;
 }
 
@@ -261,9 +261,10 @@ int sc_auth_step(sc_auth *a, sc_err *err)
             if (rc == SSH_AUTH_AGAIN)
                 return 0;
             if (rc == SSH_AUTH_SUCCESS) {
-                static const char *const names[] = {[A_PUBKEY] = "publickey", [A_AGENT] = "agent",
-                                                     [A_KBDINT] = "keyboard-interactive",
-                                                     [A_PASSWORD] = "password"};
+                static const char *const names[] = {[A_PUBKEY] = "publickey",
+                                                    [A_AGENT] = "agent",
+                                                    [A_KBDINT] = "keyboard-interactive",
+                                                    [A_PASSWORD] = "password"};
                 a->method = names[a->phase];
                 return 1;
             }

@@ -36,7 +36,7 @@ void sc_auth_cleanup(sc_auth *a);
 /* The server's host key on ssh against the spec's known_hosts and policy: 0 if acceptable,
  * else -1 with *err set (stage "host key"). Fills fp ("ssh-ed25519 SHA256:...") and *note
  * (SC_HOSTKEY_NOTE_*: the key was recorded, or not checked). */
-int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label, int hop,
-                     char *fp, size_t fplen, int *note, sc_err *err);
+int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label, int hop, char *fp,
+                     size_t fplen, int *note, sc_err *err);
 
 #endif

@@ -183,8 +183,7 @@ static int refused(sc_channel *c, const char *stage, sc_err *err, const char *wh
     else
         sc_err_format(err, SC_ECHANNEL, label_for(c, stage), s->hop, stage,
                       strcmp(what, "channel") == 0 ? "channel refused" : "request refused",
-                      "%s refused: %s",
-                      what, e && *e ? e : "request failed");
+                      "%s refused: %s", what, e && *e ? e : "request failed");
     return -1;
 }
 
@@ -273,7 +272,8 @@ int sc_channel_step(sc_channel *c, const char *stage, sc_err *err)
             if (c->request == SC_CHAN_SUBSYSTEM)
                 snprintf(what, sizeof what, "subsystem %s", c->what);
             else
-                snprintf(what, sizeof what, "%s", c->request == SC_CHAN_SHELL ? "shell" : "command");
+                snprintf(what, sizeof what, "%s",
+                         c->request == SC_CHAN_SHELL ? "shell" : "command");
             return refused(c, stage, err, what);
         }
         c->state = SC_CHAN_OPEN;

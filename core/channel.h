@@ -67,7 +67,7 @@ struct sc_channel {
     sc_session *session;
     ssh_channel ch;
     sc_chan_state state;
-    int pending;    /* the last open call answered AGAIN: the server owes an answer */
+    int pending; /* the last open call answered AGAIN: the server owes an answer */
     char *to_host, *orig_host;
     int to_port, orig_port;
     sc_chan_request request;
@@ -77,7 +77,7 @@ struct sc_channel {
     int cols, rows;
     struct sc_chan_env {
         char *name, *value;
-    } *env; /* copies */
+    } * env; /* copies */
     int n_env, env_next;
     int env_refused; /* how many env requests the server declined */
     void (*before_request)(sc_channel *c, void *ud);

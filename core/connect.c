@@ -54,8 +54,8 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
         sc_session_failf(s, SC_ECLOSED, NULL, "parent", "hop %d is closed", parent->hop);
         return s;
     }
-    sc_pump *pump = sc_pump_open(parent, -1, s->spec.host, s->spec.port, "127.0.0.1", 0,
-                                 &hop_events, s);
+    sc_pump *pump =
+        sc_pump_open(parent, -1, s->spec.host, s->spec.port, "127.0.0.1", 0, &hop_events, s);
     if (!pump) {
         sc_session_failf(s, SC_EIO, NULL, NULL, "out of memory");
         return s;

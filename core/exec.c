@@ -15,14 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READ_FIRST 65536  /* the first read asks for this much; a read that fills it doubles it */
+#define READ_FIRST        65536 /* the first read asks for this much; a read that fills it doubles it */
 #define STREAM_HIGH_WATER (4 * 1024 * 1024)
-#define NONCE_HEX 16
+#define NONCE_HEX         16
 
 typedef enum {
-    X_OPEN,      /* the channel is opening: pty, env, the command */
-    X_PREAMBLE,  /* on a pty, waiting for the env wrapper to say echo is off */
-    X_RUN,       /* stdin flows, output is read */
+    X_OPEN,     /* the channel is opening: pty, env, the command */
+    X_PREAMBLE, /* on a pty, waiting for the env wrapper to say echo is off */
+    X_RUN,      /* stdin flows, output is read */
     X_DONE,
 } x_phase;
 
@@ -31,24 +31,24 @@ typedef struct {
     sc_chanuser cu;
     sc_channel chan;
     x_phase phase;
-    char *cmd;                /* as the user gave it (NULL: the shell) */
-    sc_buf in;                /* stdin still to send (the preamble first) */
-    int stdin_open;           /* more input may come */
-    int stdin_closed;         /* no more input: EOF once `in` is empty */
+    char *cmd;        /* as the user gave it (NULL: the shell) */
+    sc_buf in;        /* stdin still to send (the preamble first) */
+    int stdin_open;   /* more input may come */
+    int stdin_closed; /* no more input: EOF once `in` is empty */
     int pty;
-    sc_buf env_lines;         /* the env wrapper's input, when env requests were refused */
+    sc_buf env_lines; /* the env wrapper's input, when env requests were refused */
     int env_lines_count;
     char nonce[NONCE_HEX + 1];
-    char ready_marker[64];    /* pty + env wrapper: "echo is off" */
+    char ready_marker[64]; /* pty + env wrapper: "echo is off" */
     char *sudo_password;
-    char sudo_prompt[64];     /* our prompt for sudo */
+    char sudo_prompt[64]; /* our prompt for sudo */
     int sudo_answered;
-    int strip_newline;        /* drop the line end sudo prints after the password */
-    size_t scan_from;         /* stdout bytes already searched for the markers */
+    int strip_newline; /* drop the line end sudo prints after the password */
+    size_t scan_from;  /* stdout bytes already searched for the markers */
     int stream;
     size_t max_output;
     sc_buf out[2];
-    size_t ask[2];            /* the next read's size (grows towards the channel's window) */
+    size_t ask[2]; /* the next read's size (grows towards the channel's window) */
     int drained[2];
     double timeout;
     uv_timer_t timer;
@@ -158,7 +158,7 @@ static void before_request(sc_channel *c, void *ud)
             bad |= sc_buf_append(&cmd, "stty echo; ", 11);
     }
     if (cmd.len == 0)
-        return; /* as the user wrote it */
+        return;  /* as the user wrote it */
     if (!x->cmd) /* the login shell, in place of this one */
         bad |= sc_buf_append(&cmd, "exec \"${SHELL:-/bin/sh}\" -l", 27);
     else
@@ -333,8 +333,7 @@ static void exec_service(sc_chanuser *u)
         return;
     if (x->phase == X_RUN)
         exec_write_stdin(x); /* what the reads queued (sudo's answer, the exports) */
-    if (x->drained[0] && x->drained[1] &&
-        (x->chan.exit.have || sc_channel_is_closed(&x->chan)))
+    if (x->drained[0] && x->drained[1] && (x->chan.exit.have || sc_channel_is_closed(&x->chan)))
         exec_finish(x, NULL);
 }
 
@@ -438,9 +437,17 @@ sc_op *sc_exec_start(sc_session *s, const sc_exec_opts *o)
     x->cu.session = s;
     sc_session_ref(s);
     sc_chan_opts co = {
-        .request = o->cmd ? SC_CHAN_EXEC : SC_CHAN_SHELL, .what = o->cmd, .pty = x->pty,
-        .term = o->term, .cols = o->cols, .rows = o->rows, .env = o->env, .n_env = o->n_env,
-        .window = SC_EXEC_WINDOW, .before_request = before_request, .ud = x,
+        .request = o->cmd ? SC_CHAN_EXEC : SC_CHAN_SHELL,
+        .what = o->cmd,
+        .pty = x->pty,
+        .term = o->term,
+        .cols = o->cols,
+        .rows = o->rows,
+        .env = o->env,
+        .n_env = o->n_env,
+        .window = SC_EXEC_WINDOW,
+        .before_request = before_request,
+        .ud = x,
     };
     int bad = sc_channel_init(&x->chan, s, &co) < 0 || (o->cmd && !x->cmd) ||
               (o->sudo_password && !x->sudo_password) ||

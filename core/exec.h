@@ -10,7 +10,7 @@ typedef struct {
     const char *cmd;        /* NULL: the login shell */
     const char *stdin_data; /* given at once; NULL: none */
     size_t stdin_len;
-    int stdin_open;         /* more input comes with sc_exec_write, until sc_exec_close_stdin */
+    int stdin_open; /* more input comes with sc_exec_write, until sc_exec_close_stdin */
     int pty;
     const char *term; /* pty: terminal type and size (defaults xterm, 80 x 24) */
     int cols, rows;

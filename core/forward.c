@@ -225,8 +225,8 @@ static void socks_step(fwd_conn *c)
         c->socks_phase = SOCKS_REQUEST;
     }
     int rep;
-    socks5_result r = socks5_parse_request(c->buf, c->len, &used, c->dest, sizeof c->dest,
-                                           &c->dest_port, &rep);
+    socks5_result r =
+        socks5_parse_request(c->buf, c->len, &used, c->dest, sizeof c->dest, &c->dest_port, &rep);
     if (r == SOCKS5_MORE)
         return;
     if (r == SOCKS5_BAD) {
@@ -502,8 +502,8 @@ static int make_listener(const char *bind_addr, int port, int *out_port, sc_err 
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     socklen_t sl = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
     if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 256) < 0) {
-        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "cannot listen on %s:%d: %s", bind_addr,
-                      port, strerror(errno));
+        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "cannot listen on %s:%d: %s",
+                      bind_addr, port, strerror(errno));
         close(fd);
         return -1;
     }

@@ -97,8 +97,8 @@ static int files_to_check(const sc_hostspec *spec, const char *user_file, const 
     return n;
 }
 
-int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label, int hop,
-                     char *fp, size_t fplen, int *note, sc_err *err)
+int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label, int hop, char *fp,
+                     size_t fplen, int *note, sc_err *err)
 {
     fingerprint(ssh, fp, fplen);
     *note = SC_HOSTKEY_NOTE_NONE;

@@ -17,7 +17,7 @@ typedef struct {
     int n_identities;
     char *passphrase;
     int agent; /* -1: use it when SSH_AUTH_SOCK is set and nothing else is given; 0 no; 1 yes */
-    char *known_hosts;       /* where a learned key is recorded (the first user file), or NULL */
+    char *known_hosts;        /* where a learned key is recorded (the first user file), or NULL */
     char **known_hosts_files; /* every file checked, the user's then the global ones; none: */
     int n_known_hosts_files;  /* ~/.ssh/known_hosts{,2}, /etc/ssh/ssh_known_hosts{,2} */
     int hostkey_mode;

@@ -37,7 +37,7 @@ struct sc_op {
     int done;         /* completed: err holds the outcome */
     sc_err err;
     int refs;
-    int queued;    /* on the loop's ready list */
+    int queued; /* on the loop's ready list */
     sc_op *next_ready;
     sc_op *prev_live, *next_live;
     void (*cancel)(sc_op *op);  /* stop the work early (the handle was dropped); may be NULL */
@@ -52,12 +52,12 @@ struct sc_loop {
     int live_sessions;
     int live_channels;
     int n_live_ops;
-    uv_idle_t defer_idle;      /* runs the deferred work */
-    sc_deferred *deferred;     /* waiting for the next turn */
-    sc_deferred *running;      /* the ones of this turn not yet run */
-    sc_cleanup *cleanups;      /* run by sc_loop_free */
-    struct sc_keycache *keys;  /* private keys already decrypted (auth.c) */
-    uv_async_t wakeup;         /* sc_interrupt: makes a blocked turn return */
+    uv_idle_t defer_idle;     /* runs the deferred work */
+    sc_deferred *deferred;    /* waiting for the next turn */
+    sc_deferred *running;     /* the ones of this turn not yet run */
+    sc_cleanup *cleanups;     /* run by sc_loop_free */
+    struct sc_keycache *keys; /* private keys already decrypted (auth.c) */
+    uv_async_t wakeup;        /* sc_interrupt: makes a blocked turn return */
 };
 
 sc_loop *sc_loop_new(void);
@@ -82,7 +82,7 @@ void sc_loop_at_free(sc_loop *loop, sc_cleanup *c);
 void sc_interrupt(void);
 
 void sc_op_init(sc_op *op, sc_loop *loop, const char *kind);
-void sc_op_notify(sc_op *op);                  /* queue as ready (news, or done) */
+void sc_op_notify(sc_op *op);                    /* queue as ready (news, or done) */
 void sc_op_finish(sc_op *op, const sc_err *err); /* mark done (err NULL: success) and notify */
 void sc_op_ref(sc_op *op);
 void sc_op_release(sc_op *op);

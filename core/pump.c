@@ -263,8 +263,11 @@ sc_pump *sc_pump_open(sc_session *s, int fd, const char *host, int port, const c
     sc_pump *p = pump_new(s, fd, ev, ud);
     if (!p)
         return NULL;
-    sc_chan_opts o = {.to_host = host, .to_port = port, .orig_host = orig_host,
-                      .orig_port = orig_port, .window = p->window};
+    sc_chan_opts o = {.to_host = host,
+                      .to_port = port,
+                      .orig_host = orig_host,
+                      .orig_port = orig_port,
+                      .window = p->window};
     if (sc_channel_init(&p->chan, s, &o) < 0) {
         sc_session_detach(&p->cu);
         pump_free(p);

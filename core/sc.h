@@ -69,7 +69,7 @@ int sc_buf_append(sc_buf *b, const void *p, size_t n); /* 0, or -1 out of memory
  * or NULL out of memory. */
 char *sc_buf_reserve(sc_buf *b, size_t n);
 void sc_buf_commit(sc_buf *b, size_t n);
-size_t sc_buf_avail(const sc_buf *b);                   /* unread bytes */
+size_t sc_buf_avail(const sc_buf *b); /* unread bytes */
 void sc_buf_consume(sc_buf *b, size_t n);
 void sc_buf_reset(sc_buf *b);
 void sc_buf_free(sc_buf *b);

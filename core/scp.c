@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define IN_BUF 65536
+#define IN_BUF       65536
 #define LINE_MAX_LEN 2048
 
 /* Where a sink call that sends a record and waits for its reply is (calls are retried). */
@@ -37,14 +37,14 @@ typedef struct {
     size_t line_len;
     char out[LINE_MAX_LEN + 64];
     size_t out_off, out_len;
-    int queued;           /* the message of the pending call is queued (not queued again on retry) */
-    scp_step step;        /* sink: where begin() or end_file() is */
+    int queued;    /* the message of the pending call is queued (not queued again on retry) */
+    scp_step step; /* sink: where begin() or end_file() is */
     /* source */
     int depth, top_count;
     char expected[XF_NAME_MAX + 1];
     int has_times;
     int64_t mtime, atime;
-    int records;          /* records received (a first line that is not one is shown) */
+    int records; /* records received (a first line that is not one is shown) */
 } xf_scp;
 
 /* ---- bytes in and out ---- */
@@ -84,8 +84,7 @@ static int read_line(xf_scp *sc)
         char *nl = memchr(start, '\n', avail);
         size_t take = nl ? (size_t)(nl - start) : avail;
         if (sc->line_len + take > LINE_MAX_LEN)
-            return xf_fail(&sc->e, SC_EPROTO, "a protocol line longer than %d bytes",
-                           LINE_MAX_LEN);
+            return xf_fail(&sc->e, SC_EPROTO, "a protocol line longer than %d bytes", LINE_MAX_LEN);
         memcpy(sc->line + sc->line_len, start, take);
         sc->line_len += take;
         sc->in_off += take + (nl ? 1 : 0);
@@ -101,8 +100,8 @@ static int flush(xf_scp *sc)
 {
     while (sc->out_off < sc->out_len) {
         size_t took = 0;
-        int r = xf_chan_write(&sc->e, &sc->c, sc->out + sc->out_off, sc->out_len - sc->out_off,
-                              &took);
+        int r =
+            xf_chan_write(&sc->e, &sc->c, sc->out + sc->out_off, sc->out_len - sc->out_off, &took);
         if (r != XF_OK)
             return r;
         sc->out_off += took;
@@ -262,10 +261,11 @@ static int parse_record(xf_scp *sc, xf_entry *ent)
      * it is, it would make a file of another name and call it a success */
     for (size_t i = 0; i + 2 < nlen; i++)
         if (p[i] == '\\' && p[i + 1] == '^' && p[i + 2] == 'J')
-            return xf_fail(e, SC_EIO,
-                           "\"%s\" is a name with a newline, which SCP cannot carry (the remote scp "
-                           "encoded it): use protocol = \"sftp\"",
-                           shown);
+            return xf_fail(
+                e, SC_EIO,
+                "\"%s\" is a name with a newline, which SCP cannot carry (the remote scp "
+                "encoded it): use protocol = \"sftp\"",
+                shown);
     if (rec.is_dir && !e->x->o.recursive)
         return xf_fail(e, SC_EPROTO, "the server sent directory \"%s\", recursive was not asked",
                        shown);
@@ -306,7 +306,8 @@ static int src_next(xf_end *e, xf_entry *ent)
                 return xf_fail(e, SC_EPROTO, "the server's stream ended inside a directory");
             if (sc->top_count == 0 && e->x->n_soft == 0) {
                 const char *err = xf_chan_stderr(&sc->c);
-                return xf_fail(e, SC_EPROTO, "the remote scp sent nothing%s%s", *err ? ": " : "", err);
+                return xf_fail(e, SC_EPROTO, "the remote scp sent nothing%s%s", *err ? ": " : "",
+                               err);
             }
             return XF_DONE;
         }
@@ -500,16 +501,27 @@ static void scp_destroy(xf_end *e)
 }
 
 static const xf_source_ops scp_source = {
-    .start = src_start, .next = src_next, .accept = src_accept, .read = src_read,
-    .data_end = src_data_end, .file_done = src_file_done, .finish = src_finish,
-    .abort = scp_abort, .destroy = scp_destroy,
+    .start = src_start,
+    .next = src_next,
+    .accept = src_accept,
+    .read = src_read,
+    .data_end = src_data_end,
+    .file_done = src_file_done,
+    .finish = src_finish,
+    .abort = scp_abort,
+    .destroy = scp_destroy,
 };
 
 /* No pending_path: scp -t writes each file in place, as OpenSSH's scp does; a verify of the
  * destination can only come after. */
 static const xf_sink_ops scp_sink = {
-    .start = sink_start, .begin = sink_begin, .write = sink_write, .end_file = sink_end_file,
-    .finish = sink_finish, .abort = scp_abort, .destroy = scp_destroy,
+    .start = sink_start,
+    .begin = sink_begin,
+    .write = sink_write,
+    .end_file = sink_end_file,
+    .finish = sink_finish,
+    .abort = scp_abort,
+    .destroy = scp_destroy,
 };
 
 xf_end *xf_scp_new(xf_ctx *x, sc_session *s, const char *path, int is_src)

@@ -12,8 +12,8 @@
 
 typedef struct {
     int is_dir;
-    unsigned mode; /* the four octal digits as sent */
-    uint64_t size; /* at most INT64_MAX */
+    unsigned mode;    /* the four octal digits as sent */
+    uint64_t size;    /* at most INT64_MAX */
     const char *name; /* into the line; not NUL-terminated */
     size_t name_len;
 } scp_record;

@@ -20,9 +20,9 @@
 #include <unistd.h>
 
 #define SERVICE_READS_PER_ROUND 64
-#define WRITE_QUEUE_LIMIT (512 * 1024)
+#define WRITE_QUEUE_LIMIT       (512 * 1024)
 #define PREFERRED_CIPHERS                                                                          \
-    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,"    \
+    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,"      \
     "aes192-ctr,aes256-ctr"
 
 typedef struct {
@@ -38,7 +38,7 @@ static void probe_poll(sc_session *s);
 const char *sc_session_stage_name(sc_sstate state)
 {
     static const char *const names[] = {
-        [SS_RESOLVING] = "resolve", [SS_TCP] = "connect",       [SS_HOP_OPEN] = "hop channel",
+        [SS_RESOLVING] = "resolve",   [SS_TCP] = "connect",      [SS_HOP_OPEN] = "hop channel",
         [SS_HANDSHAKE] = "handshake", [SS_HOSTKEY] = "host key", [SS_AUTH] = "auth",
         [SS_READY] = "connection",    [SS_FAILED] = "failed",    [SS_CLOSED] = "closed",
     };
@@ -577,8 +577,8 @@ sc_session *sc_session_new(sc_loop *loop, sc_session *parent, sc_hostspec *spec,
 
     sc_timer_start(&s->timer, on_deadline, (uint64_t)(s->spec.timeout * 1000.0), 0);
     if (parent) /* the keepalive timer is free until the session is ready */
-        sc_timer_start(&s->keepalive_timer, on_connect_halfway,
-                       (uint64_t)(s->spec.timeout * 500.0), 0);
+        sc_timer_start(&s->keepalive_timer, on_connect_halfway, (uint64_t)(s->spec.timeout * 500.0),
+                       0);
 
     if (parent) {
         s->parent = parent;

@@ -94,9 +94,9 @@ struct sc_session {
     sc_chanuser *serve_next; /* the user a service round takes next */
 
     /* what the connect learned, for probes (sshlua -r tree) */
-    char hostkey_fp[200];     /* "ssh-ed25519 SHA256:..." */
-    int hostkey_note;         /* SC_HOSTKEY_NOTE_*: recorded (accept-new), or not checked (off) */
-    char banner[120];         /* the server's version string, sanitized */
+    char hostkey_fp[200]; /* "ssh-ed25519 SHA256:..." */
+    int hostkey_note;     /* SC_HOSTKEY_NOTE_*: recorded (accept-new), or not checked (off) */
+    char banner[120];     /* the server's version string, sanitized */
     double t_start, t_connected, t_handshake, t_ready; /* sc_loop_now() at each stage, 0 before */
 };
 
@@ -122,10 +122,10 @@ void sc_session_wrote(sc_session *s, size_t n);
 /* Channel receive windows. libssh 0.10 keeps a channel's window near 1.28 MB unless a read asks
  * for more; through a chain of hops that stalls the pipeline (measured: downloads at half speed).
  * OpenSSH uses 2 MB per channel. */
-#define SC_HOP_WINDOW (4u * 1024 * 1024)
+#define SC_HOP_WINDOW     (4u * 1024 * 1024)
 #define SC_FORWARD_WINDOW (2u * 1024 * 1024)
-#define SC_XFER_WINDOW (2u * 1024 * 1024)
-#define SC_EXEC_WINDOW (2u * 1024 * 1024)
+#define SC_XFER_WINDOW    (2u * 1024 * 1024)
+#define SC_EXEC_WINDOW    (2u * 1024 * 1024)
 
 void sc_session_attach(sc_session *s, sc_chanuser *u);
 void sc_session_detach(sc_chanuser *u);

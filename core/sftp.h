@@ -6,22 +6,22 @@
 #include "sftp_wire.h"
 #include "xfer.h"
 
-#define SF_CHUNK 65536
-#define SF_PIPE 64
+#define SF_CHUNK   65536
+#define SF_PIPE    64
 #define SF_MAX_REQ (SF_PIPE + 4)
 
 /* Where a call that takes several requests is (calls are retried until done). */
 typedef enum {
     SF_IDLE = 0,
     /* sink, a directory */
-    SF_DIR_CHECK,    /* MKDIR failed: LSTAT tells whether it exists as a directory */
-    SF_DIR_MADE,     /* made (or there): push the frame */
+    SF_DIR_CHECK, /* MKDIR failed: LSTAT tells whether it exists as a directory */
+    SF_DIR_MADE,  /* made (or there): push the frame */
     /* sink, the end of a file */
-    SF_END_SETSTAT,  /* modes and times */
-    SF_END_CLOSE,    /* close, to keep */
-    SF_END_RENAME,   /* into place */
-    SF_END_DISCARD,  /* close, to throw away */
-    SF_END_REMOVE,   /* remove the temporary file */
+    SF_END_SETSTAT, /* modes and times */
+    SF_END_CLOSE,   /* close, to keep */
+    SF_END_RENAME,  /* into place */
+    SF_END_DISCARD, /* close, to throw away */
+    SF_END_REMOVE,  /* remove the temporary file */
 } sf_step;
 
 /* A request slot. */
@@ -33,7 +33,7 @@ typedef struct {
     uint8_t type;    /* the reply's type */
     uint32_t status; /* FXP_STATUS code */
     char msg[160];
-    uint8_t *data;   /* the reply after its id */
+    uint8_t *data; /* the reply after its id */
     size_t len;
     size_t used;     /* FXP_DATA: bytes already handed on */
     uint64_t offset; /* READ/WRITE: where */
@@ -52,24 +52,24 @@ typedef struct {
     sname *names; /* the last READDIR batch */
     int n_names, next_name;
     int eof;
-    sattrs a;     /* sink: applied when the directory is left */
+    sattrs a; /* sink: applied when the directory is left */
 } sframe;
 
 typedef struct {
     xf_end e;
     xf_chan c;
-    int ready;        /* INIT/VERSION done */
+    int ready; /* INIT/VERSION done */
     int init_sent;
-    sf_step step;     /* where the current multi-call operation is */
-    int cur;          /* the request the current single call waits for, -1 none */
+    sf_step step; /* where the current multi-call operation is */
+    int cur;      /* the request the current single call waits for, -1 none */
     sc_buf out;
     sc_buf in;
     sreq req[SF_MAX_REQ];
     uint32_t next_id;
     int posix_rename;
     /* the current file */
-    char *fpath;      /* its path */
-    char *tmp;        /* sink: its temporary path */
+    char *fpath; /* its path */
+    char *tmp;   /* sink: its temporary path */
     char *handle;
     size_t hlen;
     uint64_t size, next_off, delivered;
@@ -80,12 +80,12 @@ typedef struct {
     sframe *stack;
     int depth, cap;
     int top_seen;
-    char *top_name;   /* source: the name of the top entry */
+    char *top_name; /* source: the name of the top entry */
     sattrs top;
-    char *root;       /* sink: the directory the top entry goes into, or NULL */
-    char *top_as;     /* sink: the top entry's own path when the target is that entry */
+    char *root;   /* sink: the directory the top entry goes into, or NULL */
+    char *top_as; /* sink: the top entry's own path when the target is that entry */
     int sink_started;
-    int old_removed;  /* sink: the rename step removed the file it replaces */
+    int old_removed; /* sink: the rename step removed the file it replaces */
 } xf_sftp;
 
 /* ---- the requests (sftp.c) ---- */
@@ -138,7 +138,7 @@ void sf_close_frame(sframe *f);
 void sf_drop_file(xf_sftp *sf);
 int sf_ring_at(xf_sftp *sf, int i);
 void sf_ring_pop(xf_sftp *sf);
-int sf_start(xf_end *e);   /* the channel, INIT and VERSION */
+int sf_start(xf_end *e); /* the channel, INIT and VERSION */
 int sf_finish(xf_end *e);
 void sf_abort(xf_end *e);
 void sf_destroy(xf_end *e);

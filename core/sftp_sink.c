@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static int sink_start(xf_end *e)
 {
     xf_sftp *sf = (xf_sftp *)e;
@@ -305,7 +304,12 @@ static int sink_finish(xf_end *e)
 }
 
 const xf_sink_ops sftp_sink = {
-    .start = sink_start, .begin = sink_begin, .write = sink_write, .settle = sink_settle,
-    .end_file = sink_end_file, .finish = sink_finish, .abort = sf_abort, .destroy = sf_destroy,
+    .start = sink_start,
+    .begin = sink_begin,
+    .write = sink_write,
+    .settle = sink_settle,
+    .end_file = sink_end_file,
+    .finish = sink_finish,
+    .abort = sf_abort,
+    .destroy = sf_destroy,
 };
-

@@ -8,8 +8,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-
-
 static void entry_from(xf_entry *ent, const char *name, const sattrs *a)
 {
     ent->type = sf_attrs_is_dir(a) ? XE_DIR : XE_FILE;
@@ -137,7 +135,8 @@ static int src_next(xf_end *e, xf_entry *ent)
                 if (sf_attrs_is_dir(&s->a)) {
                     /* as sftp get -r: without inode numbers a symlink loop cannot be seen */
                     f->next_name++;
-                    xf_soft(e, "remote %s/%s: symlink to a directory, not followed", f->path, s->name);
+                    xf_soft(e, "remote %s/%s: symlink to a directory, not followed", f->path,
+                            s->name);
                     continue;
                 }
             }
@@ -319,7 +318,8 @@ static int src_read(xf_end *e, char *buf, size_t len, size_t *got)
         const uint8_t *d;
         size_t dl;
         if (sftp_parse_data(q->data, q->len, q->want, &d, &dl) < 0)
-            return xf_fail(e, SC_EPROTO, "a bad SFTP data reply (%zu bytes for %u asked)", dl, q->want);
+            return xf_fail(e, SC_EPROTO, "a bad SFTP data reply (%zu bytes for %u asked)", dl,
+                           q->want);
         size_t n = dl - q->used;
         if (n > len)
             n = len;
@@ -350,7 +350,12 @@ static int src_data_end(xf_end *e)
 }
 
 const xf_source_ops sftp_source = {
-    .start = src_start, .next = src_next, .accept = src_accept, .read = src_read,
-    .data_end = src_data_end, .finish = sf_finish, .abort = sf_abort, .destroy = sf_destroy,
+    .start = src_start,
+    .next = src_next,
+    .accept = src_accept,
+    .read = src_read,
+    .data_end = src_data_end,
+    .finish = sf_finish,
+    .abort = sf_abort,
+    .destroy = sf_destroy,
 };
-

@@ -48,7 +48,8 @@ uint32_t sftp_get_u32(sftp_cursor *c)
         c->left = 0;
         return 0;
     }
-    uint32_t v = (uint32_t)c->p[0] << 24 | (uint32_t)c->p[1] << 16 | (uint32_t)c->p[2] << 8 | c->p[3];
+    uint32_t v =
+        (uint32_t)c->p[0] << 24 | (uint32_t)c->p[1] << 16 | (uint32_t)c->p[2] << 8 | c->p[3];
     c->p += 4;
     c->left -= 4;
     return v;
@@ -130,16 +131,26 @@ int sftp_parse_version(const uint8_t *p, size_t n, uint32_t *version, int *posix
 const char *sftp_status_text(uint32_t code)
 {
     switch (code) {
-    case FX_OK: return "ok";
-    case FX_EOF: return "end of file";
-    case FX_NO_SUCH_FILE: return "No such file or directory";
-    case FX_PERMISSION_DENIED: return "Permission denied";
-    case FX_FAILURE: return "failure";
-    case FX_BAD_MESSAGE: return "bad message";
-    case FX_NO_CONNECTION: return "no connection";
-    case FX_CONNECTION_LOST: return "connection lost";
-    case FX_OP_UNSUPPORTED: return "operation unsupported";
-    default: return "error";
+    case FX_OK:
+        return "ok";
+    case FX_EOF:
+        return "end of file";
+    case FX_NO_SUCH_FILE:
+        return "No such file or directory";
+    case FX_PERMISSION_DENIED:
+        return "Permission denied";
+    case FX_FAILURE:
+        return "failure";
+    case FX_BAD_MESSAGE:
+        return "bad message";
+    case FX_NO_CONNECTION:
+        return "no connection";
+    case FX_CONNECTION_LOST:
+        return "connection lost";
+    case FX_OP_UNSUPPORTED:
+        return "operation unsupported";
+    default:
+        return "error";
     }
 }
 

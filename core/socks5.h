@@ -10,8 +10,11 @@ typedef enum { SOCKS5_MORE = 0, SOCKS5_OK = 1, SOCKS5_BAD = -1 } socks5_result;
 
 /* Reply codes (RFC 1928 section 6). */
 enum {
-    SOCKS5_REP_OK = 0, SOCKS5_REP_FAILURE = 1, SOCKS5_REP_REFUSED = 5,
-    SOCKS5_REP_COMMAND = 7, SOCKS5_REP_ADDRESS = 8,
+    SOCKS5_REP_OK = 0,
+    SOCKS5_REP_FAILURE = 1,
+    SOCKS5_REP_REFUSED = 5,
+    SOCKS5_REP_COMMAND = 7,
+    SOCKS5_REP_ADDRESS = 8,
 };
 
 /* The greeting (VER NMETHODS METHODS...): SOCKS5_OK with *used bytes and whether "no

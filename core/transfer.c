@@ -11,12 +11,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define XF_BUF SC_XFER_WINDOW /* the data channel's receive window too */
+#define XF_BUF     SC_XFER_WINDOW    /* the data channel's receive window too */
 #define XF_QUANTUM (2 * 1024 * 1024) /* bytes moved per round before letting others run */
 
 typedef enum {
-    XP_START, XP_NEXT, XP_BEGIN, XP_ACCEPT, XP_DATA, XP_DATA_END, XP_VERIFY, XP_END_FILE,
-    XP_FILE_DONE, XP_FINISH, XP_DONE,
+    XP_START,
+    XP_NEXT,
+    XP_BEGIN,
+    XP_ACCEPT,
+    XP_DATA,
+    XP_DATA_END,
+    XP_VERIFY,
+    XP_END_FILE,
+    XP_FILE_DONE,
+    XP_FINISH,
+    XP_DONE,
 } xp_phase;
 
 typedef struct {
@@ -258,8 +267,8 @@ static int move_data(sc_xfer *t, size_t *moved)
     while (*moved < XF_QUANTUM) {
         if (t->buf_off < t->buf_len) {
             size_t took = 0;
-            int r = t->dst->sink->write(t->dst, t->buf + t->buf_off, t->buf_len - t->buf_off,
-                                        &took);
+            int r =
+                t->dst->sink->write(t->dst, t->buf + t->buf_off, t->buf_len - t->buf_off, &took);
             if (r != XF_OK)
                 return r;
             t->buf_off += took;
@@ -423,7 +432,7 @@ static void xfer_steps(sc_xfer *t)
     }
 out:
     if (r == XF_AGAIN)
-        return; /* a session's service round (or a wake) brings us back */
+        return;      /* a session's service round (or a wake) brings us back */
     if (r != XF_ERR) /* a status this phase cannot take: never stall */
         driver_fail(t, SC_EIO, NULL, "internal: status %d in phase %d", r, (int)t->phase);
     if (t->x.err.code == SC_OK)

@@ -119,7 +119,8 @@ int xf_chan_open(xf_end *e, xf_chan *c, const char *what, int subsystem)
     if (c->closed)
         return xf_fail(e, SC_ECLOSED, "channel closed");
     if (!c->started) {
-        sc_chan_opts o = {.request = subsystem ? SC_CHAN_SUBSYSTEM : SC_CHAN_EXEC, .what = what,
+        sc_chan_opts o = {.request = subsystem ? SC_CHAN_SUBSYSTEM : SC_CHAN_EXEC,
+                          .what = what,
                           .window = SC_XFER_WINDOW};
         if (sc_channel_init(&c->chan, e->session, &o) < 0)
             return xf_fail(e, SC_EIO, "out of memory");

@@ -37,10 +37,10 @@ typedef struct {
  * expected total, the idle clock. The driver embeds it and registers `wake`. */
 typedef struct xf_ctx {
     xf_options o;
-    const char *verb;   /* "upload", "download", "copy": the stage of its messages */
-    char label[300];    /* the hop that names the transfer when an end has no session */
-    sc_err err;         /* the hard error, once set */
-    sc_err soft;        /* the first per-file failure */
+    const char *verb; /* "upload", "download", "copy": the stage of its messages */
+    char label[300];  /* the hop that names the transfer when an end has no session */
+    sc_err err;       /* the hard error, once set */
+    sc_err soft;      /* the first per-file failure */
     long n_soft;
     uint64_t total;
     double last_activity;

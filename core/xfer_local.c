@@ -21,11 +21,11 @@
 #define MAX_DEPTH 512
 
 typedef struct {
-    DIR *d;      /* source: the directory being listed (NULL: its listing failed) */
-    int fd;      /* sink: the directory's fd */
-    dev_t dev;   /* source: for loop detection */
+    DIR *d;    /* source: the directory being listed (NULL: its listing failed) */
+    int fd;    /* sink: the directory's fd */
+    dev_t dev; /* source: for loop detection */
     ino_t ino;
-    unsigned mode;   /* sink: applied when the directory is left */
+    unsigned mode; /* sink: applied when the directory is left */
     int has_times, created;
     int64_t mtime, atime;
 } lframe;
@@ -34,17 +34,17 @@ typedef struct {
     xf_end e;
     lframe *stack;
     int depth, cap;
-    int root_fd;      /* sink: the directory the top entry goes into */
-    char *top_as;     /* sink: the top entry's name when the target itself is that entry */
+    int root_fd;  /* sink: the directory the top entry goes into */
+    char *top_as; /* sink: the top entry's name when the target itself is that entry */
     int top_seen;
     char top_name[XF_NAME_MAX + 1];
     struct stat top_st;
-    int fd;           /* the current file */
-    uint64_t left;    /* source: bytes of the current file still to read */
+    int fd;        /* the current file */
+    uint64_t left; /* source: bytes of the current file still to read */
     char tmp[XF_NAME_MAX + 1];
     char final[XF_NAME_MAX + 1];
-    int keep_mode;    /* sink: an existing file's mode (-1: none) */
-    xf_entry cur;     /* sink: the file being written */
+    int keep_mode; /* sink: an existing file's mode (-1: none) */
+    xf_entry cur;  /* sink: the file being written */
     mode_t umask;
 } xf_local;
 
@@ -414,8 +414,11 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
     if (ent->type == XE_DIR) {
         if (!e->x->o.recursive)
             return xf_fail(e, SC_EPROTO, "directory %s sent, recursive not asked", name);
-        lframe f = {.d = NULL, .mode = ent->mode, .has_times = ent->has_times,
-                    .mtime = ent->mtime, .atime = ent->atime};
+        lframe f = {.d = NULL,
+                    .mode = ent->mode,
+                    .has_times = ent->has_times,
+                    .mtime = ent->mtime,
+                    .atime = ent->atime};
         if (!exists) {
             if (mkdirat(dfd, name, 0700) != 0)
                 return xf_fail(e, SC_EIO, "local mkdir %s: %s", name, strerror(errno));
@@ -560,13 +563,23 @@ static void local_destroy(xf_end *e)
 
 /* No data_end (a local file is good when read) and no finish (nothing to flush). */
 static const xf_source_ops local_source = {
-    .start = src_start, .next = src_next, .accept = src_accept, .read = src_read,
-    .file_done = src_file_done, .abort = local_abort, .destroy = local_destroy,
+    .start = src_start,
+    .next = src_next,
+    .accept = src_accept,
+    .read = src_read,
+    .file_done = src_file_done,
+    .abort = local_abort,
+    .destroy = local_destroy,
 };
 
 static const xf_sink_ops local_sink = {
-    .start = sink_start, .begin = sink_begin, .write = sink_write, .end_file = sink_end_file,
-    .finish = sink_finish, .abort = local_abort, .destroy = local_destroy,
+    .start = sink_start,
+    .begin = sink_begin,
+    .write = sink_write,
+    .end_file = sink_end_file,
+    .finish = sink_finish,
+    .abort = local_abort,
+    .destroy = local_destroy,
 };
 
 xf_end *xf_local_new(xf_ctx *x, const char *path, int is_src)

@@ -76,8 +76,12 @@ static int core_set_interrupted(lua_State *L)
 
 static const luaL_Reg core_functions[] = {
     {"set_interrupted", core_set_interrupted},
-    {"step", core_step},     {"stats", core_stats},           {"now", core_now},
-    {"isatty", core_isatty}, {"term_width", core_term_width}, {NULL, NULL},
+    {"step", core_step},
+    {"stats", core_stats},
+    {"now", core_now},
+    {"isatty", core_isatty},
+    {"term_width", core_term_width},
+    {NULL, NULL},
 };
 
 __attribute__((visibility("default"))) int luaopen_sshchain_core(lua_State *L);

@@ -33,7 +33,8 @@ static int read_env(lua_State *L, int t, sc_env_var *vars)
         for (const char *p = k; ok && *p; p++)
             ok = isalnum((unsigned char)*p) || *p == '_';
         if (!ok)
-            luaL_error(L, "exec: env names must be identifiers (got %s)", luaL_tolstring(L, -2, NULL));
+            luaL_error(L, "exec: env names must be identifiers (got %s)",
+                       luaL_tolstring(L, -2, NULL));
         if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
             luaL_error(L, "exec: env value of %s must be a string or a number", k);
         if (n == MAX_ENV)
@@ -188,7 +189,7 @@ static int op_signal(lua_State *L)
     const char *name = luaL_checkstring(L, 2);
     if (strncmp(name, "SIG", 3) == 0)
         name += 3;
-    static const char *const known[] = {"ABRT", "ALRM", "FPE", "HUP", "ILL", "INT", "KILL",
+    static const char *const known[] = {"ABRT", "ALRM", "FPE",  "HUP",  "ILL",  "INT",  "KILL",
                                         "PIPE", "QUIT", "SEGV", "TERM", "USR1", "USR2", NULL};
     int ok = 0;
     for (int i = 0; known[i] && !ok; i++)
@@ -199,9 +200,14 @@ static int op_signal(lua_State *L)
 }
 
 static const luaL_Reg exec_methods[] = {
-    {"take", op_take},     {"result", op_result}, {"write", op_write},
-    {"pending", op_pending}, {"close_stdin", op_close_stdin}, {"resize", op_resize},
-    {"signal", op_signal}, {NULL, NULL},
+    {"take", op_take},
+    {"result", op_result},
+    {"write", op_write},
+    {"pending", op_pending},
+    {"close_stdin", op_close_stdin},
+    {"resize", op_resize},
+    {"signal", op_signal},
+    {NULL, NULL},
 };
 
 const luaL_Reg lsc_exec_session_methods[] = {{"exec_start", l_exec_start}, {NULL, NULL}};

@@ -62,8 +62,11 @@ static int op_counts(lua_State *L)
 }
 
 static const luaL_Reg forward_methods[] = {
-    {"port", op_port},     {"listening", op_listening}, {"take_error", op_take_error},
-    {"counts", op_counts}, {NULL, NULL},
+    {"port", op_port},
+    {"listening", op_listening},
+    {"take_error", op_take_error},
+    {"counts", op_counts},
+    {NULL, NULL},
 };
 
 const luaL_Reg lsc_forward_session_methods[] = {{"forward_start", l_forward_start}, {NULL, NULL}};

@@ -62,7 +62,8 @@ static int op_tostring(lua_State *L)
     if (!box || !box->op)
         lua_pushliteral(L, "sshchain.op (closed)");
     else
-        lua_pushfstring(L, "sshchain.op %s (%s)", box->op->kind, box->op->done ? "done" : "running");
+        lua_pushfstring(L, "sshchain.op %s (%s)", box->op->kind,
+                        box->op->done ? "done" : "running");
     return 1;
 }
 

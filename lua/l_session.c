@@ -13,7 +13,10 @@ static const char *const state_names[] = {
     [SS_READY] = "ready",          [SS_FAILED] = "failed",      [SS_CLOSED] = "closed",
 };
 
-static lsc_session *to_session(lua_State *L, int i) { return luaL_checkudata(L, i, LSC_SESSION_MT); }
+static lsc_session *to_session(lua_State *L, int i)
+{
+    return luaL_checkudata(L, i, LSC_SESSION_MT);
+}
 
 static char *dup_opt(lua_State *L, int t, const char *k)
 {

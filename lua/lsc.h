@@ -15,13 +15,13 @@
 #include "../core/session.h"
 #include "../core/transfer.h"
 
-#define LSC_SESSION_MT "sshchain.session"
-#define LSC_OP_MT "sshchain.op" /* the methods every operation has */
-#define LSC_CONNECT_MT "sshchain.connect_op"
-#define LSC_EXEC_MT "sshchain.exec_op"
-#define LSC_FORWARD_MT "sshchain.forward_op"
+#define LSC_SESSION_MT  "sshchain.session"
+#define LSC_OP_MT       "sshchain.op" /* the methods every operation has */
+#define LSC_CONNECT_MT  "sshchain.connect_op"
+#define LSC_EXEC_MT     "sshchain.exec_op"
+#define LSC_FORWARD_MT  "sshchain.forward_op"
 #define LSC_TRANSFER_MT "sshchain.transfer_op"
-#define LSC_SLEEP_MT "sshchain.sleep_op"
+#define LSC_SLEEP_MT    "sshchain.sleep_op"
 
 typedef struct {
     sc_session *s;

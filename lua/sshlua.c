@@ -12,9 +12,9 @@
 #include <lua.h>
 #include <lualib.h>
 
-#define PROGNAME "sshlua"
+#define PROGNAME       "sshlua"
 #define SSHLUA_VERSION "sshlua 0.1.0 (sshchain; " LUA_RELEASE ")"
-#define INIT_VAR "SSHLUA_INIT"
+#define INIT_VAR       "SSHLUA_INIT"
 
 int luaopen_sshchain(lua_State *L);
 void sc_interrupt(void);
@@ -227,12 +227,12 @@ static int handle_recipe(lua_State *L, char **argv, int argc, int at)
 }
 
 #define has_error 1
-#define has_i 2
-#define has_v 4
-#define has_e 8
-#define has_E 16
-#define has_r 32
-#define has_help 64
+#define has_i     2
+#define has_v     4
+#define has_e     8
+#define has_E     16
+#define has_r     32
+#define has_help  64
 
 /* Scans options; returns the flags and sets *first to the script's (or -r's) index. */
 static int collectargs(char **argv, int *first)
@@ -312,8 +312,8 @@ static int runargs(lua_State *L, char **argv, int n)
             char *extra = argv[i] + 2;
             if (*extra == '\0')
                 extra = argv[++i];
-            int status = (option == 'e') ? dostring(L, extra, "=(command line)")
-                                         : dolibrary(L, extra);
+            int status =
+                (option == 'e') ? dostring(L, extra, "=(command line)") : dolibrary(L, extra);
             if (status != LUA_OK)
                 return 0;
             break;
@@ -430,7 +430,8 @@ static void l_print(lua_State *L)
         lua_getglobal(L, "print");
         lua_insert(L, 1);
         if (lua_pcall(L, n, 0, 0) != LUA_OK)
-            l_message(progname, lua_pushfstring(L, "error calling 'print' (%s)", lua_tostring(L, -1)));
+            l_message(progname,
+                      lua_pushfstring(L, "error calling 'print' (%s)", lua_tostring(L, -1)));
     }
 }
 

@@ -341,7 +341,8 @@ describe("audit: found trying it as a new user", function()
     local out = H.tmpname()
     os.execute(("(%s%s -r exec --lines t1 -- 'echo first; sleep 3; echo second' > %s 2>/dev/null) &")
       :format(inv, sshlua, out))
-    local seen, t0 = nil, sshchain.core.now()
+    local seen
+    local t0 = sshchain.core.now()
     repeat
       os.execute("sleep 0.1")
       seen = H.readfile(out) or ""

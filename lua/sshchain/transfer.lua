@@ -147,7 +147,7 @@ do
 
   --- Answers the digests a verify waits for: the source's from the map computed alongside (the
   --- task `sums`), the destination's temporary file by sha256sum there.
-  local function answer_verify(op, src, dst, sums)
+  local function answer_verify(op, dst, sums)
     local path = op:verify_request(0)
     if path then
       local map, msg = sums:wait()
@@ -163,12 +163,12 @@ do
 
   --- Runs one transfer op to its end, calling progress as news comes and answering verify
   --- requests; returns the op.
-  local function drive(op, progress, src, dst, sums)
+  local function drive(op, progress, dst, sums)
     local ok, err = pcall(function()
       repeat
         await(op, true)
         if op:take_news() then
-          if sums or (dst and op:sink_verifies_first()) then answer_verify(op, src, dst, sums) end
+          if sums or (dst and op:sink_verifies_first()) then answer_verify(op, dst, sums) end
           if progress and not op:done() then progress(op:progress()) end
         end
       until op:done()
@@ -236,7 +236,7 @@ do
       verify = opts.verify, timeout = opts.timeout or DEFAULT_IDLE_TIMEOUT, total = total, verb = verb,
     })
     if not ok then release() error(op, 3) end
-    local dok, derr = pcall(drive, op, opts.progress, remote_src, remote_dst, sums)
+    local dok, derr = pcall(drive, op, opts.progress, remote_dst, sums)
     release()
     if sums then pcall(sums.wait, sums) end -- never leave the task behind
     if not dok then error(derr, 0) end

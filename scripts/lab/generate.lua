@@ -53,10 +53,6 @@ local function flatten(opts, out)
   return out
 end
 
-local function by_name(name)
-  for _, s in ipairs(T.servers) do if s.name == name then return s end end
-end
-
 local function target_names()
   local names = sorted_keys(T.targets)
   for _, n in ipairs(T.nodes) do names[#names + 1] = n.name end

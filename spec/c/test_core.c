@@ -47,24 +47,29 @@ static void test_err(void)
 {
     sc_err e;
     sc_err_set(&e, SC_EAUTH, "hop %d %s", 2, "bad\x1b[31mname\nx");
-    ok(e.code == SC_EAUTH && strcmp(e.msg, "hop 2 bad?[31mname x") == 0, "control characters are replaced");
+    ok(e.code == SC_EAUTH && strcmp(e.msg, "hop 2 bad?[31mname x") == 0,
+       "control characters are replaced");
     ok(strcmp(sc_code_name(SC_ETIMEDOUT), "ETIMEDOUT") == 0, "code names");
     ok(strcmp(sc_code_name((sc_code)99), "EIO") == 0, "unknown code is EIO");
     /* C1 controls (CSI is 0xC2 0x9B in UTF-8) are replaced as C0 ones are; other UTF-8 stays */
-    sc_err_set(&e, SC_EIO, "a\xc2\x9b" "31mred\xc2\x85" "b \xc3\xa9");
+    sc_err_set(&e, SC_EIO,
+               "a\xc2\x9b"
+               "31mred\xc2\x85"
+               "b \xc3\xa9");
     ok(strcmp(e.msg, "a?31mred?b \xc3\xa9") == 0, "C1 control characters are replaced");
     sc_err_format(&e, SC_EAUTH, "hop 2 u@h:22", 2, "auth", "denied", "no %s", "way");
-    ok(strcmp(e.msg, "hop 2 u@h:22: auth: no way") == 0 && e.hop == 2 && strcmp(e.stage, "auth") == 0 &&
-           strcmp(e.reason, "denied") == 0,
+    ok(strcmp(e.msg, "hop 2 u@h:22: auth: no way") == 0 && e.hop == 2 &&
+           strcmp(e.stage, "auth") == 0 && strcmp(e.reason, "denied") == 0,
        "a failure carries its stage, reason and hop as data; its message names them");
     sc_err_format(&e, SC_EIO, NULL, 0, NULL, NULL, "plain");
-    ok(strcmp(e.msg, "plain") == 0 && !e.stage && !e.reason && e.hop == 0, "a failure without a hop");
+    ok(strcmp(e.msg, "plain") == 0 && !e.stage && !e.reason && e.hop == 0,
+       "a failure without a hop");
 }
 
 static void test_names(void)
 {
-    ok(sc_name_ok("a.txt", 5) && !sc_name_ok("", 0) && !sc_name_ok(".", 1) && !sc_name_ok("..", 2) &&
-           !sc_name_ok("a/b", 3) && !sc_name_ok("a\0b", 3),
+    ok(sc_name_ok("a.txt", 5) && !sc_name_ok("", 0) && !sc_name_ok(".", 1) &&
+           !sc_name_ok("..", 2) && !sc_name_ok("a/b", 3) && !sc_name_ok("a\0b", 3),
        "one plain path component only");
     char a[300], b[300];
     xf_temp_name(a, sizeof a, "file.txt");
@@ -84,21 +89,28 @@ static void test_scp_records(void)
        "scp: a file record");
     ok(scp_parse_record("D0755 0 dir", 11, &r, &why) == 0 && r.is_dir, "scp: a directory record");
     ok(scp_parse_record("C0644 5 ..", 10, &r, &why) < 0 && strcmp(why, "unsafe name") == 0 &&
-           scp_parse_record("C0644 5 a/b", 11, &r, &why) < 0 && scp_parse_record("C0644 5 ", 8, &r, &why) < 0,
+           scp_parse_record("C0644 5 a/b", 11, &r, &why) < 0 &&
+           scp_parse_record("C0644 5 ", 8, &r, &why) < 0,
        "scp: names that leave the directory are refused");
-    ok(scp_parse_record("C06x4 5 a", 9, &r, &why) < 0 && scp_parse_record("C0644 99999999999999999999 a", 28, &r, &why) < 0,
+    ok(scp_parse_record("C06x4 5 a", 9, &r, &why) < 0 &&
+           scp_parse_record("C0644 99999999999999999999 a", 28, &r, &why) < 0,
        "scp: bad modes and sizes are refused");
-    ok(scp_parse_times("T1700000000 0 1600000000 0", 26, &mt, &at) == 0 && mt == 1700000000 && at == 1600000000,
+    ok(scp_parse_times("T1700000000 0 1600000000 0", 26, &mt, &at) == 0 && mt == 1700000000 &&
+           at == 1600000000,
        "scp: times");
-    ok(scp_parse_times("T1 2 3", 6, &mt, &at) < 0 && scp_parse_times("T1 0 2 1000000", 14, &mt, &at) < 0,
+    ok(scp_parse_times("T1 2 3", 6, &mt, &at) < 0 &&
+           scp_parse_times("T1 0 2 1000000", 14, &mt, &at) < 0,
        "scp: bad times are refused");
 }
 
 static void test_sftp_wire(void)
 {
     sc_buf b = {0};
-    sattrs a = {.flags = ATTR_SIZE | ATTR_PERMISSIONS | ATTR_ACMODTIME, .size = 42, .perm = 0100644,
-                .atime = 1, .mtime = 2};
+    sattrs a = {.flags = ATTR_SIZE | ATTR_PERMISSIONS | ATTR_ACMODTIME,
+                .size = 42,
+                .perm = 0100644,
+                .atime = 1,
+                .mtime = 2};
     sftp_put_attrs(&b, &a);
     sftp_cursor c = {(const uint8_t *)b.data, b.len, 0};
     sattrs back;
@@ -112,7 +124,8 @@ static void test_sftp_wire(void)
     uint8_t st[] = {0, 0, 0, 2, 0, 0, 0, 5, 'g', 'o', 'n', 'e', 0x1b};
     uint32_t code;
     char msg[64];
-    ok(sftp_parse_status(st, sizeof st, &code, msg, sizeof msg) == 0 && code == 2 && strcmp(msg, "gone?") == 0,
+    ok(sftp_parse_status(st, sizeof st, &code, msg, sizeof msg) == 0 && code == 2 &&
+           strcmp(msg, "gone?") == 0,
        "sftp: a status message, sanitized");
     uint8_t st2[] = {0, 0, 0, 2};
     ok(sftp_parse_status(st2, sizeof st2, &code, msg, sizeof msg) == 0 &&
@@ -125,7 +138,8 @@ static void test_sftp_wire(void)
     const uint8_t *d;
     size_t dl;
     uint8_t data[] = {0, 0, 0, 9, 'x'};
-    ok(sftp_parse_data(data, sizeof data, 65536, &d, &dl) < 0, "sftp: data longer than what came is refused");
+    ok(sftp_parse_data(data, sizeof data, 65536, &d, &dl) < 0,
+       "sftp: data longer than what came is refused");
 }
 
 static void test_socks5(void)
@@ -143,7 +157,8 @@ static void test_socks5(void)
            strcmp(dest, "host") == 0 && port == 80 && used == 11,
        "socks5: a request by name; what follows it is the client's data");
     const uint8_t bind[] = {5, 2, 0, 1, 127, 0, 0, 1, 0, 80};
-    ok(socks5_parse_request(bind, sizeof bind, &used, dest, sizeof dest, &port, &rep) == SOCKS5_BAD &&
+    ok(socks5_parse_request(bind, sizeof bind, &used, dest, sizeof dest, &port, &rep) ==
+               SOCKS5_BAD &&
            rep == SOCKS5_REP_COMMAND,
        "socks5: BIND is refused with 'command not supported'");
     const uint8_t nul[] = {5, 1, 0, 3, 3, 'a', 0, 'b', 0, 80};
@@ -154,8 +169,10 @@ static void test_socks5(void)
 static void test_known_hosts(void)
 {
     kh_line l;
-    const char *plain = "[10.0.0.1]:2222,h.example,!bad.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== c";
-    ok(kh_parse_line(plain, strlen(plain), &l) == 1 && l.marker == KH_PLAIN, "known_hosts: a plain line");
+    const char *plain =
+        "[10.0.0.1]:2222,h.example,!bad.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== c";
+    ok(kh_parse_line(plain, strlen(plain), &l) == 1 && l.marker == KH_PLAIN,
+       "known_hosts: a plain line");
     ok(kh_host_matches(&l, "[10.0.0.1]:2222") == 1 && kh_host_matches(&l, "10.0.0.1") == 0 &&
            kh_host_matches(&l, "H.EXAMPLE") == 1,
        "known_hosts: [host]:port and names match as ssh matches them");
@@ -192,10 +209,12 @@ static void test_known_hosts(void)
     ok(kh_check(files, 2, "10.0.0.7", "ssh-ed25519", key, where, sizeof where) == KH_OK &&
            strstr(where, ":1"),
        "known_hosts: a known key, found in the second file");
-    ok(kh_check(files, 2, "10.0.0.7", "ssh-ed25519", "AAAAC3NzaC1lZDI1NTE5AAAAIOther1111111111111111111111111111111111",
-                where, sizeof where) == KH_CHANGED,
+    ok(kh_check(files, 2, "10.0.0.7", "ssh-ed25519",
+                "AAAAC3NzaC1lZDI1NTE5AAAAIOther1111111111111111111111111111111111", where,
+                sizeof where) == KH_CHANGED,
        "known_hosts: another key of the same type is a change");
-    ok(kh_check(files, 2, "10.0.0.7", "ssh-rsa", "AAAAB3NzaC1yc2E=", where, sizeof where) == KH_OTHER,
+    ok(kh_check(files, 2, "10.0.0.7", "ssh-rsa", "AAAAB3NzaC1yc2E=", where, sizeof where) ==
+           KH_OTHER,
        "known_hosts: only keys of other types");
     ok(kh_check(files, 2, "10.0.0.9", "ssh-ed25519",
                 "AAAAC3NzaC1lZDI1NTE5AAAAIRevoked111111111111111111111111111111111", where,
@@ -267,7 +286,8 @@ static void test_connect_failures(sc_loop *loop)
            strcmp(e.reason, "refused") == 0 && strstr(e.msg, "hop 1 nobody@127.0.0.1:1: connect:"),
        "refused port: ECONNECT at stage connect, naming the hop");
     e = connect_and_wait(loop, "no-such-host.invalid", 22, 5);
-    ok(e.code == SC_ECONNECT && strcmp(e.stage, "resolve") == 0, "unresolvable name: ECONNECT at resolve");
+    ok(e.code == SC_ECONNECT && strcmp(e.stage, "resolve") == 0,
+       "unresolvable name: ECONNECT at resolve");
     ok(loop->live_sessions == 0 && loop->n_live_ops == 0, "nothing left alive");
 }
 

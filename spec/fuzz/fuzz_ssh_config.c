@@ -22,9 +22,10 @@ static void setup(void)
         __builtin_trap();
     }
     lua_setglobal(L, "config");
-    const char *probe = "local text = ...\n"
-                        "for line in (text .. '\\n'):gmatch('([^\\n]*)\\n') do config.tokenize(line) end\n"
-                        "config.parse_text(text, 'fuzz', 0, nil, nil, { includes = false })\n";
+    const char *probe =
+        "local text = ...\n"
+        "for line in (text .. '\\n'):gmatch('([^\\n]*)\\n') do config.tokenize(line) end\n"
+        "config.parse_text(text, 'fuzz', 0, nil, nil, { includes = false })\n";
     if (luaL_loadstring(L, probe) != LUA_OK)
         __builtin_trap();
     lua_setglobal(L, "probe");
