@@ -14,9 +14,16 @@ static void on_exit_status(ssh_session session, ssh_channel channel, int status,
 {
     (void)session;
     (void)channel;
-    sc_exit *ex = ud;
+    sc_exit *ex = &((sc_channel *)ud)->exit;
     ex->status = status;
     ex->have = 1;
+}
+
+static void on_eof(ssh_session session, ssh_channel channel, void *ud)
+{
+    (void)session;
+    (void)channel;
+    ((sc_channel *)ud)->remote_eof = 1;
 }
 
 static void on_exit_signal(ssh_session session, ssh_channel channel, const char *signal, int core,
@@ -27,7 +34,7 @@ static void on_exit_signal(ssh_session session, ssh_channel channel, const char 
     (void)core;
     (void)errmsg;
     (void)lang;
-    sc_exit *ex = ud;
+    sc_exit *ex = &((sc_channel *)ud)->exit;
     sc_sanitize(ex->signal, sizeof ex->signal, signal);
     ex->have = 1;
 }
@@ -35,7 +42,8 @@ static void on_exit_signal(ssh_session session, ssh_channel channel, const char 
 static void watch_exit(sc_channel *c)
 {
     ssh_callbacks_init(&c->cb);
-    c->cb.userdata = &c->exit;
+    c->cb.userdata = c;
+    c->cb.channel_eof_function = on_eof;
     c->cb.channel_exit_status_function = on_exit_status;
     c->cb.channel_exit_signal_function = on_exit_signal;
     ssh_set_channel_callbacks(c->ch, &c->cb);
@@ -302,11 +310,11 @@ int sc_channel_read(sc_channel *c, void *buf, size_t len, int is_stderr)
         return n;
     if (n < 0)
         return SC_CHAN_ERROR;
-    /* the end of this stream (ssh_channel_is_eof waits for the other stream to be read too) */
-    int p = ssh_channel_poll(c->ch, is_stderr);
-    if (p == SSH_EOF)
+    /* nothing was buffered for this stream: it has ended once the peer sent EOF (the callback
+     * says so; ssh_channel_is_eof also waits for the other stream to be read) */
+    if (c->remote_eof || ssh_channel_is_eof(c->ch))
         return SC_CHAN_EOF;
-    if (p == SSH_ERROR || ssh_channel_is_closed(c->ch))
+    if (ssh_channel_is_closed(c->ch))
         return SC_CHAN_ERROR;
     return SC_CHAN_AGAIN;
 }

@@ -84,7 +84,8 @@ struct sc_channel {
     void *ud;
     uint32_t window;
     int eof_sent;
-    int counted; /* in the loop's live_channels */
+    int remote_eof; /* the peer sent EOF (session channels: the callback records it) */
+    int counted;    /* in the loop's live_channels */
     sc_exit exit;
     struct ssh_channel_callbacks_struct cb;
 };

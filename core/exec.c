@@ -83,33 +83,11 @@ static void on_timeout(uv_timer_t *t)
 
 /* ---- the command line: sudo's prompt, and the env wrapper ---- */
 
-static char *shell_quote(const char *v)
-{
-    size_t n = 3;
-    for (const char *p = v; *p; p++)
-        n += *p == '\'' ? 4 : 1;
-    char *q = malloc(n), *o = q;
-    if (!q)
-        return NULL;
-    *o++ = '\'';
-    for (const char *p = v; *p; p++) {
-        if (*p == '\'') {
-            memcpy(o, "'\\''", 4);
-            o += 4;
-        } else {
-            *o++ = *p;
-        }
-    }
-    *o++ = '\'';
-    *o = '\0';
-    return q;
-}
-
 /* "export NAME='value'\n" lines for the variables the server declined; counts their lines. */
 static int build_env_lines(sc_exec *x, const sc_channel *c)
 {
     for (int i = 0; i < c->n_env; i++) {
-        char *q = shell_quote(c->env[i].value);
+        char *q = sc_shell_quote(c->env[i].value);
         if (!q)
             return -1;
         int bad = sc_buf_append(&x->env_lines, "export ", 7) < 0 ||

@@ -133,6 +133,28 @@ int sc_name_ok(const char *name, size_t len)
     return 1;
 }
 
+char *sc_shell_quote(const char *s)
+{
+    size_t n = 3;
+    for (const char *p = s; *p; p++)
+        n += *p == '\'' ? 4 : 1;
+    char *out = malloc(n), *o = out;
+    if (!out)
+        return NULL;
+    *o++ = '\'';
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'') {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return out;
+}
+
 char *sc_strdup(const char *s)
 {
     if (!s)

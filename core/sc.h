@@ -76,6 +76,9 @@ void sc_buf_free(sc_buf *b);
 
 char *sc_strdup(const char *s); /* NULL-safe strdup */
 
+/* s quoted for a POSIX shell ('...', a quote inside as '\''), newly allocated; NULL: no memory. */
+char *sc_shell_quote(const char *s);
+
 #define SC_NAME_MAX 255
 /* Whether name[0..len) is one plain path component, safe to create below a directory: not
  * empty, ".", "..", no '/', no NUL, at most SC_NAME_MAX bytes. */

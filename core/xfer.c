@@ -73,26 +73,7 @@ char *xf_shell_path(const char *path)
 {
     if (strchr(path, '\n') || strchr(path, '\r'))
         return NULL;
-    const char *p = xf_home_relative(path);
-    size_t n = 3;
-    for (const char *q = p; *q; q++)
-        n += *q == '\'' ? 4 : 1;
-    char *out = malloc(n);
-    if (!out)
-        return NULL;
-    char *o = out;
-    *o++ = '\'';
-    for (const char *q = p; *q; q++) {
-        if (*q == '\'') {
-            memcpy(o, "'\\''", 4);
-            o += 4;
-        } else {
-            *o++ = *q;
-        }
-    }
-    *o++ = '\'';
-    *o = '\0';
-    return out;
+    return sc_shell_quote(xf_home_relative(path));
 }
 
 const char *xf_base_name(const char *p)

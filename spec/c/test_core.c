@@ -79,6 +79,17 @@ static void test_names(void)
     ok(strcmp(a, b) != 0, "temporary names differ each time (random, whatever the uptime)");
 }
 
+static void test_quoting(void)
+{
+    char *q = sc_shell_quote("it's $x");
+    ok(q && strcmp(q, "'it'\\''s $x'") == 0, "shell quoting: quotes inside quotes");
+    free(q);
+    char *p = xf_shell_path("~/a b");
+    ok(p && strcmp(p, "'a b'") == 0 && xf_shell_path("a\nb") == NULL,
+       "remote paths: ~/ is the home directory; a newline is refused");
+    free(p);
+}
+
 static void test_scp_records(void)
 {
     scp_record r;
@@ -298,6 +309,7 @@ int main(void)
     test_buf();
     test_err();
     test_names();
+    test_quoting();
     test_scp_records();
     test_sftp_wire();
     test_socks5();
