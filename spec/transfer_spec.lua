@@ -169,11 +169,9 @@ describe("transfer", function()
       it("fails with EIO naming the remote file when it is missing, leaving nothing", function()
         local dir = tmpdir()
         finally(function() rmrf(dir) end)
-        local ok, msg, code = t4:download(rdir .. "/no-such-file", dir .. "/x", o())
-        assert.is_nil(ok)
-        assert.are.equal("EIO", code)
-        assert.matches("hop 3 sclt4@", msg, 1, true)
-        assert.matches("no-such-file", msg, 1, true)
+        local msg = H.failed({ code = "EIO", stage = "download", hop = 3 },
+          t4:download(rdir .. "/no-such-file", dir .. "/x", o()))
+        assert.matches("no-such-file", msg, 1, true) -- the file is named
         assert.are.same({}, ls(dir))
       end)
 
@@ -370,8 +368,8 @@ describe("transfer", function()
       local parent = tmpdir()
       local dir = parent .. "/target"
       assert(os.execute("mkdir " .. dir))
-      local ok, msg, code = evil:download("/srv/" .. name, dir, opts)
-      return { ok = ok, msg = msg, code = code, dir = dir, parent = parent,
+      local ok, msg, code, err = evil:download("/srv/" .. name, dir, opts)
+      return { ok = ok, msg = msg, code = code, err = err, dir = dir, parent = parent,
         inside = ls(dir), beside = ls(parent) }
     end
 
@@ -379,6 +377,7 @@ describe("transfer", function()
       finally(function() rmrf(r.parent) end)
       assert.is_nil(r.ok)
       assert.are.equal("EPROTO", r.code, r.msg)
+      assert.are.same({ "download", 3 }, { r.err.stage, r.err.hop })
       assert.are.same({ "target" }, r.beside) -- nothing written beside the target directory
     end
 
@@ -480,7 +479,7 @@ describe("transfer", function()
       finally(function() rmrf(r.parent) end)
       assert.is_nil(r.ok)
       assert.are.equal("EIO", r.code)
-      assert.matches("verify", r.msg, 1, true)
+      assert.are.same({ "download", "verify" }, { r.err.stage, r.err.reason })
     end)
   end)
 
