@@ -255,8 +255,11 @@ int sc_channel_step(sc_channel *c, const char *stage, sc_err *err)
             c->env_next++;
         }
         c->state = SC_CHAN_REQUEST;
-        if (c->before_request)
+        if (c->before_request) {
             c->before_request(c, c->ud);
+            if (c->state == SC_CHAN_CLOSED) /* the user gave up (and said why) */
+                return -1;
+        }
         /* fallthrough */
     case SC_CHAN_REQUEST:
         switch (c->request) {

@@ -83,32 +83,44 @@ static void on_timeout(uv_timer_t *t)
 
 /* ---- the command line: sudo's prompt, and the env wrapper ---- */
 
-/* "export NAME='value'\n" lines for the variables the server declined; counts their lines. */
+/* "NAME \ooo\ooo...\n" lines for the variables the server declined: each byte of the value in
+ * octal, so that only digits, backslashes, letters and spaces cross a pty's line discipline
+ * (which edits ^U, ^W, DEL, turns CR into NL and sends ^C as a signal). */
 static int build_env_lines(sc_exec *x, const sc_channel *c)
 {
     for (int i = 0; i < c->n_env; i++) {
-        char *q = sc_shell_quote(c->env[i].value);
-        if (!q)
+        const char *v = c->env[i].value;
+        int bad = sc_buf_append(&x->env_lines, c->env[i].name, strlen(c->env[i].name)) < 0 ||
+                  sc_buf_append(&x->env_lines, " ", 1) < 0;
+        for (const unsigned char *p = (const unsigned char *)v; *p && !bad; p++) {
+            char oct[5];
+            snprintf(oct, sizeof oct, "\\%03o", *p);
+            bad = sc_buf_append(&x->env_lines, oct, 4) < 0;
+        }
+        if (bad || sc_buf_append(&x->env_lines, "\n", 1) < 0)
             return -1;
-        int bad = sc_buf_append(&x->env_lines, "export ", 7) < 0 ||
-                  sc_buf_append(&x->env_lines, c->env[i].name, strlen(c->env[i].name)) < 0 ||
-                  sc_buf_append(&x->env_lines, "=", 1) < 0 ||
-                  sc_buf_append(&x->env_lines, q, strlen(q)) < 0 ||
-                  sc_buf_append(&x->env_lines, "\n", 1) < 0;
-        for (const char *p = q; *p; p++)
-            x->env_lines_count += *p == '\n';
         x->env_lines_count++;
-        memset(q, 0, strlen(q));
-        free(q);
-        if (bad)
-            return -1;
     }
     return 0;
 }
 
+/* Puts data in front of what stdin still has to send. */
+static int in_prepend(sc_exec *x, const char *data, size_t len)
+{
+    sc_buf tail = x->in;
+    memset(&x->in, 0, sizeof x->in);
+    int bad = sc_buf_append(&x->in, data, len) < 0 ||
+              sc_buf_append(&x->in, tail.data ? tail.data + tail.off : "", sc_buf_avail(&tail)) < 0;
+    if (tail.data)
+        memset(tail.data, 0, tail.cap);
+    sc_buf_free(&tail);
+    return bad ? -1 : 0;
+}
+
 /* The command as sent: sudo's prompt set first; where env requests were refused, a wrapper that
- * reads the exports from stdin (a fixed number of lines; the shell's `read` never reads past a
- * line on a pipe, so the command's own stdin follows intact). */
+ * reads one "NAME octal" line per variable from stdin and exports it (the shell's `read` never
+ * reads past a line on a pipe, so the command's own stdin follows intact; printf decodes the
+ * octal, the x kept at the end keeps a value's trailing newlines from $(...)). */
 static void before_request(sc_channel *c, void *ud)
 {
     sc_exec *x = ud;
@@ -127,9 +139,9 @@ static void before_request(sc_channel *c, void *ud)
             line[0] = '\0';
         bad |= sc_buf_append(&cmd, line, strlen(line));
         snprintf(line, sizeof line,
-                 "__sc_n=%d __sc_e=; while [ \"$__sc_n\" -gt 0 ] && IFS= read -r __sc_l; do "
-                 "__sc_e=\"$__sc_e$__sc_l\n\"; __sc_n=$((__sc_n - 1)); done; eval \"$__sc_e\"; "
-                 "unset __sc_n __sc_e __sc_l; ",
+                 "__sc_n=%d; while [ \"$__sc_n\" -gt 0 ] && IFS=' ' read -r __sc_k __sc_v; do "
+                 "__sc_v=$(printf \"${__sc_v}x\"); export \"$__sc_k=${__sc_v%%x}\"; "
+                 "__sc_n=$((__sc_n - 1)); done; unset __sc_n __sc_k __sc_v; ",
                  x->env_lines_count);
         bad |= sc_buf_append(&cmd, line, strlen(line));
         if (x->pty)
@@ -148,10 +160,10 @@ static void before_request(sc_channel *c, void *ud)
         bad = sc_channel_set_command(c, cmd.data);
     }
     sc_buf_free(&cmd);
+    if (!bad && c->env_refused > 0 && !x->pty) /* before any stdin */
+        bad = in_prepend(x, x->env_lines.data, x->env_lines.len);
     if (bad)
         exec_failf(x, SC_EIO, NULL, "out of memory");
-    else if (c->env_refused > 0 && !x->pty)
-        sc_buf_append(&x->in, x->env_lines.data, x->env_lines.len); /* before any stdin */
 }
 
 /* ---- output ---- */
@@ -202,12 +214,7 @@ static void watch_stdout(sc_exec *x)
                    (base[at + drop] == '\r' || base[at + drop] == '\n'))
                 drop++;
             cut(b, (size_t)at, drop);
-            /* the exports go before anything else of stdin */
-            sc_buf tail = x->in;
-            memset(&x->in, 0, sizeof x->in);
-            sc_buf_append(&x->in, x->env_lines.data, x->env_lines.len);
-            sc_buf_append(&x->in, tail.data + tail.off, sc_buf_avail(&tail));
-            sc_buf_free(&tail);
+            in_prepend(x, x->env_lines.data, x->env_lines.len); /* before anything else */
             x->phase = X_RUN;
         }
     }
@@ -221,8 +228,9 @@ static void watch_stdout(sc_exec *x)
                 return;
             }
             x->sudo_answered = 1;
-            sc_buf_append(&x->in, x->sudo_password, strlen(x->sudo_password));
-            sc_buf_append(&x->in, "\n", 1);
+            /* first: what was queued before the prompt has been flushed by sudo */
+            in_prepend(x, "\n", 1);
+            in_prepend(x, x->sudo_password, strlen(x->sudo_password));
             x->strip_newline = 1;
             x->scan_from = (size_t)at;
             return;
@@ -343,10 +351,35 @@ static void exec_cancel(sc_op *op)
     exec_failf(x, SC_ECANCELED, NULL, "canceled");
 }
 
+/* Bytes at the end of stdout that may be the start of a marker still watched for (sudo's
+ * prompt, the env wrapper's "echo is off"): held back from the embedder until the next read
+ * says, so that a marker split across reads is never handed over in part. */
+static size_t held_back(sc_exec *x, int which)
+{
+    if (which != SC_STDOUT || x->phase == X_DONE)
+        return 0;
+    const char *marks[2] = {x->sudo_password ? x->sudo_prompt : NULL,
+                            x->phase == X_PREAMBLE || x->phase == X_OPEN ? x->ready_marker : NULL};
+    const sc_buf *b = &x->out[SC_STDOUT];
+    size_t avail = sc_buf_avail(b), held = 0;
+    const char *base = b->data + b->off;
+    for (int m = 0; m < 2; m++) {
+        if (!marks[m])
+            continue;
+        size_t n = strlen(marks[m]);
+        for (size_t k = n - 1; k > held; k--)
+            if (k <= avail && memcmp(base + avail - k, marks[m], k) == 0) {
+                held = k;
+                break;
+            }
+    }
+    return held;
+}
+
 static int exec_has_news(sc_op *op)
 {
     sc_exec *x = (sc_exec *)op;
-    return sc_buf_avail(&x->out[0]) > 0 || sc_buf_avail(&x->out[1]) > 0;
+    return sc_buf_avail(&x->out[0]) > held_back(x, SC_STDOUT) || sc_buf_avail(&x->out[1]) > 0;
 }
 
 static void wipe(sc_buf *b)
@@ -451,18 +484,20 @@ const char *sc_exec_output(sc_op *op, int which, size_t *len)
 {
     sc_exec *x = (sc_exec *)op;
     sc_buf *b = &x->out[which ? 1 : 0];
-    *len = sc_buf_avail(b);
+    *len = sc_buf_avail(b) - held_back(x, which ? 1 : 0);
     return b->data ? b->data + b->off : "";
 }
 
 void sc_exec_take(sc_op *op, int which)
 {
     sc_exec *x = (sc_exec *)op;
-    sc_buf *b = &x->out[which ? 1 : 0];
+    which = which ? 1 : 0;
+    sc_buf *b = &x->out[which];
     int was_full = sc_buf_avail(b) >= STREAM_HIGH_WATER;
-    sc_buf_reset(b);
+    size_t n = sc_buf_avail(b) - held_back(x, which);
+    sc_buf_consume(b, n);
     if (which == SC_STDOUT)
-        x->scan_from = 0;
+        x->scan_from = x->scan_from > n ? x->scan_from - n : 0;
     if (was_full && x->phase != X_DONE)
         sc_session_kick(x->cu.session);
 }

@@ -145,6 +145,8 @@ void kh_lookup_name(char *out, size_t cap, const char *host, int port)
         snprintf(out, cap, "%s", host);
     else
         snprintf(out, cap, "[%s]:%d", host, port);
+    for (char *p = out; *p; p++) /* as ssh: hashed names are of the lowercase name */
+        *p = (char)tolower((unsigned char)*p);
 }
 
 static int same_key(const kh_line *l, const char *key_b64)

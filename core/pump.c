@@ -29,6 +29,8 @@ struct sc_pump {
     uv_poll_t poll;
     int poll_events; /* -1: no handle */
     int closed;      /* sc_pump_close was called: no more events */
+    int in_event;    /* an event callback runs: a close during it frees after it */
+    int free_due;    /* sc_pump_close came during an event */
     int eof_to_fd;   /* the channel's EOF has been passed on */
     int eof_from_fd; /* the fd ended: EOF sent on the channel */
     char *to_fd;     /* channel -> fd: `window` bytes, allocated on first use */
@@ -223,8 +225,16 @@ static void pump_service(sc_chanuser *u)
             return;
         }
         p->state = P_OPEN;
-        if (p->ev.opened)
+        if (p->ev.opened) {
+            /* the owner may close the pump from here (a hop whose handshake cannot start) */
+            p->in_event = 1;
             p->ev.opened(p, p->ud);
+            p->in_event = 0;
+            if (p->free_due) {
+                sc_pump_close(p);
+                return;
+            }
+        }
         if (p->state != P_OPEN)
             return;
     }
@@ -318,6 +328,10 @@ void sc_pump_set_fd(sc_pump *p, int fd)
 void sc_pump_close(sc_pump *p)
 {
     p->closed = 1;
+    if (p->in_event) {
+        p->free_due = 1;
+        return;
+    }
     pump_finish(p);
     if (p->poll_events >= 0) {
         uv_close((uv_handle_t *)&p->poll, pump_handle_closed);

@@ -217,6 +217,7 @@ static void probe_send(sc_session *s)
     if (s->state != SS_READY || s->probe)
         return;
     s->probe = ssh_channel_new(s->ssh);
+    s->t_suspect = sc_loop_now(); /* its answer is due from now */
     probe_poll(s);
     session_update_poll(s);
 }
@@ -230,44 +231,44 @@ static void probe_poll(sc_session *s)
 }
 
 /* A session whose bytes ride on its parents has gone silent: the silence may be theirs. The
- * first ancestor, from the root down, that has received nothing since the doubt began (they
- * were probed then) is the one that failed; NULL when every ancestor answered. */
-static sc_session *silent_ancestor(sc_session *s, double since)
+ * first ancestor, from the root down, that has not answered its latest probe, sent at least
+ * `grace` seconds ago, is the one that failed; NULL when every ancestor answered. (Each is judged
+ * by its own probe: one that answered an older probe and then carried nothing is not silent.) */
+static sc_session *silent_ancestor(sc_session *s, double grace)
 {
     sc_session *chain[64];
     int n = 0;
+    double now = sc_loop_now();
     for (sc_session *a = s->parent; a && n < 64; a = a->parent)
         chain[n++] = a;
-    while (n-- > 0)
-        if (chain[n]->state == SS_READY && chain[n]->t_last_rx < since)
-            return chain[n];
+    while (n-- > 0) {
+        sc_session *a = chain[n];
+        if (a->state == SS_READY && a->t_suspect > 0 && a->t_last_rx < a->t_suspect &&
+            now - a->t_suspect >= grace)
+            return a;
+    }
     return NULL;
 }
 
-/* Probes every ancestor of s (once per doubt, window seconds), so that by the verdict each has
- * answered or not: a live one answers within a round trip. */
-static void doubt_ancestors(sc_session *s, double now, double window)
+/* Probes every ancestor of s that has no probe waiting for its answer already, so that by the
+ * verdict each has answered or not: a live one answers within a round trip. */
+static void doubt_ancestors(sc_session *s)
 {
-    for (sc_session *a = s->parent; a; a = a->parent) {
-        if (a->t_suspect == 0 || now - a->t_suspect > window) {
-            a->t_suspect = now;
-            probe_send(a);
-        }
-    }
+    for (sc_session *a = s->parent; a; a = a->parent)
+        probe_send(a);
 }
 
-/* since: when the ancestors were probed (the first miss). */
 static void keepalive_verdict(sc_session *s, double since)
 {
-    sc_session *culprit = silent_ancestor(s, since);
+    sc_session *culprit = silent_ancestor(s, s->spec.keepalive);
     double waited = sc_loop_now() - since + s->spec.keepalive;
     if (culprit) {
         /* its own failure takes every session under it with it, naming it */
         sc_session_failf(culprit, SC_ECLOSED, "keepalive", "timeout",
-                         "no answer for %.0fs (seen from %s)", waited, s->label);
+                         "no answer for %.1fs (seen from %s)", waited, s->label);
         return;
     }
-    sc_session_failf(s, SC_ECLOSED, "keepalive", "timeout", "no answer for %.0fs", waited);
+    sc_session_failf(s, SC_ECLOSED, "keepalive", "timeout", "no answer for %.1fs", waited);
 }
 
 static void on_keepalive(uv_timer_t *t)
@@ -279,7 +280,7 @@ static void on_keepalive(uv_timer_t *t)
     if (s->rx.in_bytes == s->rx_seen) {
         if (s->keepalive_misses++ == 0) {
             s->t_doubt = now; /* nothing came since the last tick: ask the ancestors now */
-            doubt_ancestors(s, now, 3 * s->spec.keepalive);
+            doubt_ancestors(s);
         }
         if (s->keepalive_misses >= 3) {
             sc_session_ref(s);
@@ -383,7 +384,7 @@ static void on_connect_halfway(uv_timer_t *t)
     if (s->state >= SS_READY || !s->parent)
         return;
     s->t_doubt = sc_loop_now();
-    doubt_ancestors(s, s->t_doubt, s->spec.timeout / 2);
+    doubt_ancestors(s);
 }
 
 /* The connect's deadline. Through a parent that has not answered since it was probed (a stopped
@@ -393,7 +394,7 @@ static void on_deadline(uv_timer_t *t)
     sc_session *s = t->data;
     if (s->state >= SS_READY)
         return;
-    sc_session *silent = s->t_doubt > 0 ? silent_ancestor(s, s->t_doubt) : NULL;
+    sc_session *silent = s->t_doubt > 0 ? silent_ancestor(s, s->spec.timeout / 4) : NULL;
     if (silent) {
         sc_err err;
         sc_err_format(&err, SC_ETIMEDOUT, s->label, silent->hop, sc_session_stage_name(s->state),

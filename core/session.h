@@ -75,7 +75,7 @@ struct sc_session {
     uint64_t rx_seen_serve; /* rx.in_bytes at the last service round */
     double t_last_rx;       /* sc_loop_now() when bytes last arrived */
     double t_doubt;         /* the ancestors were probed then, doubting the chain (0: not) */
-    double t_suspect;       /* a descendant's keepalive probed this session then (0: never) */
+    double t_suspect;       /* the latest probe of this session was sent then (0: never) */
     int keepalive_misses;
 
     sc_op *connect_op;

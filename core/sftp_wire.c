@@ -169,8 +169,10 @@ int sftp_parse_status(const uint8_t *p, size_t n, uint32_t *code, char *msg, siz
         ml = sizeof raw - 1;
     memcpy(raw, m, ml);
     raw[ml] = '\0';
+    if (msglen == 0)
+        return 0;
     sc_sanitize(msg, msglen, raw);
-    if (!msg[0] && msglen > 0)
+    if (msglen > 0 && !msg[0])
         snprintf(msg, msglen, "%s", sftp_status_text(*code));
     return 0;
 }

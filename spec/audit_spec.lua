@@ -50,6 +50,19 @@ describe("audit: secrets", function()
   it("2. the same on a pty (the wrapper reads them with echo off)", function()
     env_not_in_ps({ pty = true })
   end)
+
+  it("2. the exports never take the command's stdin, nor its stdin the exports' place", function()
+    local r = assert(s:exec([[cat; printf '[%s]' "$SECRET"]], { stdin = "one\ntwo\n", env = { SECRET = "x y" } }))
+    assert.are.equal("one\ntwo\n[x y]", r.stdout)
+  end)
+
+  it("2. on a pty, values with control characters arrive intact and run nothing", function()
+    local v = "a\21b\rc\3d'\"$(touch /tmp/sshchain-pwned)\n"
+    local r = assert(s:exec([[printf '%s' "$V" | od -An -tx1 | tr -d ' \n'; echo]], { env = { V = v }, pty = true }))
+    local hex = v:gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+    assert.are.equal(hex, (r.stdout:gsub("%s+$", "")))
+    assert.is_nil(io.open("/tmp/sshchain-pwned"))
+  end)
 end)
 
 describe("audit: verify before the final name", function()

@@ -233,6 +233,10 @@ static void test_known_hosts(void)
        "known_hosts: a @revoked key is refused, whatever else matches");
     ok(kh_check(files, 2, "10.0.0.10", "ssh-ed25519", key, where, sizeof where) == KH_NOT_FOUND,
        "known_hosts: an unknown host");
+    char name[64];
+    kh_lookup_name(name, sizeof name, "Gw.Example.COM", 2222);
+    ok(strcmp(name, "[gw.example.com]:2222") == 0,
+       "known_hosts: names are looked up in lowercase (hashed ones are of the lowercase name)");
     unlink(path);
 }
 
