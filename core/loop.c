@@ -46,6 +46,7 @@ static void on_defer_idle(uv_idle_t *h)
 static sc_loop *volatile interrupt_loop;
 
 static void on_wakeup(uv_async_t *h) { uv_stop(h->loop); }
+static void on_poke(uv_async_t *h) { (void)h; }
 
 void sc_interrupt(void)
 {
@@ -102,6 +103,8 @@ sc_loop *sc_loop_new(void)
     loop->defer_idle.data = loop;
     uv_async_init(&loop->uv, &loop->wakeup, on_wakeup);
     uv_unref((uv_handle_t *)&loop->wakeup);
+    uv_async_init(&loop->uv, &loop->poke, on_poke);
+    uv_unref((uv_handle_t *)&loop->poke);
     interrupt_loop = loop;
     return loop;
 }
@@ -123,6 +126,7 @@ void sc_loop_free(sc_loop *loop)
     if (interrupt_loop == loop)
         interrupt_loop = NULL;
     uv_close((uv_handle_t *)&loop->wakeup, NULL);
+    uv_close((uv_handle_t *)&loop->poke, NULL);
     /* Closing handles is asynchronous: let the loop finish every close callback. */
     for (int i = 0; i < 1000 && uv_loop_alive(&loop->uv); i++)
         uv_run(&loop->uv, UV_RUN_NOWAIT);
@@ -139,10 +143,30 @@ void sc_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms, uint64_t repeat)
 
 static void on_turn_timeout(uv_timer_t *t) { (void)t; }
 
+/* libuv hands a watcher started during a turn to epoll only at the next poll, so until then the
+ * backend fd does not wake for it: a host loop that blocks on that fd after a turn would sleep
+ * through data already waiting on the new watcher's fd. Both layouts of the (private) queue, a
+ * pair of pointers before libuv 1.45 and struct uv__queue after, start with `next`, which points
+ * at the queue itself when it is empty. */
+int sc_loop_has_unpolled(const sc_loop *loop)
+{
+    const void *q = &loop->uv.watcher_queue;
+    return *(void *const *)q != q;
+}
+
+void sc_loop_poke(sc_loop *loop)
+{
+    if (sc_loop_has_unpolled(loop))
+        uv_async_send(&loop->poke); /* its eventfd is in the backend's set since the first turn */
+}
+
 void sc_loop_turn(sc_loop *loop, int timeout_ms)
 {
     if (timeout_ms == 0 || loop->ready_head) {
         uv_run(&loop->uv, UV_RUN_NOWAIT);
+        /* watchers the turn started reach epoll, and what waits on them is done */
+        for (int i = 0; i < 4 && sc_loop_has_unpolled(loop); i++)
+            uv_run(&loop->uv, UV_RUN_NOWAIT);
         return;
     }
     if (timeout_ms < 0) {
@@ -281,4 +305,67 @@ sc_op *sc_sleep_start(sc_loop *loop, double sec)
         sec = 0;
     sc_timer_start(&sl->timer, sleep_fired, (uint64_t)(sec * 1000.0 + 0.5), 0);
     return &sl->op;
+}
+
+/* readable: a uv_poll on an fd of the embedder's (a pipe on stdin) */
+
+typedef struct {
+    sc_op op;
+    uv_poll_t poll;
+    int fd;
+    int polling;
+} sc_readable;
+
+static void readable_closed(uv_handle_t *h)
+{
+    sc_readable *r = h->data;
+    sc_op_release(&r->op);
+}
+
+static void readable_stop(sc_readable *r, const sc_err *err)
+{
+    sc_op_finish(&r->op, err);
+    if (r->polling) {
+        r->polling = 0;
+        uv_poll_stop(&r->poll);
+        uv_close((uv_handle_t *)&r->poll, readable_closed);
+    }
+}
+
+static void readable_fired(uv_poll_t *p, int status, int events)
+{
+    (void)events;
+    sc_readable *r = p->data;
+    sc_err err;
+    if (status < 0)
+        sc_err_set(&err, SC_EIO, "fd %d: %s", r->fd, uv_strerror(status));
+    readable_stop(r, status < 0 ? &err : NULL);
+}
+
+static void readable_cancel(sc_op *op)
+{
+    sc_err err;
+    sc_err_set(&err, SC_ECANCELED, "wait for input canceled");
+    readable_stop((sc_readable *)op, &err);
+}
+
+sc_op *sc_readable_start(sc_loop *loop, int fd)
+{
+    sc_readable *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    sc_op_init(&r->op, loop, "readable");
+    r->op.cancel = readable_cancel;
+    r->op.destroy = sleep_destroy;
+    r->poll.data = r;
+    r->fd = fd;
+    /* a regular file or /dev/null cannot be polled (EPERM): it is always readable */
+    if (uv_poll_init(&loop->uv, &r->poll, fd) != 0) {
+        sc_op_finish(&r->op, NULL);
+        return &r->op;
+    }
+    r->op.refs++; /* the handle's reference, released when it has closed */
+    r->polling = 1;
+    uv_poll_start(&r->poll, UV_READABLE | UV_DISCONNECT, readable_fired);
+    return &r->op;
 }

@@ -58,6 +58,7 @@ struct sc_loop {
     sc_cleanup *cleanups;     /* run by sc_loop_free */
     struct sc_keycache *keys; /* private keys already decrypted (auth.c) */
     uv_async_t wakeup;        /* sc_interrupt: makes a blocked turn return */
+    uv_async_t poke;          /* sc_loop_poke: makes the backend fd readable */
 };
 
 sc_loop *sc_loop_new(void);
@@ -65,6 +66,12 @@ sc_loop *sc_loop_new(void);
 void sc_loop_free(sc_loop *loop);
 /* Runs one turn of the loop: waits up to timeout_ms for an event (0: poll only; -1: until one). */
 void sc_loop_turn(sc_loop *loop, int timeout_ms);
+/* Whether watchers started since the last poll are not yet in the backend fd's set (a host loop
+ * must then step again before it blocks on that fd). */
+int sc_loop_has_unpolled(const sc_loop *loop);
+/* Work started outside a turn (an op begun from a host loop's callback) has watchers the backend
+ * fd does not see yet: makes that fd readable, so a host loop polling it steps soon. */
+void sc_loop_poke(sc_loop *loop);
 /* Pops the next op queued as ready, or NULL. The caller must not release it before using it. */
 sc_op *sc_loop_pop_ready(sc_loop *loop);
 double sc_loop_now(void); /* seconds, monotonic */
@@ -96,5 +103,9 @@ void sc_timer_start(uv_timer_t *t, uv_timer_cb cb, uint64_t ms, uint64_t repeat)
 
 /* A sleep that completes after sec seconds. */
 sc_op *sc_sleep_start(sc_loop *loop, double sec);
+
+/* Completes once fd has something to read (or its end, or an error); at once for an fd that
+ * cannot be watched (a regular file). */
+sc_op *sc_readable_start(sc_loop *loop, int fd);
 
 #endif

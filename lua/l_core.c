@@ -1,5 +1,7 @@
 /* l_core.c - the module "sshchain.core": opens every type, turns the loop, and small utilities
  * for the recipes. The Lua half (sshchain/ files) builds the public API on these primitives. */
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -7,13 +9,55 @@
 
 #include "lsc.h"
 
+/* Ctrl-C during a wait, in any interpreter (lua5.4's own handler only sets a hook, which runs
+ * when the wait is over): a wait that may block has this handler, which ends the turn at once;
+ * the step then raises sshchain's interruption value. A second Ctrl-C in the same wait kills. */
+static volatile sig_atomic_t got_sigint;
+
+static void on_sigint(int sig)
+{
+    got_sigint = 1;
+    signal(sig, SIG_DFL);
+    sc_interrupt();
+}
+
+/* Turns the loop with SIGINT caught (unless the application ignores it); whether it came. */
+static int turn_interruptible(sc_loop *loop, int timeout)
+{
+    struct sigaction old, sa;
+    int armed = 0;
+    if (timeout != 0) { /* one call sets ours and returns theirs: two a turn in all */
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigint;
+        sigemptyset(&sa.sa_mask);
+        armed = sigaction(SIGINT, &sa, &old) == 0;
+        if (armed && old.sa_handler == SIG_IGN) { /* the application ignores it: so do we */
+            sigaction(SIGINT, &old, NULL);
+            armed = 0;
+            got_sigint = 0; /* one that came in between was theirs to ignore */
+        }
+    }
+    sc_loop_turn(loop, timeout);
+    if (armed)
+        sigaction(SIGINT, &old, NULL);
+    int got = got_sigint;
+    got_sigint = 0;
+    return got;
+}
+
 /* core.step(timeout_ms) -> list of ops that became ready (done, or news to take).
- * timeout_ms: 0 polls, negative waits for the next event. */
+ * timeout_ms: 0 polls, negative waits for the next event. Ctrl-C during the wait raises
+ * sshchain.interrupted (what core.set_interrupted gave; else "interrupted!"), the ready ops
+ * staying queued for the next step. */
 static int core_step(lua_State *L)
 {
     sc_loop *loop = lsc_loop(L);
     int timeout = (int)luaL_optinteger(L, 1, -1);
-    sc_loop_turn(loop, timeout);
+    if (turn_interruptible(loop, timeout)) {
+        if (lua_getfield(L, LUA_REGISTRYINDEX, "sshchain.interrupted") == LUA_TNIL)
+            return luaL_error(L, "interrupted!");
+        return lua_error(L);
+    }
     lua_newtable(L);
     lsc_push_opmap(L);
     int n = 0;
@@ -54,6 +98,30 @@ static int core_isatty(lua_State *L)
     return 1;
 }
 
+/* core.read_fd(fd, n) -> up to n bytes as soon as some are there (one read(2), so a pipe's data
+ * goes on as it arrives), or nil at the end; nil, msg on an error */
+static int core_read_fd(lua_State *L)
+{
+    int fd = (int)luaL_checkinteger(L, 1);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n > 0 && n <= 1 << 24, 2, "a byte count up to 16 MiB");
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, (size_t)n);
+    ssize_t r;
+    do
+        r = read(fd, p, (size_t)n);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    if (r == 0)
+        return 0;
+    luaL_pushresultsize(&b, (size_t)r);
+    return 1;
+}
+
 /* core.term_width(fd) -> columns of the terminal on fd, or nil */
 static int core_term_width(lua_State *L)
 {
@@ -61,6 +129,29 @@ static int core_term_width(lua_State *L)
     if (ioctl((int)luaL_checkinteger(L, 1), TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0)
         return 0;
     lua_pushinteger(L, ws.ws_col);
+    return 1;
+}
+
+/* core.pollfd() -> an fd that becomes readable when the loop has work (libuv's backend fd),
+ * for a host event loop to watch */
+static int core_pollfd(lua_State *L)
+{
+    lua_pushinteger(L, uv_backend_fd(&lsc_loop(L)->uv));
+    return 1;
+}
+
+/* core.timeout() -> milliseconds until the loop's next timer (0: work is due now), or nil when
+ * nothing is timed */
+static int core_timeout(lua_State *L)
+{
+    sc_loop *loop = lsc_loop(L);
+    uv_update_time(&loop->uv);
+    int t = uv_backend_timeout(&loop->uv);
+    if (loop->ready_head || sc_loop_has_unpolled(loop))
+        t = 0;
+    if (t < 0)
+        return 0;
+    lua_pushinteger(L, t);
     return 1;
 }
 
@@ -76,10 +167,13 @@ static int core_set_interrupted(lua_State *L)
 
 static const luaL_Reg core_functions[] = {
     {"set_interrupted", core_set_interrupted},
+    {"pollfd", core_pollfd},
+    {"timeout", core_timeout},
     {"step", core_step},
     {"stats", core_stats},
     {"now", core_now},
     {"isatty", core_isatty},
+    {"read_fd", core_read_fd},
     {"term_width", core_term_width},
     {NULL, NULL},
 };

@@ -122,6 +122,7 @@ void lsc_push_op(lua_State *L, sc_op *op, const char *mt)
     lua_pushvalue(L, -2);
     lua_rawsetp(L, -2, op);
     lua_pop(L, 1);
+    sc_loop_poke(op->loop);
 }
 
 sc_session *lsc_check_session(lua_State *L, int i)

@@ -38,6 +38,13 @@ function M.copy(src, src_path, dst, dst_path, opts)
   return transfer.copy(src, src_path, dst, dst_path, opts, 2)
 end
 
+--- Inside another application's event loop (the contract cqueues uses for nesting): an fd that is
+--- readable when sshchain has work, the milliseconds until its next timer (nil: none), and a step
+--- that does the ready work and never blocks. sshchain.luv and sshchain.cqueues use them.
+function M.pollfd() return core.pollfd() end
+function M.timeout() return core.timeout() end
+function M.step() sched.step(0) end
+
 --- Live core objects (sessions, channels, ops) and tasks: for leak checks.
 function M.stats()
   local s = core.stats()

@@ -11,7 +11,7 @@ case "$what" in
   lint) pkgs+=(clang-format cppcheck lua-check) ;;
   test|demo|bench)
     pkgs+=(lua-busted lua-cjson lua-argparse openssh-server openssh-client iproute2 python3 sudo
-           procps psmisc curl luarocks)
+           procps psmisc curl luarocks lua-luv lua-cqueues)
     [ "$what" = test ] && pkgs+=(clang libclang-rt-14-dev clang-format cppcheck lua-check)
     [ "$what" = bench ] && pkgs+=(iperf3 python3-paramiko python3-scp time linux-perf)
     ;;

@@ -52,7 +52,7 @@ export LUA_CPATH="$PWD/$build/?.so;${LUA_CPATH:-;;}"
 export LUA_PATH="$PWD/spec/?.lua;${LUA_PATH:-;;}"
 specs=(${SPECS:-spec/unit/*_spec.lua spec/*_spec.lua})
 timeout -k 10 1200 "$runner" /usr/bin/busted --lpath="$PWD/spec/?.lua" -o TAP "${specs[@]}" \
-  > "$log/specs.tap" 2> "$log/specs.stderr"
+  < /dev/null > "$log/specs.tap" 2> "$log/specs.stderr"
 rc=$?
 grep -vE '^(ok|not ok) ' "$log/specs.tap" | grep -v '^1\.\.' | sed 's/^/  /' | head -200
 grep -E '^(not )?ok ' "$log/specs.tap" | sed 's/^/  /'

@@ -1,10 +1,11 @@
 -- sshchain.sched: the task scheduler. Tasks are coroutines; a call that must wait yields inside a
 -- task and turns the event loop outside one; either way every other task keeps running.
 --
--- One rule keeps it simple: a task waits for one thing at a time (an op, a task, a condition, a
--- semaphore), so `waiting[op]` holds a single task and a wake-up is never lost or doubled. A
--- task woken for another reason than the one it waits for checks again and waits on (every wait
--- below loops on its condition).
+-- The rules that keep it simple: a task waits for one thing at a time (an op, a task, a
+-- condition, a semaphore; an op with a timer at most); several tasks may wait for the same op
+-- (a process read by one task and written by another), and all of them are woken when it has
+-- news. A task woken for another reason than the one it waits for checks again and waits on
+-- (every wait below loops on its condition), so a wake-up is never lost.
 local core = require "sshchain.core"
 local errors = require "sshchain.errors"
 
@@ -47,10 +48,42 @@ local function finish_task(task, r)
   task.waiters = {}
 end
 
+---------------------------------------------------------------------------------------------------
+-- A host event loop (sshchain.luv, sshchain.cqueues attach one): its coroutines are adopted as
+-- foreign tasks, whose waits go through the host's own way of suspending a coroutine.
+--   host.adopt(co) -> whether a wait in co may suspend it (a coroutine the host runs)
+--   host.wait(task) suspends the running foreign coroutine until host.wake(task)
+--   host.wake(task) makes it run again; host.kick() asks the host for a step soon
+
+local host
+local foreign = setmetatable({}, { __mode = "k" }) -- coroutine -> its foreign task
+
+function M.set_host(h) host = h end
+function M.host() return host end
+
 local function resume(task)
+  if task.foreign then
+    if not task.awake then
+      task.awake = true
+      host.wake(task)
+    end
+    return
+  end
   if coroutine.status(task.co) ~= "suspended" then return end
   local r = table.pack(coroutine.resume(task.co))
   if coroutine.status(task.co) == "dead" then finish_task(task, r) end
+end
+
+--- Suspends the running task until something puts it on the runnable list.
+local function suspend(task)
+  if task.foreign then
+    task.awake = false
+    host.kick()
+    host.wait(task)
+    task.awake = true
+  else
+    coroutine.yield(WAIT)
+  end
 end
 
 local function run_runnable()
@@ -66,17 +99,43 @@ local function step(timeout_ms)
   run_runnable()
   local ready = core.step(timeout_ms)
   for _, op in ipairs(ready) do
-    local t = waiting[op]
-    if t then
+    local list = waiting[op]
+    if list then
       waiting[op] = nil
-      runnable[#runnable + 1] = t
+      for _, t in ipairs(list) do runnable[#runnable + 1] = t end
     end
   end
   run_runnable()
 end
 
+--- task waits for op (once in its list).
+local function wait_on(op, task)
+  local list = waiting[op]
+  if not list then
+    waiting[op] = { task }
+    return
+  end
+  for _, t in ipairs(list) do if t == task then return end end
+  list[#list + 1] = task
+end
+
+local function unwait(op, task)
+  local list = waiting[op]
+  if not list then return end
+  for i = #list, 1, -1 do if list[i] == task then table.remove(list, i) end end
+  if not list[1] then waiting[op] = nil end
+end
+
 local function current_task()
-  return tasks[coroutine.running()]
+  local co, main = coroutine.running()
+  local t = tasks[co]
+  if t or main or not host or not host.adopt(co) then return t end
+  t = foreign[co]
+  if not t then
+    t = { co = co, foreign = true, awake = true, waiters = {} }
+    foreign[co] = t
+  end
+  return t
 end
 
 --- Waits until op is done (or, with stream, has output to take).
@@ -85,12 +144,35 @@ function M.await(op, stream)
   local task = current_task()
   if task then
     repeat
-      waiting[op] = task
-      coroutine.yield(WAIT)
+      wait_on(op, task)
+      suspend(task)
     until op:ready(stream)
   else
     repeat step(-1) until op:ready(stream)
   end
+end
+
+--- Waits until pred() is true, checking it whenever op has news or is done, or until `timeout`
+--- seconds have passed (nil: no limit). Returns whether pred() held.
+function M.await_until(op, pred, timeout)
+  if pred() then return true end
+  local timer = timeout and core.sleep(math.max(timeout, 0))
+  local task = current_task()
+  while not pred() do
+    if op:done() then break end -- no news will come any more
+    if timer and timer:done() then break end
+    if task then
+      wait_on(op, task)
+      if timer then wait_on(timer, task) end
+      suspend(task)
+      unwait(op, task)
+      if timer then unwait(timer, task) end
+    else
+      step(-1)
+    end
+  end
+  if timer and not timer:done() then timer:cancel() end
+  return pred()
 end
 
 --- Starts fn(...) as a task; returns the task (task:wait() gives fn's results).
@@ -114,7 +196,7 @@ function Task:wait()
     if me == self then error("a task cannot wait for itself", 2) end
     if me then
       self.waiters[#self.waiters + 1] = me
-      repeat coroutine.yield(WAIT) until self.done
+      repeat suspend(me) until self.done
     else
       repeat step(-1) until self.done
     end
@@ -203,10 +285,10 @@ function Cond:wait(timeout)
   local timer = timeout and core.sleep(math.max(timeout, 0))
   if task then
     self.waiters[#self.waiters + 1] = task
-    if timer then waiting[timer] = task end
-    coroutine.yield(WAIT)
+    if timer then wait_on(timer, task) end
+    suspend(task)
     if timer then
-      waiting[timer] = nil
+      unwait(timer, task)
       if not timer:done() then timer:cancel() end
     end
     if self.gen == gen then
@@ -243,7 +325,7 @@ function Sem:acquire()
   if task then
     local me = { task = task }
     self.queue[#self.queue + 1] = me
-    repeat coroutine.yield(WAIT) until me.granted
+    repeat suspend(task) until me.granted
     return
   end
   repeat step(-1) until self.n > 0 and #self.queue == 0
