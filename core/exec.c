@@ -47,6 +47,8 @@ typedef struct {
     size_t scan_from;  /* stdout bytes already searched for the markers */
     int stream;
     size_t max_output;
+    size_t drain_below; /* notify when stdin's queue falls to this (0: nobody waits) */
+    int drain_wanted;
     sc_buf out[2];
     size_t ask[2]; /* the next read's size (grows towards the channel's window) */
     int drained[2];
@@ -288,9 +290,15 @@ static void exec_write_stdin(sc_exec *x)
     while (sc_buf_avail(&x->in) > 0) {
         long w = sc_channel_write(&x->chan, x->in.data + x->in.off, sc_buf_avail(&x->in));
         if (w <= 0)
-            return;
+            break;
         sc_buf_consume(&x->in, (size_t)w);
     }
+    if (x->drain_wanted && sc_buf_avail(&x->in) <= x->drain_below) {
+        x->drain_wanted = 0;
+        sc_op_notify(&x->op);
+    }
+    if (sc_buf_avail(&x->in) > 0)
+        return;
     if (x->stdin_closed)
         sc_channel_send_eof(&x->chan);
 }
@@ -525,6 +533,17 @@ int sc_exec_write(sc_op *op, const char *data, size_t len)
 }
 
 size_t sc_exec_pending_input(sc_op *op) { return sc_buf_avail(&((sc_exec *)op)->in); }
+
+void sc_exec_notify_drain(sc_op *op, size_t below)
+{
+    sc_exec *x = (sc_exec *)op;
+    x->drain_below = below;
+    x->drain_wanted = 1;
+    if (sc_buf_avail(&x->in) <= below || x->phase == X_DONE) {
+        x->drain_wanted = 0;
+        sc_op_notify(op);
+    }
+}
 
 void sc_exec_close_stdin(sc_op *op)
 {

@@ -46,6 +46,8 @@ const char *sc_exec_signal(sc_op *op);
 int sc_exec_write(sc_op *op, const char *data, size_t len);
 /* Input queued and not yet sent (for the embedder's back-pressure). */
 size_t sc_exec_pending_input(sc_op *op);
+/* Notifies the op once the queued input has fallen to `below` bytes or less. */
+void sc_exec_notify_drain(sc_op *op, size_t below);
 /* Ends the command's stdin once the queued input has gone. */
 void sc_exec_close_stdin(sc_op *op);
 /* The pty's new size; a signal for the command ("TERM", "INT", "KILL", ...). */

@@ -34,13 +34,13 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 HERE=$(dirname "$SELF")
 TOPOLOGY=$HERE/lab/topology.lua
 GENERATE=$HERE/lab/generate.lua
-EVIL=$HERE/../spec/fixtures/evil-scp.sh
+FIXTURE_DIR=$HERE/../spec/fixtures
 LOCK=/run/lock/sshchain-lab.lock; [ -d /run/lock ] || LOCK=/tmp/sshchain-lab.lock
 OWNER=${LOCK%.lock}.dir   # the state dir of the lab that is up (namespaces are machine-wide)
 READY_TIMEOUT=10          # seconds `up` waits for every server to answer
 
 # RANGE NETS LINKS BRIDGE MEMBERS SSHDS HTTPS SILENT ENDPOINTS LAB_USERS PASSWORD SUDO_USERS
-# AUTHORIZED CLIENT_KEYS HOST_KEYS, from the topology
+# AUTHORIZED CLIENT_KEYS HOST_KEYS FIXTURES, from the topology
 eval "$(lua5.4 "$GENERATE" "$LAB" shell)"
 ROOT_IFS=()
 for l in "${LINKS[@]}"; do read -r a a_if _ _ _ _ <<<"$l"; [ "$a" = root ] && ROOT_IFS+=("$a_if"); done
@@ -99,7 +99,7 @@ all_answer() {
   done
 }
 
-stamp() { printf '%s %s\n' "$(cat "$SELF" "$TOPOLOGY" "$GENERATE" "$EVIL" | sha256sum | cut -c1-64)" "$LAB"; }
+stamp() { printf '%s %s\n' "$(cat "$SELF" "$TOPOLOGY" "$GENERATE" "$FIXTURE_DIR"/* | sha256sum | cut -c1-64)" "$LAB"; }
 
 # ---------------------------------------------------------------------------------------------
 # teardown
@@ -217,7 +217,8 @@ command -v sudo >/dev/null 2>&1 && SUDO=true
 
 write_configs() {
   mkdir -p "$LAB/conf" "$LAB/run"
-  install -m 755 "$EVIL" "$LAB/evil-scp.sh"
+  local f
+  for f in "${FIXTURES[@]}"; do install -m 755 "$FIXTURE_DIR/$f" "$LAB/$f"; done
   lua5.4 "$GENERATE" "$LAB" configs KBDINT=$KBDINT || die "generating the lab's configs failed"
 }
 

@@ -12,6 +12,7 @@ local specs = require "sshchain.spec"
 local jumps = require "sshchain.jumps"
 local forward = require "sshchain.forward"
 local transfer = require "sshchain.transfer"
+local process = require "sshchain.process"
 
 local M = {}
 local await = sched.await
@@ -125,7 +126,7 @@ end
 local DEFAULT_MAX_OUTPUT = 64 * 1024 * 1024
 
 local EXEC_OPTS = {
-  stdin = { type = "string", nul = true },
+  stdin = { types = { "string", "function", "userdata" }, nul = true },
   pty = { types = { "boolean", "table" } },
   sudo_password = "string",
   timeout = { type = "number", min = 0, max = 1e9 },
@@ -135,10 +136,51 @@ local EXEC_OPTS = {
   max_output = { type = "number", integer = true, min = 0 },
 }
 
+local FEED_QUEUE = 256 * 1024
+
+--- A task that feeds op's stdin from next_chunk() (nil at the end), waiting while the command
+--- does not take it; closes stdin at the end.
+local function feed(op, next_chunk)
+  return sched.spawn(function()
+    while not op:done() do
+      local chunk = next_chunk()
+      if chunk == nil then break end
+      if type(chunk) ~= "string" then error("exec: stdin gave a " .. type(chunk) .. ", not a string", 0) end
+      if not op:write(chunk) then return end
+      if op:pending() > FEED_QUEUE then
+        op:notify_drain(FEED_QUEUE // 2)
+        sched.await_until(op, function() return op:pending() <= FEED_QUEUE // 2 or op:done() end)
+      end
+    end
+    if not op:done() then op:close_stdin() end
+  end)
+end
+
+--- The chunks of a stdin option that is a function or a file handle (nil: it is a string).
+local function stdin_source(stdin)
+  if type(stdin) == "function" then return stdin end
+  if io.type(stdin) == "file" then return function() return stdin:read(65536) end end
+  if type(stdin) == "userdata" then error("exec: option 'stdin' must be a string, a function or a file", 4) end
+end
+
 --- Runs one command on a connection of the session; returns the op once done (or nil, msg,
 --- CODE, err when output that is kept in Lua passed max_output).
+local wait_exec
+
 local function run_exec(conn, cmd, copts, opts, kept)
   local op = conn.c:exec_start(cmd, copts)
+  if not opts.source then return wait_exec(op, copts, opts, kept) end
+  local feeder = feed(op, opts.source)
+  local ok, a, b, c, d = pcall(wait_exec, op, copts, opts, kept)
+  if not ok and not op:done() then op:cancel() end
+  local fok, ferr = pcall(feeder.wait, feeder)
+  if not ok then error(a, 0) end
+  if not fok then error(ferr, 0) end
+  return a, b, c, d
+end
+
+--- Waits for a started command: the op, or nil, msg, CODE, err.
+function wait_exec(op, copts, opts, kept)
   if not copts.stream then
     await(op)
     return op
@@ -162,7 +204,7 @@ local function run_exec(conn, cmd, copts, opts, kept)
     deliver(op:take())
     if over then
       op:cancel()
-      return errors.fail("EIO", { label = conn.c:label(), hop = conn.c:hop(), stage = "exec",
+      return errors.fail("EIO", { label = opts.label, hop = opts.hop, stage = "exec",
         reason = "limit" }, "%s passed max_output (%d bytes): stream it with on_%s", over,
         opts.max_output, over)
     end
@@ -181,9 +223,12 @@ function Session:exec(cmd, opts)
   local deadline = opts.timeout and opts.timeout > 0 and core.now() + opts.timeout or nil
   local stream = (opts.on_stdout or opts.on_stderr) and true or false
   local max_output = opts.max_output or DEFAULT_MAX_OUTPUT
-  local copts = { stdin = opts.stdin, pty = opts.pty, sudo_password = opts.sudo_password,
-    env = opts.env, stream = stream, max_output = max_output }
-  local ropts = { on_stdout = opts.on_stdout, on_stderr = opts.on_stderr, max_output = max_output }
+  local source = stdin_source(opts.stdin)
+  local copts = { stdin = not source and opts.stdin or nil, stdin_open = source and true or nil,
+    pty = opts.pty, sudo_password = opts.sudo_password, env = opts.env, stream = stream,
+    max_output = max_output }
+  local ropts = { on_stdout = opts.on_stdout, on_stderr = opts.on_stderr, max_output = max_output,
+    source = source, label = self._c:label(), hop = self._c:hop() }
   for _ = 1, 4 do
     local conn, msg, code, info = self:_take_slot(deadline, "exec")
     if not conn then return nil, msg, code, info end
@@ -203,13 +248,20 @@ function Session:exec(cmd, opts)
       return r
     end
     -- the server refused a session channel below our limit: it allows fewer; use what it allows
-    if not (info and info.stage == "exec" and info.reason == "channel refused") then
+    if source or not (info and info.stage == "exec" and info.reason == "channel refused") then
       return nil, msg, code, info
     end
     conn.limit = math.max(1, conn.active)
   end
   return errors.fail("ECHANNEL", { label = self._c:label(), hop = self._c:hop(), stage = "exec",
     reason = "channel refused" }, "no channel available")
+end
+
+--- s:spawn(cmd | nil [, {pty=true|{term=, cols=, rows=}, env=}]) -> an interactive Process
+--- (process.lua): write, read, expect, wait, close. cmd nil: the login shell.
+function Session:spawn(cmd, opts)
+  check(self, "spawn")
+  return process.spawn(self, cmd, opts)
 end
 
 ---------------------------------------------------------------------------------------------------

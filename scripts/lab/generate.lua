@@ -130,6 +130,7 @@ local function shell()
   end
   line(")")
   line("HOST_KEYS=(" .. table.concat(T.host_keys, " ") .. ")")
+  line("FIXTURES=(" .. table.concat(T.fixtures, " ") .. ")")
   io.write(table.concat(out, "\n"), "\n")
 end
 
@@ -233,7 +234,7 @@ local function inventory()
         env[#env + 1] = inv.passphrase_env .. "=" .. T.client_keys[u.key].passphrase
       end
       if inv.via then f[#f + 1] = "via = " .. lq(inv.via) end
-      out[#out + 1] = ("    %s = { %s },"):format(s.name, table.concat(f, ", "))
+      out[#out + 1] = ("    %s = { %s },"):format(inv.name or s.name, table.concat(f, ", "))
     end
   end
   out[#out + 1] = "  },"

@@ -85,6 +85,10 @@ T.servers = {
   { name = "t4evil", ns = "scl-t4", addr = T.targets.t4, port = 2022, user = "sclt4", hostkey = "t4",
     options = { PW, "ForceCommand %LAB%/evil-scp.sh" }, spec_name = "evil", spec = { identity = true },
     known = "plain" },
+  -- t4 as a device that only speaks a shell (fixtures/bmc-cli.sh: prompt, --More--, enable)
+  { name = "t4bmc", ns = "scl-t4", addr = T.targets.t4, port = 2024, user = "sclt4", hostkey = "t4",
+    options = { PW, "ForceCommand %LAB%/bmc-cli.sh" }, spec_name = "bmc", spec = { identity = true },
+    known = "plain", inventory = { via = "j2", name = "bmc" } },
   -- t4 speaking SFTP only (no scp binary reachable)
   { name = "t4sftp", ns = "scl-t4", addr = T.targets.t4, port = 2023, user = "sclt4", hostkey = "t4",
     options = { PW, "ForceCommand internal-sftp" }, spec_name = "sftponly", spec = { identity = true },
@@ -95,6 +99,9 @@ for _, n in ipairs(T.nodes) do
     hostkey = "node", options = NOPW, node = true, known = "plain", inventory = { via = "j2" },
     ssh_config = { jump = "j2" } }
 end
+
+-- Programs of spec/fixtures the servers above run (copied into the lab's directory).
+T.fixtures = { "evil-scp.sh", "bmc-cli.sh" }
 
 -- Servers that are not sshd: a listener that accepts and never answers, and a closed port.
 T.silent = { name = "silent", ns = "scl-j1", addr = "10.231.1.2", port = 2299 }
