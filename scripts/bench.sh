@@ -240,7 +240,7 @@ exit 0
 SH
 chmod +x "$work/xargs-ssh"
 # shellcheck disable=SC2086
-a=$(measure "$build/sshlua" -r exec -i "$cfg" -q $hosts20 -- true)
+a=$(measure "$build/sshlua" -r exec -n -i "$cfg" -q $hosts20 -- true)
 # shellcheck disable=SC2086
 b=$(measure "$work/xargs-ssh" "$cfg" "$work/fail" $hosts20)
 ossh_fail=$(cat "$work/fail")

@@ -44,7 +44,7 @@ note "Every hop is a direct-tcpip channel pumped inside one process: no ssh bina
 run "$sshlua" -r tree -i "$inv" targets 'n0[1-3]'
 
 say "1. Batch commands: every node of the cluster, and the targets, at once"
-run "$sshlua" -r exec -i "$inv" nodes targets -- 'echo "$(whoami) load $(cut -d" " -f1 /proc/loadavg)"'
+run "$sshlua" -r exec -n -i "$inv" nodes targets -- 'echo "$(whoami) load $(cut -d" " -f1 /proc/loadavg)"'
 
 say "2. Load: 200 users log into t4 through the jump hosts and run 3 commands each"
 note "(one connection to each jump host carries all 200 sessions; logins are paced under MaxStartups)"
@@ -58,7 +58,7 @@ run "$sshlua" -r copy -i "$inv" --verify t4:payload.bin "$work/back.bin"
 cmp -s "$work/payload.bin" "$work/back.bin" && note "back.bin is byte for byte the payload"
 head -c $((16 * 1024 * 1024)) "$work/payload.bin" >"$work/update.bin"
 run "$sshlua" -r copy -i "$inv" --to nodes -- "$work/update.bin" /home/sclnode/
-"$sshlua" -r exec -i "$inv" -q t1 t4 'n01' -- rm -f payload.bin update.bin >/dev/null
+"$sshlua" -r exec -n -i "$inv" -q t1 t4 'n01' -- rm -f payload.bin update.bin >/dev/null
 
 say "4. Port forwarding: the web interfaces of two targets, on local ports"
 printf '%s$ sshlua -r forward -i lab/inventory.lua t1:8080 t2:8080 &%s\n' "$bold" "$off"

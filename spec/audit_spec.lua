@@ -352,7 +352,7 @@ describe("audit: found trying it as a new user", function()
 
   it("16. exec --lines shows each line as it arrives", function()
     local out = H.tmpname()
-    os.execute(("(%s%s -r exec --lines t1 -- 'echo first; sleep 3; echo second' > %s 2>/dev/null) &")
+    os.execute(("(%s%s -r exec --lines t1 -- 'echo first; sleep 3; echo second' < /dev/null > %s 2>/dev/null) &")
       :format(inv, sshlua, out))
     local seen
     local t0 = sshchain.core.now()

@@ -9,10 +9,15 @@ local q = sshchain.shell_quote
 local INV = H.lab.inventory
 
 --- Runs `sshlua -r ARGS` with the lab's secrets in the environment; returns stdout, stderr, status.
-local function recipe(args, env)
+--- Runs `sshlua -r args` with the lab's secrets in the environment: stdout, stderr, exit status.
+--- stdin: a shell redirection or pipeline prefix for its standard input (default: </dev/null,
+--- since the exec recipe forwards a standard input that is not a terminal).
+local function recipe(args, env, stdin)
   local out, err = H.tmpname(), H.tmpname()
-  local cmd = (". %s; %s %s/sshlua -r %s > %s 2> %s"):format(q(H.lab.inventory_env), env or "", H.build,
-    args, out, err)
+  local feed, redirect = "", "< /dev/null"
+  if stdin and stdin:sub(-1) == "|" then feed, redirect = stdin, "" elseif stdin then redirect = stdin end
+  local cmd = (". %s; %s %s %s/sshlua -r %s %s > %s 2> %s"):format(q(H.lab.inventory_env), feed, env or "",
+    H.build, args, redirect, out, err)
   local _, _, status = os.execute(cmd)
   local o, e = H.readfile(out) or "", H.readfile(err) or ""
   os.remove(out)
@@ -115,6 +120,52 @@ describe("recipe exec", function()
     _, err, status = recipe("exec -i " .. q(INV) .. " t2 -- true", "env -u SCL_T2_PASSWORD")
     assert.are.equal(2, status)
     assert.matches("SCL_T2_PASSWORD", err, 1, true)
+  end)
+end)
+
+describe("recipe exec, devices and standard input", function()
+  it("types commands on a device that only speaks a shell: pages answered, no prompt or echo", function()
+    local out, err, status = recipe("exec -i " .. q(INV) .. " --shell --json bmc -- 'show sensors\npower status'")
+    assert.are.equal(0, status, err)
+    local r = json_lines(out)[1]
+    assert.are.equal("bmc", r.host)
+    local n = 0
+    for line in r.stdout:gmatch("[^\n]+") do
+      if line:match("^Sensor %d%d |") then n = n + 1 end
+    end
+    assert.are.equal(34, n, r.stdout)
+    assert.matches("\nChassis Power is on\n$", r.stdout)
+    assert.is_nil(r.stdout:find("More", 1, true), r.stdout)
+    assert.is_nil(r.stdout:find("bmc>", 1, true), r.stdout)
+    assert.is_nil(r.stdout:find("show sensors", 1, true), r.stdout)
+  end)
+
+  it("says the device refuses exec, and times out on a prompt that never comes (exit 1)", function()
+    local out, err, status = recipe("exec -i " .. q(INV) .. " --json bmc -- 'show sensors'")
+    assert.are.equal(1, status, err)
+    local r = json_lines(out)[1]
+    assert.are.equal(1, r.status)
+    assert.matches("command execution is not supported", r.stderr, 1, true)
+    out, err, status = recipe("exec -i " .. q(INV) .. " --shell --json -t 2 --prompt 'switch# ' bmc -- help")
+    assert.are.equal(1, status, err)
+    r = json_lines(out)[1]
+    assert.are.equal("ETIMEDOUT", r.code, r.error)
+    assert.matches("bmc> ", r.error, 1, true) -- the last output, so that the right --prompt can be seen
+  end)
+
+  it("gives standard input to the command: streamed to one host, whole to several, none with -n", function()
+    local out, err, status = recipe("exec -i " .. q(INV) .. " --json t1 -- 'cat; echo end'", nil,
+      "printf 'one\ntwo\n' |")
+    assert.are.equal(0, status, err)
+    assert.are.equal("one\ntwo\nend\n", json_lines(out)[1].stdout)
+    out, err, status = recipe("exec -i " .. q(INV) .. " --json t1 t3 -- 'wc -c'", nil, "printf abc |")
+    assert.are.equal(0, status, err)
+    local r = by(json_lines(out), "host")
+    assert.are.equal("3", r.t1.stdout:match("%d+"))
+    assert.are.equal("3", r.t3.stdout:match("%d+"))
+    out, err, status = recipe("exec -i " .. q(INV) .. " --json -n t1 -- 'wc -c'", nil, "printf abc |")
+    assert.are.equal(0, status, err)
+    assert.are.equal("0", json_lines(out)[1].stdout:match("%d+"))
   end)
 end)
 

@@ -1,6 +1,8 @@
 -- exec: run a command on many hosts at once, each through its jump hosts, and collect the results.
 local sshchain = require "sshchain"
 local cli = require "sshchain.cli"
+local process = require "sshchain.process"
+local sched = require "sshchain.sched"
 
 local R = { summary = "run a command on many hosts in parallel, through their jump hosts" }
 
@@ -12,16 +14,27 @@ each of them. The command words are joined with spaces and run by the remote use
 TARGET is a host name, a group, or a glob pattern (quote it: 'node*'); with an ssh_config
 inventory, any name ssh_config resolves.
 
-Output (standard output): a table of host, status, time and output, in the order selected; with
---lines every output line prefixed by its host as soon as it arrives; with --json one JSON object per
-host ({"host","stdout","stderr","status","signal","seconds","error","code"}). Progress and the
-summary go to standard error.]]
+Output (standard output): a table of host, status, time and output, in the order selected;
+with --lines every output line prefixed by its host as soon as it arrives; with --json one JSON
+object per host ({"host","stdout","stderr","status","signal","seconds","error","code"}).
+Progress and the summary go to standard error.
+
+Standard input, when it is not a terminal, goes to the command as ssh sends it (-n: not at
+all): streamed to a single host; read whole first and given to each host when there are several.
+
+--shell is for devices that only speak an interactive shell (BMC and switch CLIs that refuse
+exec): each line of COMMAND is typed on a shell with a pty after the device's prompt, pagers
+("--More--", see --more) are answered with a space, and the output is what appears before the
+next prompt (see --prompt), without the echo of the line. The status is "ok" once every line got
+its prompt back; each wait times out after --timeout seconds (30 when it is 0).]]
 
 local EPILOG = [[
 Examples:
    sshlua -r exec -i /tmp/sshchain-lab/inventory.lua targets -- uptime
    sshlua -r exec -i ~/.ssh/config 'node*' --limit 64 --json -- ipmitool sdr > sdr.jsonl
    sshlua -r exec -i inventory.lua compute --lines -- 'dmesg | tail -3'
+   sshlua -r exec -i inventory.lua bmcs --shell --prompt 'bmc[>#] ' -- 'show sensors'
+   sshlua -r exec -i inventory.lua nodes -- 'cat > /tmp/motd' < motd.txt
 
 Exit status:
    0  the command ran on every host and exited 0
@@ -41,6 +54,12 @@ local function parser()
   p:option("-t --timeout", "Seconds the command may run on each host (0: no limit).", "0", tonumber)
     :argname("S")
   p:flag("--pty", "Run the command on a pseudo-terminal.")
+  p:flag("-n --no-stdin", "Send nothing on the command's standard input (as ssh -n).")
+  p:flag("--shell", "Type each line of COMMAND on an interactive shell (devices that refuse exec).")
+  p:option("--prompt", "With --shell: the prompt, a Lua pattern matched at the end of the output.",
+    process.DEFAULT_PROMPT):argname("PATTERN")
+  p:option("--more", "With --shell: a pager's prompt, answered with a space.", process.DEFAULT_MORE)
+    :argname("PATTERN")
   p:mutex(p:flag("-j --json", "One JSON object per host."),
     p:flag("--lines", "Each output line prefixed with its host."))
   p:flag("-q --quiet", "No progress line and no summary.")
@@ -75,6 +94,48 @@ local function line_printer(host, mark)
   end, function()
     if partial ~= "" then emit(partial) end
     partial = ""
+  end
+end
+
+--- --shell: types each line of cmd on a shell with a pty, after the prompt; the output of all
+--- lines (given to on_out line by line as each completes), as exec gives it.
+local function run_shell(s, cmd, args, on_out)
+  local wait = args.timeout > 0 and args.timeout or 30
+  local p, msg, code, err = s:spawn(nil, { pty = true })
+  if not p then return nil, msg, code, err end
+  local i, m, c, e = p:expect(process.anchor(args.prompt), wait)
+  if not i then
+    p:close()
+    local seen = cli.clean(process.screen_text(e and e.before or ""):sub(-80))
+    if m == "EOF" then
+      return nil, ("EIO: the shell ended before a prompt matching %s (last output: %q)"):format(args.prompt, seen), "EIO"
+    end
+    return nil, ("%s (see --prompt; last output: %q)"):format(m, seen), c, e
+  end
+  local out = {}
+  for line in cmd:gmatch("[^\n]+") do
+    local o, m2, c2, e2 = p:command(line, { prompt = args.prompt, more = args.more, timeout = wait })
+    if not o then
+      p:close()
+      return nil, m2, c2, e2
+    end
+    out[#out + 1] = o
+    if on_out then on_out(o) end
+  end
+  p:close()
+  return { stdout = table.concat(out), stderr = "", status = 0 }
+end
+
+--- What the command gets on stdin: nothing with -n, --shell or a terminal; else a streaming
+--- reader for one host, the whole input for several (each gets all of it).
+local function stdin_of(args, nhosts)
+  if args.no_stdin or args.shell or cli.isatty(0) then return nil end
+  if nhosts > 1 then return io.stdin:read("a") end
+  return function()
+    sched.await(sshchain.core.readable(0)) -- the other hosts' work goes on meanwhile
+    local chunk, err = sshchain.core.read_fd(0, 65536)
+    if err then error("exec: reading standard input: " .. err, 0) end
+    return chunk
   end
 end
 
@@ -121,6 +182,7 @@ function R.main(argv)
   local t0 = sshchain.core.now()
   local finished, nfailed = 0, 0
   local results = {}
+  local stdin = stdin_of(args, #names)
   local function report(r)
     if args.json or args.lines then progress:finish() end
     if args.json then
@@ -138,14 +200,18 @@ function R.main(argv)
     local s, msg, ecode = sshchain.connect(chains[i])
     if s then
       local x
-      local xopts = { timeout = args.timeout > 0 and args.timeout or nil, pty = args.pty }
+      local xopts = { timeout = args.timeout > 0 and args.timeout or nil, pty = args.pty, stdin = stdin }
       local out_end, err_end
       if args.lines then
         progress:finish()
         xopts.on_stdout, out_end = line_printer(name, ": ")
         xopts.on_stderr, err_end = line_printer(name, "! ")
       end
-      x, msg, ecode = s:exec(cmd, xopts)
+      if args.shell then
+        x, msg, ecode = run_shell(s, cmd, args, xopts.on_stdout)
+      else
+        x, msg, ecode = s:exec(cmd, xopts)
+      end
       if out_end then
         out_end()
         err_end()
