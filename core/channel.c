@@ -57,7 +57,7 @@ typedef struct {
     sc_chanuser cu;
     ssh_channel ch;
     char *to_host, *orig_host;
-    int to_port, orig_port;
+    int to_port, orig_port, to_unix;
 } sc_burial;
 
 static void burial_free(sc_burial *b)
@@ -69,12 +69,21 @@ static void burial_free(sc_burial *b)
     free(b);
 }
 
+/* The open of a channel: a session, direct-tcpip, or direct-streamlocal (to a socket path). */
+static int open_call(ssh_channel ch, const char *to_host, int to_port, int to_unix,
+                     const char *orig_host, int orig_port)
+{
+    if (!to_host)
+        return ssh_channel_open_session(ch);
+    if (to_unix)
+        return ssh_channel_open_forward_unix(ch, to_host, orig_host, orig_port);
+    return ssh_channel_open_forward(ch, to_host, to_port, orig_host, orig_port);
+}
+
 static void burial_service(sc_chanuser *u)
 {
     sc_burial *b = (sc_burial *)u;
-    int rc = b->to_host ? ssh_channel_open_forward(b->ch, b->to_host, b->to_port, b->orig_host,
-                                                   b->orig_port)
-                        : ssh_channel_open_session(b->ch);
+    int rc = open_call(b->ch, b->to_host, b->to_port, b->to_unix, b->orig_host, b->orig_port);
     if (rc == SSH_AGAIN)
         return;
     if (rc == SSH_OK)
@@ -102,6 +111,7 @@ static void bury(sc_channel *c)
     b->orig_host = c->orig_host;
     b->to_port = c->to_port;
     b->orig_port = c->orig_port;
+    b->to_unix = c->to_unix;
     c->to_host = c->orig_host = NULL;
     b->cu.service = burial_service;
     b->cu.session_lost = burial_session_lost;
@@ -127,6 +137,7 @@ int sc_channel_init(sc_channel *c, sc_session *s, const sc_chan_opts *o)
     c->before_request = o->before_request;
     c->ud = o->ud;
     if (o->to_host) {
+        c->to_unix = o->to_unix;
         c->to_host = sc_strdup(o->to_host);
         c->orig_host = sc_strdup(o->orig_host ? o->orig_host : "127.0.0.1");
         if (!c->to_host || !c->orig_host)
@@ -184,7 +195,11 @@ static int refused(sc_channel *c, const char *stage, sc_err *err, const char *wh
 {
     sc_session *s = c->session;
     const char *e = ssh_get_error(s->ssh);
-    if (c->to_host)
+    if (c->to_host && c->to_unix)
+        sc_err_format(err, SC_ECHANNEL, label_for(c, stage), s->hop, stage, "channel refused",
+                      "channel to socket %s refused by hop %d: %s", c->to_host, s->hop,
+                      e && *e ? e : "open failed");
+    else if (c->to_host)
         sc_err_format(err, SC_ECHANNEL, label_for(c, stage), s->hop, stage, "channel refused",
                       "channel to %s:%d refused by hop %d: %s", c->to_host, c->to_port, s->hop,
                       e && *e ? e : "open failed");
@@ -221,9 +236,7 @@ int sc_channel_step(sc_channel *c, const char *stage, sc_err *err)
         c->state = SC_CHAN_OPENING;
         /* fallthrough */
     case SC_CHAN_OPENING:
-        rc = c->to_host ? ssh_channel_open_forward(c->ch, c->to_host, c->to_port, c->orig_host,
-                                                   c->orig_port)
-                        : ssh_channel_open_session(c->ch);
+        rc = open_call(c->ch, c->to_host, c->to_port, c->to_unix, c->orig_host, c->orig_port);
         c->pending = rc == SSH_AGAIN;
         if (rc == SSH_AGAIN)
             return 0;
@@ -296,7 +309,7 @@ int sc_channel_step(sc_channel *c, const char *stage, sc_err *err)
 
 /* ---- data ---- */
 
-int sc_channel_read(sc_channel *c, void *buf, size_t len, int is_stderr)
+static int chan_read(sc_channel *c, void *buf, size_t len, int is_stderr, int grow)
 {
     if (!c->ch || c->state != SC_CHAN_OPEN)
         return SC_CHAN_ERROR;
@@ -305,7 +318,8 @@ int sc_channel_read(sc_channel *c, void *buf, size_t len, int is_stderr)
         ask = c->window;
     /* ssh_channel_read_nonblocking reads at most what is buffered, which never grows the window;
      * a zero-timeout read asking for `ask` grows it to `ask` when less than that is granted */
-    int n = ssh_channel_read_timeout(c->ch, buf, ask, is_stderr, 0);
+    int n = grow ? ssh_channel_read_timeout(c->ch, buf, ask, is_stderr, 0)
+                 : ssh_channel_read_nonblocking(c->ch, buf, ask, is_stderr);
     /* a read may queue a window adjust, perhaps on another session's round (a copy): have it
      * sent when this session's socket takes it */
     sc_session_wrote(c->session, 0);
@@ -320,6 +334,16 @@ int sc_channel_read(sc_channel *c, void *buf, size_t len, int is_stderr)
     if (ssh_channel_is_closed(c->ch))
         return SC_CHAN_ERROR;
     return SC_CHAN_AGAIN;
+}
+
+int sc_channel_read(sc_channel *c, void *buf, size_t len, int is_stderr)
+{
+    return chan_read(c, buf, len, is_stderr, 1);
+}
+
+int sc_channel_read_held(sc_channel *c, void *buf, size_t len, int is_stderr)
+{
+    return chan_read(c, buf, len, is_stderr, 0);
 }
 
 size_t sc_channel_writable(sc_channel *c)

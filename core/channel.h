@@ -40,6 +40,7 @@ typedef struct sc_channel sc_channel;
 typedef struct {
     const char *to_host; /* set: a direct-tcpip channel to to_host:to_port, from orig_host:port */
     int to_port;
+    int to_unix; /* to_host is a socket path: a direct-streamlocal@openssh.com channel */
     const char *orig_host;
     int orig_port;
     sc_chan_request request; /* session channels: what to ask for once open */
@@ -69,7 +70,7 @@ struct sc_channel {
     sc_chan_state state;
     int pending; /* the last open call answered AGAIN: the server owes an answer */
     char *to_host, *orig_host;
-    int to_port, orig_port;
+    int to_port, orig_port, to_unix;
     sc_chan_request request;
     char *what;
     int pty;
@@ -110,6 +111,9 @@ enum { SC_CHAN_AGAIN = 0, SC_CHAN_EOF = -1, SC_CHAN_ERROR = -2 };
  * to len (up to the channel's window): buf must have room for len bytes. Returns the bytes
  * read, SC_CHAN_AGAIN when none are there now, SC_CHAN_EOF at the end, SC_CHAN_ERROR. */
 int sc_channel_read(sc_channel *c, void *buf, size_t len, int is_stderr);
+/* The same, but only what libssh holds already: the window does not grow (the two streams share
+ * it, so reading one while the other is held up must not let the server send more of both). */
+int sc_channel_read_held(sc_channel *c, void *buf, size_t len, int is_stderr);
 
 /* How many bytes a write may take now: the remote window, the session's output budget and
  * one write's cap (64 KiB), whichever is least. */

@@ -243,6 +243,10 @@ static void watch_stdout(sc_exec *x)
 
 static int exec_read(sc_exec *x)
 {
+    /* a stream held at its high-water mark holds the other to what libssh has already: reading
+     * it with window growth would let the server send more of both, into libssh's buffers */
+    int held = x->stream && (sc_buf_avail(&x->out[0]) >= STREAM_HIGH_WATER ||
+                             sc_buf_avail(&x->out[1]) >= STREAM_HIGH_WATER);
     for (int which = 0; which < 2; which++) {
         sc_buf *b = &x->out[which];
         for (int i = 0; i < 16 && !x->drained[which]; i++) {
@@ -254,7 +258,8 @@ static int exec_read(sc_exec *x)
                 exec_failf(x, SC_EIO, NULL, "out of memory for output");
                 return -1;
             }
-            int n = sc_channel_read(&x->chan, room, ask, which);
+            int n = held ? sc_channel_read_held(&x->chan, room, ask, which)
+                         : sc_channel_read(&x->chan, room, ask, which);
             if (n > 0) {
                 sc_buf_commit(b, (size_t)n);
                 if ((size_t)n == ask && ask < SC_EXEC_WINDOW)

@@ -59,6 +59,8 @@ struct sc_loop {
     struct sc_keycache *keys; /* private keys already decrypted (auth.c) */
     uv_async_t wakeup;        /* sc_interrupt: makes a blocked turn return */
     uv_async_t poke;          /* sc_loop_poke: makes the backend fd readable */
+    int hosted;               /* a host loop polls the backend fd (sc_loop_set_hosted) */
+    int in_turn;              /* inside sc_loop_turn */
 };
 
 sc_loop *sc_loop_new(void);
@@ -72,6 +74,9 @@ int sc_loop_has_unpolled(const sc_loop *loop);
 /* Work started outside a turn (an op begun from a host loop's callback) has watchers the backend
  * fd does not see yet: makes that fd readable, so a host loop polling it steps soon. */
 void sc_loop_poke(sc_loop *loop);
+/* A host loop polls the backend fd from now on (or no longer): work queued outside a turn (deferred
+ * work, an op made ready, a new watcher) then pokes it, so that the host steps soon. */
+void sc_loop_set_hosted(sc_loop *loop, int hosted);
 /* Pops the next op queued as ready, or NULL. The caller must not release it before using it. */
 sc_op *sc_loop_pop_ready(sc_loop *loop);
 double sc_loop_now(void); /* seconds, monotonic */

@@ -16,9 +16,11 @@ static volatile sig_atomic_t got_sigint;
 
 static void on_sigint(int sig)
 {
+    int e = errno;
     got_sigint = 1;
     signal(sig, SIG_DFL);
     sc_interrupt();
+    errno = e;
 }
 
 /* Turns the loop with SIGINT caught (unless the application ignores it); whether it came. */
@@ -99,7 +101,8 @@ static int core_isatty(lua_State *L)
 }
 
 /* core.read_fd(fd, n) -> up to n bytes as soon as some are there (one read(2), so a pipe's data
- * goes on as it arrives), or nil at the end; nil, msg on an error */
+ * goes on as it arrives), "" when a non-blocking fd has nothing yet, or nil at the end; nil, msg
+ * on an error */
 static int core_read_fd(lua_State *L)
 {
     int fd = (int)luaL_checkinteger(L, 1);
@@ -111,6 +114,10 @@ static int core_read_fd(lua_State *L)
     do
         r = read(fd, p, (size_t)n);
     while (r < 0 && errno == EINTR);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        lua_pushliteral(L, ""); /* nothing yet (a poll made the fd non-blocking) */
+        return 1;
+    }
     if (r < 0) {
         luaL_pushfail(L);
         lua_pushstring(L, strerror(errno));
@@ -140,6 +147,13 @@ static int core_pollfd(lua_State *L)
     return 1;
 }
 
+/* core.set_hosted(bool): a host loop polls core.pollfd() from now on (or no longer) */
+static int core_set_hosted(lua_State *L)
+{
+    sc_loop_set_hosted(lsc_loop(L), lua_toboolean(L, 1));
+    return 0;
+}
+
 /* core.timeout() -> milliseconds until the loop's next timer (0: work is due now), or nil when
  * nothing is timed */
 static int core_timeout(lua_State *L)
@@ -167,6 +181,7 @@ static int core_set_interrupted(lua_State *L)
 
 static const luaL_Reg core_functions[] = {
     {"set_interrupted", core_set_interrupted},
+    {"set_hosted", core_set_hosted},
     {"pollfd", core_pollfd},
     {"timeout", core_timeout},
     {"step", core_step},

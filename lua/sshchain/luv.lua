@@ -22,8 +22,12 @@ function M.attach(uv)
   local function pump()
     pending = false
     sched.step(0)
-    local t = core.timeout()
     timer:stop()
+    if pending then -- a kick during the step: another step at once
+      timer:start(0, 0, pump)
+      return
+    end
+    local t = core.timeout()
     if t then timer:start(t, 0, pump) end
   end
   poll:start("r", pump)
@@ -47,6 +51,8 @@ function M.attach(uv)
   --- next run, as with any handle closed outside uv.run.
   function h.detach()
     if poll:is_closing() then return end
+    local n = sched.foreign_waiting()
+    if n > 0 then error(("sshchain: cannot detach while %d coroutine(s) wait on sshchain"):format(n), 2) end
     sched.set_host(nil)
     poll:stop()
     poll:close()

@@ -28,7 +28,8 @@ function M.spawn(s, cmd, opts)
     s:_give_slot(conn)
     error(op, 3)
   end
-  return setmetatable({ _s = s, _conn = conn, _op = op, _buf = { "", "" }, label = s:label() }, Process)
+  return setmetatable({ _s = s, _conn = conn, _op = op, _buf = { "", "" }, _pend = { {}, {} },
+    label = s:label(), hop = s._c:hop() }, Process)
 end
 
 local function check(p, method)
@@ -47,15 +48,27 @@ end
 
 local STREAMS = { "stdout", "stderr" }
 
---- Moves what C holds of stream i into the Lua buffer; whether there is something now.
+--- Moves what C holds of both streams into the Lua buffers (the other one too: output left in C
+--- past its high-water mark would hold the channel's window shut, and stall this one); whether
+--- stream i has something now.
+local function take_all(p)
+  local o, e = p._op:take()
+  if #o > 0 then table.insert(p._pend[1], o) end
+  if #e > 0 then table.insert(p._pend[2], e) end
+end
+
 local function pull(p, i)
-  local o, e = p._op:take(STREAMS[i])
-  local chunk = i == 1 and o or e
-  if #chunk > 0 then p._buf[i] = p._buf[i] .. chunk end
+  take_all(p)
+  local pend = p._pend[i]
+  if pend[1] then -- chunks are joined when text is wanted, once (not on every arrival)
+    p._buf[i] = p._buf[i] .. table.concat(pend)
+    p._pend[i] = {}
+  end
   return #p._buf[i] > 0
 end
 
 local function fail_of(p)
+  take_all(p) -- result() hands over and frees what C still holds: keep it for read first
   local ok, msg, code, info = p._op:result()
   if not ok then return nil, msg, code, info end
 end
@@ -71,7 +84,7 @@ local function read(p, i, timeout, method)
       if fmsg and fcode ~= "ECANCELED" then return nil, fmsg, fcode, finfo end
       return nil, "EOF"
     end
-    return errors.fail("ETIMEDOUT", { label = p.label, stage = "exec", reason = "timeout" },
+    return errors.fail("ETIMEDOUT", { label = p.label, hop = p.hop, stage = "exec", reason = "timeout" },
       "nothing on %s for %gs", STREAMS[i], timeout)
   end
   local chunk = p._buf[i]
@@ -123,7 +136,7 @@ function Process:expect(patterns, timeout)
     settle(self)
     return nil, "EOF", nil, { before = before }
   end
-  local r, msg, code, err = errors.fail("ETIMEDOUT", { label = self.label, stage = "exec", reason = "timeout" },
+  local r, msg, code, err = errors.fail("ETIMEDOUT", { label = self.label, hop = self.hop, stage = "exec", reason = "timeout" },
     "no match for %s in %gs", table.concat(patterns, " | "), timeout)
   err.before = before
   return r, msg, code, err
@@ -174,10 +187,14 @@ function Process:command(line, opts)
     error("bad argument #1 to 'command' (one line expected)", 2)
   end
   opts = errors.check_options(opts, COMMAND_OPTS, "command", 2)
-  local prompt, more = anchor(opts.prompt or DEFAULT_PROMPT), opts.more or DEFAULT_MORE
+  -- both are the last thing the device sent (it waits for us): a "--More--" inside the output
+  -- is text, not the pager
+  local prompt = anchor(opts.prompt or DEFAULT_PROMPT)
+  local more = opts.more or DEFAULT_MORE
+  if more:sub(-1) ~= "$" or more:sub(-2) == "%$" then more = more .. "[ \t]*$" end
   local timeout = opts.timeout or 30
   if op:done() or self._stdin_closed then
-    return errors.fail("EIO", { label = self.label, stage = "exec", reason = "closed" },
+    return errors.fail("EIO", { label = self.label, hop = self.hop, stage = "exec", reason = "closed" },
       "the shell has ended: cannot send %q", line)
   end
   self:write(line .. (opts.newline or "\r"))
@@ -187,6 +204,8 @@ function Process:command(line, opts)
   local seen, found = {}, nil
   local function match()
     pull(self, 1)
+    -- the prompt comes after the echo's end of line: before it, "echo 50%" would look like one
+    if not seen[1] and not self._buf[1]:find("\n", 1, true) then return false end
     local text = strip_controls(self._buf[1])
     local a = text:find(prompt)
     if a then found = { 1, text:sub(1, a - 1) } return true end
@@ -204,7 +223,7 @@ function Process:command(line, opts)
       local eof = op:done()
       local last = table.concat(seen) .. self._buf[1]
       local r, msg, code, e = errors.fail(eof and "EIO" or "ETIMEDOUT",
-        { label = self.label, stage = "exec", reason = eof and "closed" or "timeout" },
+        { label = self.label, hop = self.hop, stage = "exec", reason = eof and "closed" or "timeout" },
         "%s after %q: no prompt matching %s%s (last output: %q)", eof and "the shell ended" or "nothing more",
         line, prompt, eof and "" or (" in %gs"):format(timeout), screen_text(last):sub(-80))
       e.before = last
@@ -215,11 +234,15 @@ function Process:command(line, opts)
     if found[1] == 1 then break end
     self:write(" ")
   end
-  local out = screen_text(table.concat(seen))
-  -- the terminal's echo of the line, then the output, then the start of the prompt's line
-  local echo = out:find("\n", 1, true)
-  if echo and out:sub(1, echo - 1):find(line, 1, true) then out = out:sub(echo + 1) end
-  return (out:gsub("[^\n]*$", ""))
+  -- the terminal's echo of the line, then the output, then the start of the prompt's line. A
+  -- line wider than the terminal comes back wrapped (" \r" at each margin): the echo is
+  -- recognised with blanks and carriage returns left out.
+  local raw = strip_controls(table.concat(seen))
+  local nl = raw:find("\n", 1, true)
+  if nl and raw:sub(1, nl - 1):gsub("[\r ]", ""):find(line:gsub("[\r ]", ""), 1, true) then
+    raw = raw:sub(nl + 1)
+  end
+  return (screen_text(raw):gsub("[^\n]*$", ""))
 end
 
 --- p:write(data): queues data for the command's stdin, waiting while too much is queued (the
@@ -251,15 +274,15 @@ function Process:signal(name) check(self, "signal"):signal(name) end
 function Process:wait(timeout)
   local op = check(self, "wait")
   local done = sched.await_until(op, function()
-    pull(self, 1)
-    pull(self, 2)
+    take_all(self)
     return op:done()
   end, timeout)
   if not done then
-    return errors.fail("ETIMEDOUT", { label = self.label, stage = "exec", reason = "timeout" },
+    return errors.fail("ETIMEDOUT", { label = self.label, hop = self.hop, stage = "exec", reason = "timeout" },
       "the command did not end in %gs", timeout)
   end
   settle(self)
+  take_all(self)
   local r, msg, code, info = op:result()
   if not r then return nil, msg, code, info end
   return { status = r.status, signal = r.signal, ok = r.ok }
@@ -276,6 +299,8 @@ function Process:close()
   end
 end
 Process.__close = Process.close
+-- a process dropped unclosed gives its channel slot back (quietly: at exit its session may be gone)
+Process.__gc = function(p) pcall(Process.close, p) end
 
 function Process:is_running() return not self._op:done() end
 

@@ -58,11 +58,29 @@ end
 local host
 local foreign = setmetatable({}, { __mode = "k" }) -- coroutine -> its foreign task
 
-function M.set_host(h) host = h end
+function M.set_host(h)
+  host = h
+  core.set_hosted(h ~= nil) -- work queued outside a step then makes core.pollfd() readable
+end
+
+--- How many host coroutines wait on sshchain now (a host may not detach under them).
+function M.foreign_waiting()
+  local n = 0
+  for _, t in pairs(foreign) do if not t.awake then n = n + 1 end end
+  return n
+end
+
+--- A task became runnable: outside a step, a host loop must be asked for one.
+local stepping = false
+local function queue(task)
+  runnable[#runnable + 1] = task
+  if host and not stepping then host.kick() end
+end
 function M.host() return host end
 
 local function resume(task)
   if task.foreign then
+    if not host then return end -- detached under it: detach refuses that, see foreign_waiting
     if not task.awake then
       task.awake = true
       host.wake(task)
@@ -95,7 +113,7 @@ local function run_runnable()
 end
 
 -- One turn: resume what can run, wait up to timeout_ms for events, resume what they woke.
-local function step(timeout_ms)
+local function step_body(timeout_ms)
   run_runnable()
   local ready = core.step(timeout_ms)
   for _, op in ipairs(ready) do
@@ -106,6 +124,14 @@ local function step(timeout_ms)
     end
   end
   run_runnable()
+end
+
+local function step(timeout_ms)
+  local was = stepping
+  stepping = true
+  local ok, err = pcall(step_body, timeout_ms)
+  stepping = was
+  if not ok then error(err, 0) end
 end
 
 --- task waits for op (once in its list).
@@ -185,7 +211,7 @@ function M.spawn(fn, ...)
   end)
   tasks[task.co] = task
   ntasks = ntasks + 1
-  runnable[#runnable + 1] = task
+  queue(task)
   return task
 end
 
@@ -305,7 +331,7 @@ end
 --- Wakes every waiter.
 function Cond:signal()
   self.gen = self.gen + 1
-  for _, t in ipairs(self.waiters) do runnable[#runnable + 1] = t end
+  for _, t in ipairs(self.waiters) do queue(t) end
   self.waiters = {}
 end
 
@@ -336,7 +362,7 @@ function Sem:release()
   local w = table.remove(self.queue, 1)
   if w then
     w.granted = true
-    runnable[#runnable + 1] = w.task
+    queue(w.task)
   else
     self.n = self.n + 1
   end

@@ -132,10 +132,13 @@ local function stdin_of(args, nhosts)
   if args.no_stdin or args.shell or cli.isatty(0) then return nil end
   if nhosts > 1 then return io.stdin:read("a") end
   return function()
-    sched.await(sshchain.core.readable(0)) -- the other hosts' work goes on meanwhile
-    local chunk, err = sshchain.core.read_fd(0, 65536)
-    if err then error("exec: reading standard input: " .. err, 0) end
-    return chunk
+    for _ = 1, 1000 do -- a readable fd with nothing to read ("" from read_fd): wait again
+      sched.await(sshchain.core.readable(0)) -- the other hosts' work goes on meanwhile
+      local chunk, err = sshchain.core.read_fd(0, 65536)
+      if err then error("exec: reading standard input: " .. err, 0) end
+      if chunk ~= "" then return chunk end
+    end
+    error("exec: standard input is readable but gives nothing", 0)
   end
 end
 
