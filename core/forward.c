@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "pump.h"
@@ -33,6 +35,10 @@ typedef struct {
     sc_op op;
     sc_chanuser cu;
     char *bind, *to_host;
+    char *path, *to_path; /* Unix sockets: where it listens (absolute); where connections go */
+    dev_t sock_dev;       /* the socket file it made: only that one is removed at the end */
+    ino_t sock_ino;
+    char from[300]; /* where it listens, for messages: "bind:port" or the path */
     int to_port, socks, port;
     int remote, listen_news;
     remote_phase phase;
@@ -148,6 +154,15 @@ static void send_all(int fd, const void *p, size_t n) { (void)send(fd, p, n, MSG
 static const char *dest_host(fwd_conn *c) { return c->fw->socks ? c->dest : c->fw->to_host; }
 static int dest_port(fwd_conn *c) { return c->fw->socks ? c->dest_port : c->fw->to_port; }
 
+/* "host:port", or the socket path, of where a connection goes */
+static const char *dest_name(fwd_conn *c, char *buf, size_t len)
+{
+    if (c->fw->to_path)
+        return c->fw->to_path;
+    snprintf(buf, len, "%s:%d", dest_host(c), dest_port(c));
+    return buf;
+}
+
 static void conn_opened(sc_pump *p, void *ud)
 {
     (void)p;
@@ -167,8 +182,13 @@ static void conn_failed(sc_pump *p, const sc_err *err, void *ud)
         static const unsigned char refused[10] = {5, 5, 0, 1, 0, 0, 0, 0, 0, 0};
         send_all(c->fd, refused, sizeof refused);
     }
-    queue_error(fw, err->code, err->reason, "%s:%d -> %s:%d (client %s:%d): %s", fw->bind, fw->port,
-                dest_host(c), dest_port(c), c->peer, c->peer_port, err->msg);
+    char dest[300];
+    if (fw->path)
+        queue_error(fw, err->code, err->reason, "%s -> %s: %s", fw->from,
+                    dest_name(c, dest, sizeof dest), err->msg);
+    else
+        queue_error(fw, err->code, err->reason, "%s -> %s (client %s:%d): %s", fw->from,
+                    dest_name(c, dest, sizeof dest), c->peer, c->peer_port, err->msg);
     conn_close(c);
 }
 
@@ -186,8 +206,11 @@ static void conn_start_pump(fwd_conn *c, const void *early, size_t early_len)
 {
     sc_forward *fw = c->fw;
     int fd = c->fd;
-    c->pump = sc_pump_open(fw->cu.session, fd, dest_host(c), dest_port(c), c->peer, c->peer_port,
-                           &conn_events, c);
+    if (fw->to_path)
+        c->pump = sc_pump_open_unix(fw->cu.session, fd, fw->to_path, &conn_events, c);
+    else
+        c->pump = sc_pump_open(fw->cu.session, fd, dest_host(c), dest_port(c), c->peer,
+                               c->peer_port, &conn_events, c);
     if (!c->pump || (early_len && sc_pump_preload(c->pump, early, early_len) < 0)) {
         queue_error(fw, SC_EIO, NULL, "out of memory");
         conn_close(c);
@@ -277,7 +300,9 @@ static void on_accept(uv_poll_t *h, int status, int events)
         }
         c->fw = fw;
         c->fd = fd;
-        if (ss.ss_family == AF_INET6) {
+        if (ss.ss_family == AF_UNIX) {
+            snprintf(c->peer, sizeof c->peer, "127.0.0.1"); /* a direct-tcpip needs an origin */
+        } else if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
             inet_ntop(AF_INET6, &a->sin6_addr, c->peer, sizeof c->peer);
             c->peer_port = ntohs(a->sin6_port);
@@ -326,6 +351,10 @@ static void forward_done(sc_forward *fw, const sc_err *err)
     uv_poll_stop(&fw->lpoll);
     close(fw->lfd);
     fw->lfd = -1;
+    struct stat st;
+    if (fw->path && lstat(fw->path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        st.st_dev == fw->sock_dev && st.st_ino == fw->sock_ino)
+        unlink(fw->path); /* ours, made by make_unix_listener, and not replaced since */
     uv_close((uv_handle_t *)&fw->lpoll, listener_closed);
 }
 
@@ -382,6 +411,7 @@ static void forward_service(sc_chanuser *u)
     }
     if (fw->port == 0)
         fw->port = bound;
+    snprintf(fw->from, sizeof fw->from, "%s:%d", fw->bind, fw->port);
     fw->phase = R_LISTEN;
     fw->listen_news = 1;
     sc_op_notify(&fw->op);
@@ -412,6 +442,28 @@ static int connect_local(const char *host, int port)
     return fd;
 }
 
+/* Opens a non-blocking connection to the Unix socket at path; -1 on failure (errno set). */
+static int connect_unix(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    /* a Unix socket connects at once or not at all: EAGAIN is a full backlog, a refusal */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 /* A channel the server opens: a remote forward's connection when it is forwarded-tcpip to our
  * port (1: taken, accepted or refused; 0: not ours). */
 static int forward_incoming(sc_chanuser *u, ssh_message msg)
@@ -426,10 +478,15 @@ static int forward_incoming(sc_chanuser *u, ssh_message msg)
             return 0;
         const char *orig = ssh_message_channel_request_open_originator(msg);
         int orig_port = ssh_message_channel_request_open_originator_port(msg);
-        int fd = connect_local(fw->to_host, fw->to_port);
+        int fd = fw->to_path ? connect_unix(fw->to_path) : connect_local(fw->to_host, fw->to_port);
         if (fd < 0) {
-            queue_error(fw, SC_ECONNECT, NULL, "remote forward %d -> %s:%d: %s", fw->port,
-                        fw->to_host, fw->to_port, strerror(errno));
+            char dest[300];
+            if (fw->to_path)
+                snprintf(dest, sizeof dest, "%s", fw->to_path);
+            else
+                snprintf(dest, sizeof dest, "%s:%d", fw->to_host, fw->to_port);
+            queue_error(fw, SC_ECONNECT, NULL, "remote forward %d -> %s: %s", fw->port, dest,
+                        strerror(errno));
             ssh_message_reply_default(msg);
             return 1;
         }
@@ -472,6 +529,8 @@ static void forward_destroy(sc_op *op)
     sc_forward *fw = (sc_forward *)op;
     free(fw->bind);
     free(fw->to_host);
+    free(fw->path);
+    free(fw->to_path);
     free(fw);
 }
 
@@ -514,6 +573,51 @@ static int make_listener(const char *bind_addr, int port, int *out_port, sc_err 
     return fd;
 }
 
+/* path made absolute (a later chdir must not change which file the forward removes) */
+static char *absolute_path(const char *path)
+{
+    char cwd[4096];
+    if (path[0] == '/' || !getcwd(cwd, sizeof cwd))
+        return sc_strdup(path);
+    size_t n = strlen(cwd) + strlen(path) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", cwd, path);
+    return p;
+}
+
+/* A listening Unix socket at path, 0600 before anyone may connect (as ssh's umask 0177). An
+ * existing file is not replaced (ssh's StreamLocalBindUnlink no). */
+static int make_unix_listener(const char *path, sc_err *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "socket path too long: %s", path);
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "socket: %s", strerror(errno));
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "cannot listen on %s: %s", path,
+                      strerror(errno));
+        close(fd);
+        return -1;
+    }
+    /* bound, not listening yet: nobody can connect before the mode is set */
+    if (chmod(path, 0600) < 0 || listen(fd, 256) < 0) {
+        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "cannot listen on %s: %s", path,
+                      strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    return fd;
+}
+
 sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
 {
     if (s->state != SS_READY) {
@@ -523,12 +627,23 @@ sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
     }
     const char *bind_addr = o->bind ? o->bind : "127.0.0.1";
     int port = o->port, lfd = -1;
-    if (!o->remote && (lfd = make_listener(bind_addr, o->port, &port, err)) < 0)
+    if (o->path && o->remote) {
+        sc_err_format(err, SC_EIO, s->label, s->hop, "forward", NULL,
+                      "remote Unix-socket forwards are not supported");
+        return NULL;
+    }
+    if (!o->remote && o->path)
+        lfd = make_unix_listener(o->path, err);
+    else if (!o->remote)
+        lfd = make_listener(bind_addr, o->port, &port, err);
+    if (!o->remote && lfd < 0)
         return NULL;
     sc_forward *fw = calloc(1, sizeof *fw);
     if (!fw) {
         if (lfd >= 0)
             close(lfd);
+        if (o->path)
+            unlink(o->path);
         sc_err_format(err, SC_EIO, s->label, s->hop, "forward", NULL, "out of memory");
         return NULL;
     }
@@ -540,8 +655,19 @@ sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
     fw->bind = sc_strdup(bind_addr);
     fw->to_host = sc_strdup(o->to_host ? o->to_host : "");
     fw->to_port = o->to_port;
+    fw->path = o->path ? absolute_path(o->path) : NULL;
+    struct stat st;
+    if (fw->path && lstat(fw->path, &st) == 0) {
+        fw->sock_dev = st.st_dev;
+        fw->sock_ino = st.st_ino;
+    }
+    fw->to_path = o->to_path ? sc_strdup(o->to_path) : NULL;
+    if (fw->path)
+        snprintf(fw->from, sizeof fw->from, "%s", fw->path);
+    else
+        snprintf(fw->from, sizeof fw->from, "%s:%d", bind_addr, port);
     fw->socks = o->socks;
-    fw->port = port;
+    fw->port = o->path ? 0 : port;
     fw->lfd = lfd;
     fw->remote = o->remote;
     fw->phase = R_REQUEST;

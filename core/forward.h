@@ -8,9 +8,11 @@
 typedef struct {
     const char *bind; /* local address (numeric, or "localhost"); default 127.0.0.1 */
     int port;         /* 0: any free port */
+    const char *path; /* set: listen on a Unix socket there (made 0600, removed at the end) */
     const char *to_host;
     int to_port;
-    int socks;  /* a SOCKS5 proxy: the destination comes from each client */
+    const char *to_path; /* set: connections go to this Unix socket on the server */
+    int socks;           /* a SOCKS5 proxy: the destination comes from each client */
     int remote; /* ssh -R: the server listens on bind:port, connections come to to_host:to_port */
 } sc_forward_opts;
 

@@ -267,18 +267,14 @@ static sc_pump *pump_new(sc_session *s, int fd, const sc_pump_events *ev, void *
     return p;
 }
 
-sc_pump *sc_pump_open(sc_session *s, int fd, const char *host, int port, const char *orig_host,
-                      int orig_port, const sc_pump_events *ev, void *ud)
+static sc_pump *pump_open(sc_session *s, int fd, sc_chan_opts *o, const sc_pump_events *ev,
+                          void *ud)
 {
     sc_pump *p = pump_new(s, fd, ev, ud);
     if (!p)
         return NULL;
-    sc_chan_opts o = {.to_host = host,
-                      .to_port = port,
-                      .orig_host = orig_host,
-                      .orig_port = orig_port,
-                      .window = p->window};
-    if (sc_channel_init(&p->chan, s, &o) < 0) {
+    o->window = p->window;
+    if (sc_channel_init(&p->chan, s, o) < 0) {
         sc_session_detach(&p->cu);
         pump_free(p);
         return NULL;
@@ -286,6 +282,22 @@ sc_pump *sc_pump_open(sc_session *s, int fd, const char *host, int port, const c
     p->state = P_OPENING;
     sc_session_kick(s);
     return p;
+}
+
+sc_pump *sc_pump_open(sc_session *s, int fd, const char *host, int port, const char *orig_host,
+                      int orig_port, const sc_pump_events *ev, void *ud)
+{
+    sc_chan_opts o = {
+        .to_host = host, .to_port = port, .orig_host = orig_host, .orig_port = orig_port};
+    return pump_open(s, fd, &o, ev, ud);
+}
+
+sc_pump *sc_pump_open_unix(sc_session *s, int fd, const char *path, const sc_pump_events *ev,
+                           void *ud)
+{
+    /* OpenSSH's client sends these two reserved fields as an empty name and 0 */
+    sc_chan_opts o = {.to_host = path, .to_unix = 1, .orig_host = "", .orig_port = 0};
+    return pump_open(s, fd, &o, ev, ud);
 }
 
 sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_events *ev, void *ud)

@@ -23,6 +23,10 @@ typedef struct {
 sc_pump *sc_pump_open(sc_session *s, int fd, const char *host, int port, const char *orig_host,
                       int orig_port, const sc_pump_events *ev, void *ud);
 
+/* The same to a Unix socket at path on the server (direct-streamlocal@openssh.com). */
+sc_pump *sc_pump_open_unix(sc_session *s, int fd, const char *path, const sc_pump_events *ev,
+                           void *ud);
+
 /* Pumps an already open channel (an accepted forwarded-tcpip channel) to fd. */
 sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_events *ev, void *ud);
 

@@ -4,8 +4,8 @@
 
 static sc_op *check_forward(lua_State *L) { return lsc_check_op_kind(L, 1, LSC_FORWARD_MT); }
 
-/* session:forward_start{bind=, port=, to_host=, to_port=, socks=, remote=} -> op | nil, msg,
- * CODE, err */
+/* session:forward_start{bind=, port=, path=, to_host=, to_port=, to_path=, socks=, remote=} ->
+ * op | nil, msg, CODE, err */
 static int l_forward_start(lua_State *L)
 {
     sc_session *s = lsc_check_session(L, 1);
@@ -15,6 +15,8 @@ static int l_forward_start(lua_State *L)
     o.port = (int)lsc_opt_integer(L, 2, "port", 0, 0, 65535);
     o.to_host = lsc_opt_string(L, 2, "to_host", NULL);
     o.to_port = (int)lsc_opt_integer(L, 2, "to_port", 0, 0, 65535);
+    o.path = lsc_opt_string(L, 2, "path", NULL);
+    o.to_path = lsc_opt_string(L, 2, "to_path", NULL);
     o.socks = lsc_opt_bool(L, 2, "socks", 0);
     o.remote = lsc_opt_bool(L, 2, "remote", 0);
     sc_err err;

@@ -174,6 +174,112 @@ describe("remote forwarding", function()
   end)
 end)
 
+describe("Unix-socket forwards", function()
+  -- a line server on a Unix socket: "unix: " .. each line; ends after 30 s without a client
+  local SERVER = [[
+import socket, os, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8); s.settimeout(30)
+print("up", flush=True)
+while True:
+    try: c, _ = s.accept()
+    except socket.timeout: break
+    f = c.makefile("rwb")
+    for line in f: f.write(b"unix: " + line); f.flush()
+    f.close(); c.close()
+os.unlink(sys.argv[1])
+]]
+  -- sends text to a Unix socket (unix=true) or a local port, half-closes, prints the answer
+  local function client(target, text, unix)
+    local connect = unix and "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])"
+      or "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))"
+    return ("printf '%s' | timeout 10 python3 -c \"import socket, sys; %s; s.sendall(sys.stdin.buffer.read()); "
+      .. "s.shutdown(1); sys.stdout.write(s.makefile().read())\" %s"):format(text:gsub("\n", "\\n"), connect, target)
+  end
+
+  local t1, sock
+  setup(function()
+    t1 = assert(sshchain.connect(H.chain("t1")))
+    sock = ("/tmp/sshchain-unix-%d.sock"):format(os.time())
+    assert(t1:exec("cat > /tmp/sshchain-unix.py", { stdin = SERVER }))
+    local r = assert(t1:exec(("nohup python3 /tmp/sshchain-unix.py %s > /dev/null 2>&1 < /dev/null & "
+      .. "for i in $(seq 50); do [ -S %s ] && break; sleep 0.1; done; test -S %s"):format(sock, sock, sock)))
+    assert.are.equal(0, r.status, "the socket server on t1 did not start")
+  end)
+  teardown(function()
+    t1:exec("pkill -f sshchain-unix.py; rm -f /tmp/sshchain-unix.py " .. sock)
+    t1:close()
+    H.assert_no_leaks(sshchain)
+  end)
+
+  it("forwards a local socket to a socket on the target (ssh -L path:path), 0600, removed at close", function()
+    local path = H.tmpname() .. ".sock"
+    local f = assert(t1:forward { path = path, to_path = sock })
+    assert.are.equal(path, f.path)
+    assert.is_nil(f.port)
+    assert.are.equal("srw-------", H.sh("stat -c %A " .. path):match("%S+"))
+    local out, rc = H.bg(sshchain, client(path, "one\ntwo\n", true))
+    assert.are.equal(0, rc, out)
+    assert.are.equal("unix: one\nunix: two\n", out)
+    f:close()
+    sshchain.sleep(0.1)
+    assert.is_nil(io.open(path), "the socket file is still there")
+  end)
+
+  it("forwards a local port to a socket on the target (ssh -L port:path)", function()
+    local f = assert(t1:forward { to_path = sock })
+    local out, rc = H.bg(sshchain, client(f.port, "tcp\n"))
+    assert.are.equal(0, rc, out)
+    assert.are.equal("unix: tcp\n", out)
+    f:close()
+  end)
+
+  it("reports a socket that is not there to on_error, and goes on", function()
+    local seen = {}
+    local f = assert(t1:forward { to_path = "/tmp/sshchain-no-such.sock",
+      on_error = function(msg, code, err) seen[#seen + 1] = { msg = msg, code = code, err = err } end })
+    H.bg(sshchain, client(f.port, "x\n"))
+    sshchain.sleep(0.2)
+    assert.are.equal(1, #seen)
+    assert.are.same({ "ECHANNEL", "forward", "channel refused", 3 },
+      { seen[1].code, seen[1].err.stage, seen[1].err.reason, seen[1].err.hop })
+    assert.matches("/tmp/sshchain-no-such.sock", seen[1].msg, 1, true)
+    assert.is_true(f:is_open())
+    f:close()
+  end)
+
+  it("refuses a local path that exists, and names it; misuse raises", function()
+    local path = H.tmpname()
+    H.writefile(path, "keep\n")
+    local r, msg, code = t1:forward { path = path, to_path = sock }
+    assert.is_nil(r)
+    assert.are.equal("EIO", code)
+    assert.matches("cannot listen on " .. path, msg, 1, true)
+    assert.are.equal("keep\n", H.readfile(path))
+    os.remove(path)
+    assert.has_error(function() t1:forward { to_path = sock, to_host = "x", to_port = 1 } end,
+      "forward: to_path, or to_host and to_port, not both")
+    assert.has_error(function() t1:forward_remote { path = "/tmp/r.sock", to_path = sock } end)
+  end)
+
+  it("forwards a port of the server to a local socket (ssh -R port:path)", function()
+    local path, script = H.tmpname() .. ".sock", H.tmpname() .. ".py"
+    H.writefile(script, SERVER)
+    os.execute(("python3 %s %s > /dev/null 2>&1 &"):format(script, path))
+    for _ = 1, 50 do
+      if H.sh("test -S " .. path .. " && echo yes"):find("yes") then break end
+      os.execute("sleep 0.1")
+    end
+    local rport = 20000 + os.time() % 10000
+    local f = assert(t1:forward_remote { port = rport, to_path = path })
+    local r = assert(t1:exec(client(rport, "back\n")))
+    assert.are.equal("unix: back\n", r.stdout, r.stderr)
+    f:close()
+    os.execute("pkill -f " .. script)
+    os.remove(path)
+    os.remove(script)
+  end)
+end)
+
 describe("forwards in sshlua", function()
   it("serve in sshchain.run() until Ctrl-C, which ends the script cleanly", function()
     local script = H.tmpname() .. ".lua"
