@@ -230,6 +230,57 @@ describe("transfer", function()
     end)
   end)
 
+  describe("remote patterns", function()
+    local G = R4 .. "/glob"
+    setup(function()
+      rexec(t4, "mkdir -p " .. G .. "/sub && cd " .. G .. " && echo a > 'a 1.txt' && echo b > b.txt && "
+        .. "echo c > c.log && echo q > \"it's;\\$(touch pwned).txt\" && echo d > sub/d.txt")
+    end)
+
+    it("copies what the server's shell expands, as scp does, and never runs what a name holds", function()
+      local dir = tmpdir()
+      finally(function() rmrf(dir) end)
+      local ok, info = t4:download(G .. "/*.txt", dir, { verify = true })
+      assert.is_true(ok, info)
+      assert.are.same({ "a 1.txt", "b.txt", "it's;$(touch pwned).txt" }, ls(dir))
+      assert.are.same({ 3, 3 }, { info.files, info.verified })
+      assert.are.equal("", rexec(t4, "ls " .. G .. " | grep -x pwned || true"))
+      -- [!...] and recursion: the directory that matches comes whole
+      local dir2 = tmpdir()
+      finally(function() rmrf(dir2) end)
+      assert(t4:download(G .. "/[!ab]*", dir2, { recursive = true, protocol = "sftp" }))
+      assert.are.same({ "c.log", "it's;$(touch pwned).txt", "sub" }, ls(dir2))
+      assert.are.equal("d\n", H.readfile(dir2 .. "/sub/d.txt"))
+      -- a backslash makes the character literal: no file is named "*.txt"
+      local r, msg, code = t4:download(G .. "/\\*.txt", dir2)
+      assert.is_nil(r)
+      assert.are.equal("EIO", code, msg)
+    end)
+
+    it("matches OpenSSH's scp on the same pattern", function()
+      local ours, theirs = tmpdir(), tmpdir()
+      finally(function() rmrf(ours) rmrf(theirs) end)
+      assert(t4:download("/etc/host*", ours))
+      local out = H.sh(("timeout 30 scp -q -F %s 't4:/etc/host*' %s < /dev/null 2>&1"):format(H.lab.ssh_config, theirs))
+      assert.are.same(ls(theirs), ls(ours), out)
+      assert.is_true(#ls(ours) >= 2)
+      for _, n in ipairs(ls(ours)) do assert.are.equal(sha(theirs .. "/" .. n), sha(ours .. "/" .. n)) end
+    end)
+
+    it("copies a pattern between servers, and says what is wrong: no match, several into a file", function()
+      rexec(t3, "rm -rf " .. R3 .. "/gdst && mkdir " .. R3 .. "/gdst")
+      local ok, info = sshchain.copy(t4, G .. "/*.txt", t3, R3 .. "/gdst", { verify = true })
+      assert.is_true(ok, info)
+      assert.are.equal("a 1.txt\nb.txt\nit's;$(touch pwned).txt\n", rexec(t3, "ls " .. R3 .. "/gdst"))
+      local dir = tmpdir()
+      finally(function() rmrf(dir) end)
+      H.failed({ code = "EIO", stage = "download", hop = 3 }, t4:download(G .. "/*.none", dir))
+      local msg = H.failed({ code = "EIO", stage = "download" }, t4:download(G .. "/*.txt", dir .. "/one-file"))
+      assert.matches("not a directory (3 files match", msg, 1, true)
+      assert.are.same({}, ls(dir))
+    end)
+  end)
+
   describe("losing nothing", function()
     local big = R4 .. "/big-sparse.bin"
     setup(function() rexec(t4, "truncate -s 3M " .. big) end)

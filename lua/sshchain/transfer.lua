@@ -257,6 +257,95 @@ do
     return true, result
   end
 
+  --- Whether a remote source is a pattern: an unescaped *, ? or [ (a backslash makes the next
+  --- character literal, as in scp).
+  local function is_glob(path)
+    return path:gsub("\\.", ""):find("[*?[]") ~= nil
+  end
+
+  --- The pattern as one word for the remote shell: every character quoted but the glob's own
+  --- (* ? [ ], and ! or ^ opening a bracket expression), so nothing else is interpreted there.
+  local function glob_word(path)
+    if path:sub(1, 2) == "~/" then path = path:sub(3) end
+    local out, lit, i, prev = {}, {}, 1, nil
+    local function flush()
+      if #lit > 0 then out[#out + 1] = "'" .. table.concat(lit):gsub("'", "'\\''") .. "'" end
+      lit = {}
+    end
+    while i <= #path do
+      local c = path:sub(i, i)
+      if c == "\\" and i < #path then
+        lit[#lit + 1] = path:sub(i + 1, i + 1)
+        i = i + 1
+        prev = nil
+      elseif c == "*" or c == "?" or c == "[" or c == "]" or ((c == "!" or c == "^") and prev == "[") then
+        flush()
+        out[#out + 1] = c
+        prev = c
+      else
+        lit[#lit + 1] = c
+        prev = nil
+      end
+      i = i + 1
+    end
+    flush()
+    return table.concat(out)
+  end
+
+  --- The remote paths a pattern names on s, expanded by the server's shell (as scp's are), in
+  --- its order; or nil, msg, CODE, err (none: EIO, as scp's "No such file or directory").
+  local function expand(s, verb, pattern)
+    if pattern:find("\n", 1, true) then
+      return errors.fail("EIO", where(s, verb), "a remote path holding a newline is refused")
+    end
+    local r, msg, code, info = s:exec("for f in " .. glob_word(pattern) ..
+      "; do if [ -e \"$f\" ] || [ -L \"$f\" ]; then printf '%s\\0' \"$f\"; fi; done", { timeout = 60 })
+    if not r then return nil, msg, code, info end
+    local list = {}
+    for p in r.stdout:gmatch("([^%z]+)%z") do list[#list + 1] = p end
+    if #list == 0 then
+      return errors.fail("EIO", where(s, verb), "remote %s: no such file or directory (nothing matches)", pattern)
+    end
+    if pattern:sub(1, 2) == "~/" then -- the shell ran in the home directory: keep the paths so
+      for i, p in ipairs(list) do list[i] = "~/" .. p end
+    end
+    return list
+  end
+
+  --- A transfer whose remote source may be a pattern: each match in turn into dst_path, which
+  --- must then be a directory (as scp says, "not a directory"); the results summed.
+  local function transfer_each(verb, src, src_path, dst, dst_path, opts, dst_is_dir)
+    if not is_glob(src_path) then -- "\*" is a literal "*"
+      return transfer(verb, src, (src_path:gsub("\\([*?[])", "%1")), dst, dst_path, opts)
+    end
+    local list, msg, code, info = expand(src, verb, src_path)
+    if not list then return nil, msg, code, info end
+    if #list > 1 and not dst_is_dir() then
+      return errors.fail("EIO", where(dst or src, verb), "%s: not a directory (%d files match %s)",
+        dst_path, #list, src_path)
+    end
+    local sum = { files = 0, bytes = 0, seconds = 0 }
+    local progress = opts.progress
+    local o = setmetatable({}, { __index = opts })
+    for _, path in ipairs(list) do
+      if progress then
+        local base = sum.bytes
+        o.progress = function(done, _, name, files) progress(base + done, nil, name, files) end
+      end
+      local ok, r, rcode, rinfo = transfer(verb, src, path, dst, dst_path, o)
+      if not ok then return nil, r, rcode, rinfo end
+      sum.files, sum.bytes, sum.seconds = sum.files + r.files, sum.bytes + r.bytes, sum.seconds + r.seconds
+      if r.verified then sum.verified = (sum.verified or 0) + r.verified end
+    end
+    return true, sum
+  end
+
+  local function local_is_dir(path)
+    local f = io.open(path .. "/.") -- a file's "/." is ENOTDIR
+    if f then f:close() end
+    return f ~= nil
+  end
+
   local function check_path(p, n, what, level)
     if type(p) ~= "string" or p == "" or p:find("\0", 1, true) then
       error("bad argument #" .. n .. " to '" .. what .. "' (non-empty path expected)", level + 1)
@@ -278,7 +367,8 @@ do
     check_session(s, "download", level)
     check_path(rpath, 1, "download", level)
     check_path(lpath, 2, "download", level)
-    return transfer("download", s, rpath, nil, lpath, check_opts(opts, "download", level))
+    return transfer_each("download", s, rpath, nil, lpath, check_opts(opts, "download", level),
+      function() return local_is_dir(lpath) end)
   end
 
   --- copy(src_session, src_path, dst_session, dst_path [, opts]): streams from one host to
@@ -289,7 +379,8 @@ do
     check_path(src_path, 2, "copy", level)
     check_session(dst, "copy", level)
     check_path(dst_path, 4, "copy", level)
-    return transfer("copy", src, src_path, dst, dst_path, check_opts(opts, "copy", level))
+    return transfer_each("copy", src, src_path, dst, dst_path, check_opts(opts, "copy", level),
+      function() return remote_is_dir(dst, dst_path) end)
   end
 end
 
