@@ -5,10 +5,14 @@ PKGS     := libssh lua5.4 libuv libcrypto
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Wshadow -Wpointer-arith -Wformat=2 -Wno-format-nonliteral
 SAN      ?=
+# luarocks passes LUA_INCDIR and LUA_LIBDIR, and the external dependencies' *_INCDIR/*_LIBDIR;
+# without them pkg-config finds everything
+INCDIRS  := $(LUA_INCDIR) $(LIBSSH_INCDIR) $(LIBUV_INCDIR) $(OPENSSL_INCDIR)
+LIBDIRS  := $(LIBSSH_LIBDIR) $(LIBUV_LIBDIR) $(OPENSSL_LIBDIR)
 ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(SAN) $(WARN) -fPIC -fvisibility=hidden \
-             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LIBS     := $(shell pkg-config --libs libssh libuv libcrypto 2>/dev/null)
-LUALIB   := $(shell pkg-config --libs lua5.4 2>/dev/null)
+             $(addprefix -I,$(INCDIRS)) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS     := $(addprefix -L,$(LIBDIRS)) $(shell pkg-config --libs libssh libuv libcrypto 2>/dev/null || echo -lssh -luv -lcrypto)
+LUALIB   := $(if $(LUA_LIBDIR),-L$(LUA_LIBDIR)) $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 
 # Sources by glob: a new file is built (and a new Lua module embedded) without touching this list.
 CORE_SRC := $(sort $(wildcard core/*.c))

@@ -39,11 +39,28 @@ static void preload_embedded(lua_State *L)
     lua_pop(L, 1);
 }
 
-__attribute__((visibility("default"))) int luaopen_sshchain(lua_State *L)
+static void open_core(lua_State *L)
 {
     luaL_requiref(L, "sshchain.core", luaopen_sshchain_core, 0);
     lua_pop(L, 1);
     preload_embedded(L);
+}
+
+/* luaopen_sshchain_NAME (generated beside the sources): module i, required before "sshchain"
+ * itself; the loader is the one package.preload gets, so a file a user put first still wins. */
+int lsc_open_embedded(lua_State *L, int i);
+int lsc_open_embedded(lua_State *L, int i)
+{
+    open_core(L);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, lsc_embedded[i].name);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+__attribute__((visibility("default"))) int luaopen_sshchain(lua_State *L)
+{
+    open_core(L);
     lua_getglobal(L, "require");
     lua_pushliteral(L, "sshchain.init");
     lua_call(L, 1, 1);

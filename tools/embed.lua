@@ -16,6 +16,20 @@ for i = 2, #arg do
   parts[#parts + 1] = ("static const char %s[] = {\n%s\n};\n"):format(id, table.concat(lines, ",\n"))
   entries[#entries + 1] = ('    {"%s", "@%s", %s, sizeof %s},'):format(name, file:match("[^/]*$"), id, id)
 end
+-- Each library module can be required first, on its own: Lua's all-in-one searcher finds
+-- luaopen_sshchain_NAME in sshchain.so for "sshchain.NAME".
+local opens = { "struct lua_State;", "int lsc_open_embedded(struct lua_State *L, int i);" }
+for i = 2, #arg do
+  local name = arg[i]:match("^([^=]+)=")
+  local sub = name:match("^sshchain%.([%w_]+)$")
+  if sub and sub ~= "init" then
+    opens[#opens + 1] = ('__attribute__((visibility("default"))) int luaopen_sshchain_%s(struct lua_State *L);\n'
+      .. '__attribute__((visibility("default"))) int luaopen_sshchain_%s(struct lua_State *L) '
+      .. '{ return lsc_open_embedded(L, %d); }')
+      :format(sub, sub, i - 2)
+  end
+end
+parts[#parts + 1] = table.concat(opens, "\n") .. "\n"
 parts[#parts + 1] = "const struct lsc_embedded { const char *name, *chunkname, *src; size_t len; } lsc_embedded[] = {\n"
   .. table.concat(entries, "\n") .. "\n    {NULL, NULL, NULL, 0},\n};\n"
 local f = assert(io.open(out, "wb"))
