@@ -461,8 +461,10 @@ sc_op *sc_exec_start(sc_session *s, const sc_exec_opts *o)
     x->cu.session = s;
     sc_session_ref(s);
     sc_chan_opts co = {
-        .request = o->cmd ? SC_CHAN_EXEC : SC_CHAN_SHELL,
-        .what = o->cmd,
+        .request = o->cmd         ? SC_CHAN_EXEC
+                   : o->subsystem ? SC_CHAN_SUBSYSTEM
+                                  : SC_CHAN_SHELL,
+        .what = o->cmd ? o->cmd : o->subsystem,
         .pty = x->pty,
         .term = o->term,
         .cols = o->cols,

@@ -8,6 +8,7 @@
 
 typedef struct {
     const char *cmd;        /* NULL: the login shell */
+    const char *subsystem;  /* set (no cmd): this subsystem ("sftp"), its bytes on stdin/stdout */
     const char *stdin_data; /* given at once; NULL: none */
     size_t stdin_len;
     int stdin_open; /* more input comes with sc_exec_write, until sc_exec_close_stdin */

@@ -87,6 +87,7 @@ static int l_exec_start(lua_State *L)
         luaL_checktype(L, 3, LUA_TTABLE);
         o.stdin_data = lsc_opt_bytes(L, 3, "stdin", &o.stdin_len);
         o.stdin_open = lsc_opt_bool(L, 3, "stdin_open", 0);
+        o.subsystem = o.cmd ? NULL : lsc_opt_string(L, 3, "subsystem", NULL);
         read_pty(L, 3, &o);
         o.sudo_password = lsc_opt_string(L, 3, "sudo_password", NULL);
         o.timeout = lsc_opt_number(L, 3, "timeout", 0, 0, 1e9);

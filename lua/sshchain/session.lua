@@ -264,6 +264,12 @@ function Session:exec(cmd, opts)
     reason = "channel refused" }, "no channel available")
 end
 
+--- s:sftp() -> an SFTP client (sftp.lua) on a channel of its own, or nil, msg, CODE, err.
+function Session:sftp()
+  check(self, "sftp")
+  return require("sshchain.sftp").open(self)
+end
+
 --- s:spawn(cmd | nil [, {pty=true|{term=, cols=, rows=}, env=}]) -> an interactive Process
 --- (process.lua): write, read, expect, wait, close. cmd nil: the login shell.
 function Session:spawn(cmd, opts)

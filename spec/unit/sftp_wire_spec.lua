@@ -1,0 +1,34 @@
+-- unit: the SFTP client's parsing of what a server sends (attributes), and its glob patterns.
+require "sshchain"
+local sftp = require "sshchain.sftp"
+
+describe("sftp wire", function()
+  it("parses attributes, and raises (never crashes) on short or random bytes", function()
+    local full = string.pack(">I4I8I4I4I4I4I4", 1 | 2 | 4 | 8, 1234, 1000, 1001, 0x81A4, 7, 9)
+    local a, pos = sftp.parse_attrs(full, 1)
+    assert.are.same({ size = 1234, uid = 1000, gid = 1001, mode = 420, type = "file", atime = 7, mtime = 9 }, a)
+    assert.are.equal(#full + 1, pos)
+    for cut = 0, #full - 1 do
+      assert.is_false((pcall(sftp.parse_attrs, full:sub(1, cut), 1)), "cut at " .. cut)
+    end
+    math.randomseed(12345)
+    for _ = 1, 2000 do
+      local bytes = {}
+      for i = 1, math.random(0, 40) do bytes[i] = string.char(math.random(0, 255)) end
+      pcall(sftp.parse_attrs, table.concat(bytes), 1) -- an error or a table, nothing else
+    end
+    -- an extended-attribute count that would make it loop for long is refused
+    assert.is_false((pcall(sftp.parse_attrs, string.pack(">I4I4", 0x80000000, 0xFFFFFFFF), 1)))
+  end)
+
+  it("turns glob components into anchored Lua patterns", function()
+    local cases = {
+      { "*.txt", "a.txt", true }, { "*.txt", "a.txtx", false }, { "?", "ab", false },
+      { "[ab]c", "bc", true }, { "[!ab]c", "bc", false }, { "[!ab]c", "xc", true },
+      { "a%b", "a%b", true }, { "a.b", "axb", false }, { "\\*", "*", true }, { "\\*", "x", false },
+    }
+    for _, c in ipairs(cases) do
+      assert.are.equal(c[3], c[2]:find(sftp.glob_pattern(c[1])) ~= nil, c[1] .. " ~ " .. c[2])
+    end
+  end)
+end)
