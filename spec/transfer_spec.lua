@@ -257,6 +257,25 @@ describe("transfer", function()
       assert.are.equal("EIO", code, msg)
     end)
 
+    it("expands a pattern over SFTP without a shell: on the SFTP-only server", function()
+      local only = assert(j2:connect(H.spec("sftponly")))
+      finally(function() only:close() end)
+      local fs = assert(only:sftp())
+      assert(fs:mkdir("globonly", { parents = true }))
+      for _, n in ipairs { "x1.txt", "x2.txt", "y.log" } do assert(fs:write("globonly/" .. n, n)) end
+      local dir = tmpdir()
+      finally(function()
+        rmrf(dir)
+        fs:close()
+        fs = nil -- busted keeps this function: its op lives as long as Lua holds it
+      end)
+      local ok, info = only:download("globonly/x*.txt", dir, { protocol = "sftp" })
+      assert.is_true(ok, info)
+      assert.are.same({ "x1.txt", "x2.txt" }, ls(dir))
+      for _, n in ipairs { "x1.txt", "x2.txt", "y.log" } do fs:remove("globonly/" .. n) end
+      fs:rmdir("globonly")
+    end)
+
     it("matches OpenSSH's scp on the same pattern", function()
       local ours, theirs = tmpdir(), tmpdir()
       finally(function() rmrf(ours) rmrf(theirs) end)

@@ -294,7 +294,19 @@ do
 
   --- The remote paths a pattern names on s, expanded by the server's shell (as scp's are), in
   --- its order; or nil, msg, CODE, err (none: EIO, as scp's "No such file or directory").
-  local function expand(s, verb, pattern)
+  local function expand(s, verb, pattern, proto)
+    if proto == "sftp" then -- no shell needed: the SFTP client lists and matches
+      local fs, msg, code, info = s:sftp()
+      if not fs then return nil, msg, code, info end
+      local home = pattern:sub(1, 2) == "~/"
+      local list = fs:glob(home and pattern:sub(3) or pattern)
+      fs:close()
+      if #list == 0 then
+        return errors.fail("EIO", where(s, verb), "remote %s: no such file or directory (nothing matches)", pattern)
+      end
+      if home then for i, p in ipairs(list) do list[i] = "~/" .. p end end
+      return list
+    end
     if pattern:find("\n", 1, true) then
       return errors.fail("EIO", where(s, verb), "a remote path holding a newline is refused")
     end
@@ -318,7 +330,7 @@ do
     if not is_glob(src_path) then -- "\*" is a literal "*"
       return transfer(verb, src, (src_path:gsub("\\([*?[])", "%1")), dst, dst_path, opts)
     end
-    local list, msg, code, info = expand(src, verb, src_path)
+    local list, msg, code, info = expand(src, verb, src_path, opts.protocol)
     if not list then return nil, msg, code, info end
     if #list > 1 and not dst_is_dir() then
       return errors.fail("EIO", where(dst or src, verb), "%s: not a directory (%d files match %s)",
