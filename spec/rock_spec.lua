@@ -1,6 +1,7 @@
 -- rock_spec: the rock as a user gets it: `luarocks make` of the rockspec from a clean copy of the
 -- sources into a fresh tree, `luarocks pack` of what it installed, that rock installed into
--- another fresh tree, and the library required from plain lua5.4 there (each submodule first too).
+-- another fresh tree, and the library required from plain lua5.4 there (each submodule first
+-- too); a source rock packed from the rockspec (its source a tagged clone) built and installed.
 -- Offline here, so dependencies are not fetched (--deps-mode none: Debian's lua-argparse and
 -- lua-cjson provide them).
 local H = require "helper"
@@ -39,6 +40,24 @@ describe("the rock", function()
     end
     out = sh(work .. "/t2/bin/sshlua -v")
     assert.matches("^sshlua 0%.1%.0", out)
+  end)
+
+  it("packs a source rock from the rockspec, which builds and installs into a fresh tree", function()
+    -- the rockspec's source is a tag of the repository: here a local clone, tagged, stands in
+    -- for the published one (nothing leaves this machine)
+    local repo = work .. "/repo"
+    sh(("git clone -q %s %s && git -C %s tag v0.1.0"):format(H.root, repo, repo))
+    local spec = H.readfile(H.root .. "/rockspec/sshchain-0.1.0-1.rockspec")
+    local url = spec:match('url = "([^"]+)"')
+    assert.matches("^git%+https://", url)
+    H.writefile(work .. "/sshchain-0.1.0-1.rockspec", (spec:gsub(url:gsub("%p", "%%%0"), "git+file://" .. repo)))
+    local out = sh(("cd %s && luarocks --lua-version 5.4 pack sshchain-0.1.0-1.rockspec"):format(work))
+    local rock = assert(out:match("Packed: (%S+%.src%.rock)"), out)
+    out = sh(("cd %s && luarocks --lua-version 5.4 install --deps-mode none --tree %s/t3 %s"):format(work, work, rock))
+    assert.matches("is now installed", out)
+    out = sh(("cd /tmp && LUA_PATH=';;' LUA_CPATH=%q lua5.4 -e 'io.write(require(\"sshchain\")._VERSION)'")
+      :format(work .. "/t3/lib/lua/5.4/?.so"))
+    assert.are.equal("sshchain 0.1.0", out)
   end)
 
   it("says what it needs: argparse, lua-cjson, libssh, libuv and OpenSSL, and a test command", function()
