@@ -156,6 +156,29 @@ describe("sftp", function()
     H.failed({ code = "ENOENT" }, fs:open(D .. "/none"))
   end)
 
+  it("reads in small pieces across the read-ahead's chunks, and knows its place in a+ mode", function()
+    local data = {}
+    for i = 1, 30000 do data[i] = ("%07d,"):format(i) end
+    data = table.concat(data) -- 240000 bytes: several 32 KiB chunks
+    assert(fs:write(D .. "/small", data))
+    local f = assert(fs:open(D .. "/small"))
+    local parts = {}
+    for _ = 1, 100000 do
+      local c = f:read(999)
+      if not c then break end
+      parts[#parts + 1] = c
+    end
+    assert.are.equal(#data, #table.concat(parts))
+    assert.is_true(table.concat(parts) == data, "the pieces do not make the file")
+    assert(f:close())
+    local a = assert(fs:open(D .. "/small", "a+"))
+    assert(a:write("TAIL"))
+    assert.are.equal(#data + 4, a:seek())
+    assert.are.equal(#data, a:seek("set", #data))
+    assert.are.equal("TAIL", a:read(10))
+    assert(a:close())
+  end)
+
   it("serves calls from several tasks at once on one channel", function()
     for i = 1, 8 do assert(fs:write(("%s/t%d"):format(D, i), ("%d"):format(i):rep(100000))) end
     local results = sshchain.parallel({ 1, 2, 3, 4, 5, 6, 7, 8 }, function(i)

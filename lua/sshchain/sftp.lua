@@ -93,7 +93,7 @@ function M.open(s)
     s:_give_slot(conn)
     error(op, 2)
   end
-  local fs = setmetatable({ _s = s, _conn = conn, _op = op, _in = "", _replies = {}, _next = 1,
+  local fs = setmetatable({ _s = s, _conn = conn, _op = op, _in = "", _replies = {}, _pending = {}, _discard = {}, _next = 1,
     label = s:label(), hop = s._c:hop(), extensions = {} }, SFTP)
   op:write(string.pack(">s4", string.pack(">BI4", INIT, 3)))
   local r, m, c, e = fs:_wait(0, "init", "")
@@ -111,43 +111,78 @@ function SFTP:_fail(code, what, path, fmt, ...)
     "%s%s: %s", what, path ~= "" and (" " .. ("%q"):format(path):sub(2, -2)) or "", detail)
 end
 
---- Moves the channel's output into the reply table; false, msg, CODE, err when the server
---- broke the protocol (the client is then closed).
+--- Moves the channel's output into the reply table; false when the server broke the protocol
+--- (a reply for no request in flight among others: a server cannot make us keep what we did not
+--- ask for).
 function SFTP:_pump()
-  local chunk = self._op:take("stdout")
-  if #chunk > 0 then self._in = self._in .. chunk end
-  while #self._in >= 4 do
-    local len = string.unpack(">I4", self._in)
+  local o = self._op:take() -- stderr too: left in C it would hold the channel up
+  if #o > 0 then self._in = self._in .. o end
+  local buf, pos = self._in, 1
+  while #buf - pos + 1 >= 4 do
+    local len = string.unpack(">I4", buf, pos)
     if len < 1 or len > MAX_PACKET then
       self._broken = ("a packet of %d bytes"):format(len)
       return false
     end
-    if #self._in < 4 + len then break end
-    local pkt = self._in:sub(5, 4 + len)
-    self._in = self._in:sub(5 + len)
-    local t = pkt:byte(1)
-    if t == VERSION then
-      self._replies[0] = { type = t, data = pkt, pos = 2 }
-    elseif #pkt < 5 then
+    if #buf - pos + 1 < 4 + len then break end
+    local t = buf:byte(pos + 4)
+    if t == VERSION and not self.version then
+      self._replies[0] = { type = t, data = buf:sub(pos + 4, pos + 3 + len), pos = 2 }
+    elseif len < 5 then
       self._broken = "a packet without an id"
       return false
     else
-      local id = string.unpack(">I4", pkt, 2)
-      self._replies[id] = { type = t, data = pkt, pos = 6 }
+      local id = string.unpack(">I4", buf, pos + 5)
+      if self._pending[id] then
+        self._pending[id] = nil
+        self._replies[id] = { type = t, data = buf:sub(pos + 4, pos + 3 + len), pos = 6 }
+      elseif self._discard[id] then
+        self._discard[id] = nil -- the answer to a request given up: dropped
+      else
+        self._broken = ("a reply to no request (id %d)"):format(id)
+        return false
+      end
     end
+    pos = pos + 4 + len
   end
+  if pos > 1 then self._in = buf:sub(pos) end -- once per pump, not once per packet
   return true
+end
+
+--- Gives up on request id: its reply, when it comes, is dropped.
+function SFTP:_abandon(id)
+  if not id then return end
+  if self._pending[id] then
+    self._pending[id] = nil
+    self._discard[id] = true
+  end
+  self._replies[id] = nil
+end
+
+--- The client has ended under the caller (the server broke the protocol, or the session went):
+--- calls then fail, they do not raise.
+function SFTP:_end()
+  self._ended = true
+  if not self._op:done() then self._op:cancel() end
+  if self._conn then
+    self._s:_give_slot(self._conn)
+    self._conn = nil
+  end
 end
 
 --- Waits for reply id: the reply, or nil, msg, CODE, err.
 function SFTP:_wait(id, what, path)
   local op = self._op
+  if self._broken then
+    self:_end()
+    return self:_fail("EPROTO", what, path, "the server sent %s", self._broken)
+  end
   if id == false then
     return self:_fail("ECLOSED", what, path, "the SFTP session has ended")
   end
   local ok = sched.await_until(op, function() return not self:_pump() or self._replies[id] ~= nil end, TIMEOUT)
   if self._broken then
-    self:close()
+    self:_end()
     return self:_fail("EPROTO", what, path, "the server sent %s", self._broken)
   end
   local r = self._replies[id]
@@ -156,6 +191,7 @@ function SFTP:_wait(id, what, path)
     if id == 0 then -- VERSION: the extensions the server offers
       local pok, err = pcall(function()
         local version, pos = string.unpack(">I4", r.data, r.pos)
+        if version ~= 3 then error("version " .. version .. ", not 3") end
         self.version = version
         while pos <= #r.data do
           local name, data
@@ -167,24 +203,31 @@ function SFTP:_wait(id, what, path)
     end
     return r
   end
-  if op:done() or self._closed then
+  self:_abandon(id)
+  if op:done() or self._ended then
     local _, msg = op:result()
+    self:_end()
     return self:_fail("ECLOSED", what, path, "the SFTP session has ended%s", msg and (": " .. msg) or "")
   end
   if not ok then return self:_fail("ETIMEDOUT", what, path, "no reply in %gs", TIMEOUT) end
   return self:_fail("EIO", what, path, "no reply")
 end
 
---- Sends a request (type and its body after the id); its id, or false when the channel has
---- ended (the wait for it then says ECLOSED).
+--- Sends a request (type and its body after the id); its id, or false when the client has ended
+--- (the wait for it then says why). Raises only once the caller closed it.
 function SFTP:_send(t, body)
   if self._closed then error("sshchain: the SFTP client is closed", 3) end
+  if self._ended or self._broken or self._op:done() then return false end
   local id = self._next
   self._next = id % 0xFFFFFFFF + 1
-  if self._op:done() or not self._op:write(string.pack(">s4", string.pack(">BI4", t, id) .. body)) then
-    return false
-  end
+  if not self._op:write(string.pack(">s4", string.pack(">BI4", t, id) .. body)) then return false end
+  self._pending[id] = true
   return id
+end
+
+local function status_code(r)
+  local ok, code = pcall(string.unpack, ">I4", r.data, r.pos)
+  return ok and code or nil
 end
 
 --- A STATUS reply as a result: true for OK, else nil, msg, CODE, err.
@@ -221,6 +264,8 @@ function SFTP:_parse(what, path, parse, data, pos)
 end
 
 local function path_body(path) return string.pack(">s4", path) end
+local function attrs_only(data, pos) return (parse_attrs(data, pos)) end
+local function handle_of(data, pos) return (string.unpack(">s4", data, pos)) end
 
 local function first_name(data, pos)
   local n
@@ -233,14 +278,14 @@ function SFTP:stat(path)
   bad_path(path, 1, "stat")
   local data, pos, code, err = self:_call(STAT, path_body(path), ATTRS, "stat", path)
   if not data then return nil, pos, code, err end
-  return (self:_parse("stat", path, parse_attrs, data, pos))
+  return self:_parse("stat", path, attrs_only, data, pos)
 end
 
 function SFTP:lstat(path)
   bad_path(path, 1, "lstat")
   local data, pos, code, err = self:_call(LSTAT, path_body(path), ATTRS, "lstat", path)
   if not data then return nil, pos, code, err end
-  return (self:_parse("lstat", path, parse_attrs, data, pos))
+  return self:_parse("lstat", path, attrs_only, data, pos)
 end
 
 function SFTP:realpath(path)
@@ -393,14 +438,15 @@ function SFTP:list(dir)
   bad_path(dir, 1, "list")
   local h, hpos, code, err = self:_call(OPENDIR, path_body(dir), HANDLE, "list", dir)
   if not h then return nil, hpos, code, err end
-  local handle = string.unpack(">s4", h, hpos)
-  local out, failure = {}, nil
-  for _ = 1, 100000 do
+  local handle, m0, c0, e0 = self:_parse("list", dir, handle_of, h, hpos)
+  if not handle then return nil, m0, c0, e0 end
+  local out, failure, ended = {}, nil, false
+  for _ = 1, 10000 do
     local r, msg, c, e = self:_wait(self:_send(READDIR, string.pack(">s4", handle)), "list", dir)
     if not r then failure = { msg, c, e } break end
     if r.type == STATUS then
-      local ok, m, c2, e2 = self:_status(r, "list", dir)
-      if not ok and not m:find("end of file", 1, true) then failure = { m, c2, e2 } end
+      ended = true
+      if status_code(r) ~= 1 then failure = { select(2, self:_status(r, "list", dir)) } end
       break
     end
     if r.type ~= NAME then failure = { select(2, self:_fail("EPROTO", "list", dir, "an unexpected reply")) } break end
@@ -409,8 +455,12 @@ function SFTP:list(dir)
     for _, a in ipairs(names) do
       if a.name ~= "." and a.name ~= ".." then out[#out + 1] = a end
     end
+    if #out > 1000000 then break end
   end
-  if not self._closed then self:_wait(self:_send(CLOSE, string.pack(">s4", handle)), "list", dir) end
+  if not ended and not failure then
+    failure = { select(2, self:_fail("EPROTO", "list", dir, "no end to the listing (%d entries)", #out)) }
+  end
+  if not self._ended then self:_wait(self:_send(CLOSE, string.pack(">s4", handle)), "list", dir) end
   if failure then return nil, failure[1], failure[2], failure[3] end
   table.sort(out, function(a, b) return a.name < b.name end)
   local base = dir:gsub("/+$", "")
@@ -442,10 +492,12 @@ local function glob_pattern(g)
       out[#out + 1] = "%" .. g:sub(i, i)
     elseif c == "*" then out[#out + 1] = "[^/]*"
     elseif c == "?" then out[#out + 1] = "[^/]"
-    elseif c == "[" and g:find("]", i + 2, true) then
-      local j = g:find("]", i + 2, true)
-      local set = g:sub(i + 1, j - 1):gsub("^!", "^"):gsub("%%", "%%%%")
-      out[#out + 1] = "[" .. set .. "]"
+    elseif c == "[" and g:find("]", i + (g:sub(i + 1, i + 1) == "!" and 3 or 2), true) then
+      -- a ] right after [ or [! is a member, as in a shell
+      local neg = g:sub(i + 1, i + 1) == "!"
+      local j = g:find("]", i + (neg and 3 or 2), true)
+      local set = g:sub(i + (neg and 2 or 1), j - 1):gsub("%%", "%%%%"):gsub("%]", "%%]"):gsub("%^", "%%^")
+      out[#out + 1] = "[" .. (neg and "^" or "") .. set .. "]"
       i = j
     elseif c:match("%p") then out[#out + 1] = "%" .. c
     else out[#out + 1] = c end
@@ -457,7 +509,8 @@ end
 M.glob_pattern = glob_pattern
 
 --- fs:glob(pattern) -> the paths that match, sorted (an empty list when none), as a shell
---- expands them: * and ? do not match a leading dot.
+--- expands them: * and ? do not match a leading dot; or nil, msg, CODE, err when a directory
+--- could not be listed (other than missing).
 function SFTP:glob(pattern)
   bad_path(pattern, 1, "glob")
   local absolute = pattern:sub(1, 1) == "/"
@@ -475,7 +528,8 @@ function SFTP:glob(pattern)
     else
       local pat = glob_pattern(part)
       for _, b in ipairs(paths) do
-        local entries = self:list(b == "" and "." or b)
+        local entries, msg, code, err = self:list(b == "" and "." or b)
+        if not entries and code ~= "ENOENT" then return nil, msg, code, err end
         for _, e in ipairs(entries or {}) do
           if e.name:find(pat) and (e.name:sub(1, 1) ~= "." or part:sub(1, 1) == ".") then
             if k == #parts or e.type == "dir" or e.type == "link" then next_paths[#next_paths + 1] = join(b, e.name) end
@@ -505,10 +559,10 @@ function SFTP:open(path, mode)
   local data, pos, code, err = self:_call(OPEN, string.pack(">s4I4", path, flags) .. attrs_bytes({ mode = 420 }),
     HANDLE, "open", path)
   if not data then return nil, pos, code, err end
-  local handle = self:_parse("open", path, function(d, p) return (string.unpack(">s4", d, p)) end, data, pos)
-  if not handle then return nil, pos, code, err end
+  local handle, m, c, e = self:_parse("open", path, handle_of, data, pos)
+  if not handle then return nil, m, c, e end
   local f = setmetatable({ _fs = self, _h = handle, path = path, _pos = 0, _ahead = {}, _writes = {},
-    _append = flags & O_APPEND ~= 0 }, File)
+    _rbuf = "", _append = flags & O_APPEND ~= 0 }, File)
   if f._append then
     local st = f:_fstat()
     f._pos = st and st.size or 0
@@ -522,30 +576,42 @@ function File:_check()
   return self._fs
 end
 
+--- The file's attributes, or nil, msg, CODE, err.
 function File:_fstat()
   local fs = self._fs
-  local data, pos = fs:_call(FSTAT, string.pack(">s4", self._h), ATTRS, "fstat", self.path)
-  if not data then return nil end
-  return (fs:_parse("fstat", self.path, parse_attrs, data, pos))
+  local data, pos, code, err = fs:_call(FSTAT, string.pack(">s4", self._h), ATTRS, "fstat", self.path)
+  if not data then return nil, pos, code, err end
+  return fs:_parse("fstat", self.path, attrs_only, data, pos)
 end
 
 --- Waits for the writes in flight; the first failure among them.
 function File:_drain_writes()
   local fs, first = self._fs, nil
+  if not self._writes[1] then return true end
   for _, id in ipairs(self._writes) do
     local r, msg, code, err = fs:_wait(id, "write", self.path)
-    if r and r.type == STATUS then r, msg, code, err = fs:_status(r, "write", self.path) end
+    if r and r.type ~= STATUS then
+      r, msg, code, err = fs:_fail("EPROTO", "write", self.path, "an unexpected reply (type %d)", r.type)
+    elseif r then
+      r, msg, code, err = fs:_status(r, "write", self.path)
+    end
     if not r and not first then first = { msg, code, err } end
   end
   self._writes = {}
   if first then return nil, first[1], first[2], first[3] end
+  if self._append then -- the server wrote at the end, whatever the offsets said
+    local st = self:_fstat()
+    if st and st.size then self._pos = st.size end
+  end
   return true
 end
 
---- Forgets the read-ahead (after a seek or a write).
+--- Forgets the read-ahead and what it had brought (after a seek, a write, a failure): the replies
+--- still to come are dropped as they arrive, not waited for.
 function File:_drop_ahead()
-  for _, a in ipairs(self._ahead) do self._fs:_wait(a.id, "read", self.path) end
+  for _, a in ipairs(self._ahead) do self._fs:_abandon(a.id) end
   self._ahead = {}
+  self._rbuf = ""
 end
 
 --- f:write(s): sends s at the position (pipelined: failures come by the next call that waits,
@@ -556,7 +622,9 @@ function File:write(s)
   self:_drop_ahead()
   for i = 1, #s, CHUNK do
     local part = s:sub(i, i + CHUNK - 1)
-    self._writes[#self._writes + 1] = fs:_send(WRITE, string.pack(">s4I8s4", self._h, self._pos, part))
+    local id = fs:_send(WRITE, string.pack(">s4I8s4", self._h, self._pos, part))
+    if not id then return fs:_wait(false, "write", self.path) end
+    self._writes[#self._writes + 1] = id
     self._pos = self._pos + #part
     if #self._writes >= AHEAD then
       local ok, msg, code, err = self:_drain_writes()
@@ -567,43 +635,53 @@ function File:write(s)
 end
 
 --- f:read(n) -> up to n bytes from the position (fewer only at the end), nil at the end, or
---- nil, msg, CODE, err. Reads ahead: AHEAD requests in flight.
+--- nil, msg, CODE, err (the position stays where the data read so far ends). Reads ahead:
+--- AHEAD requests in flight, and what a reply brought beyond n is kept for the next read.
 function File:read(n)
   local fs = self:_check()
   if math.type(n) ~= "integer" or n < 1 then error("bad argument #1 to 'read' (byte count expected)", 2) end
   local ok, msg, code, err = self:_drain_writes()
   if not ok then return nil, msg, code, err end
   local parts, got = {}, 0
+  local function fail(m, c, e)
+    self:_drop_ahead()
+    return nil, m, c, e
+  end
   while got < n do
-    -- keep the read-ahead full, from where the last request ends
-    local ahead = self._ahead
-    local from = ahead[#ahead] and (ahead[#ahead].off + ahead[#ahead].len) or self._pos
-    while #ahead < AHEAD do
-      ahead[#ahead + 1] = { id = fs:_send(READ, string.pack(">s4I8I4", self._h, from, CHUNK)), off = from, len = CHUNK }
-      from = from + CHUNK
+    if #self._rbuf > 0 then -- the tail of the last reply: it starts at the position
+      local take = math.min(#self._rbuf, n - got)
+      parts[#parts + 1] = self._rbuf:sub(1, take)
+      self._rbuf = self._rbuf:sub(take + 1)
+      got, self._pos = got + take, self._pos + take
+    else
+      -- keep the read-ahead full, from where the last request ends
+      local ahead = self._ahead
+      local from = ahead[#ahead] and (ahead[#ahead].off + ahead[#ahead].len) or self._pos
+      while #ahead < AHEAD do
+        local id = fs:_send(READ, string.pack(">s4I8I4", self._h, from, CHUNK))
+        if not id then return fail(select(2, fs:_wait(false, "read", self.path))) end
+        ahead[#ahead + 1] = { id = id, off = from, len = CHUNK }
+        from = from + CHUNK
+      end
+      local a = table.remove(ahead, 1)
+      local r, m, c, e = fs:_wait(a.id, "read", self.path)
+      if not r then return fail(m, c, e) end
+      if r.type == STATUS then
+        if status_code(r) ~= 1 then return fail(select(2, fs:_status(r, "read", self.path))) end
+        self:_drop_ahead()
+        break -- the end
+      end
+      if r.type ~= DATA then return fail(select(2, fs:_fail("EPROTO", "read", self.path, "an unexpected reply"))) end
+      local data, pm, pc, pe = fs:_parse("read", self.path, handle_of, r.data, r.pos)
+      if not data then return fail(pm, pc, pe) end
+      if #data > a.len then return fail(select(2, fs:_fail("EPROTO", "read", self.path, "more data than asked for"))) end
+      if #data == 0 then
+        self:_drop_ahead()
+        break
+      end
+      if #data < a.len then self:_drop_ahead() end -- short: what is in flight no longer follows on
+      self._rbuf = data
     end
-    local a = table.remove(ahead, 1)
-    if not a then break end
-    local r, m, c, e = fs:_wait(a.id, "read", self.path)
-    if not r then return nil, m, c, e end
-    if r.type == STATUS then
-      local sok, sm, sc, se = fs:_status(r, "read", self.path)
-      if not sok and not sm:find("end of file", 1, true) then self:_drop_ahead() return nil, sm, sc, se end
-      self:_drop_ahead()
-      break -- the end
-    end
-    if r.type ~= DATA then return fs:_fail("EPROTO", "read", self.path, "an unexpected reply") end
-    local data = fs:_parse("read", self.path, function(d, p) return (string.unpack(">s4", d, p)) end, r.data, r.pos)
-    if not data then return nil, "EPROTO: malformed DATA", "EPROTO" end
-    if #data > a.len then return fs:_fail("EPROTO", "read", self.path, "more data than asked for") end
-    if #data == 0 then self:_drop_ahead() break end
-    local take = math.min(#data, n - got)
-    parts[#parts + 1] = data:sub(1, take)
-    got = got + take
-    self._pos = a.off + take
-    -- a short read (the end, or the server's limit), or more than was wanted: what is in flight
-    -- no longer follows on from the position
-    if #data < a.len or take < #data then self:_drop_ahead() end
   end
   if got == 0 then return nil end
   return table.concat(parts)
@@ -622,8 +700,9 @@ function File:seek(whence, offset)
   local base = self._pos
   if whence == "set" then base = 0 end
   if whence == "end" then
-    local st = self:_fstat()
-    if not st or not st.size then return self._fs:_fail("EIO", "seek", self.path, "the size is not known") end
+    local st, m, c, e = self:_fstat()
+    if not st then return nil, m, c, e end
+    if not st.size then return self._fs:_fail("EIO", "seek", self.path, "the server gives no size") end
     base = st.size
   end
   if base + offset < 0 then return self._fs:_fail("EIO", "seek", self.path, "before the start") end
@@ -637,7 +716,7 @@ function File:close()
   if self._closed then return true end
   local fs = self._fs
   local ok, msg, code, err = true, nil, nil, nil
-  if not fs._closed then
+  if not fs._closed and not fs._ended then
     self:_drop_ahead()
     ok, msg, code, err = self:_drain_writes()
     local r, m, c, e = fs:_call(CLOSE, string.pack(">s4", self._h), STATUS, "close", self.path)
@@ -685,11 +764,7 @@ end
 function SFTP:close()
   if self._closed then return end
   self._closed = true
-  if not self._op:done() then self._op:cancel() end
-  if self._conn then
-    self._s:_give_slot(self._conn)
-    self._conn = nil
-  end
+  self:_end()
 end
 SFTP.__close = SFTP.close
 SFTP.__gc = function(fs) pcall(SFTP.close, fs) end

@@ -299,8 +299,9 @@ do
       local fs, msg, code, info = s:sftp()
       if not fs then return nil, msg, code, info end
       local home = pattern:sub(1, 2) == "~/"
-      local list = fs:glob(home and pattern:sub(3) or pattern)
+      local list, gmsg, gcode, ginfo = fs:glob(home and pattern:sub(3) or pattern)
       fs:close()
+      if not list then return nil, gmsg, gcode, ginfo end
       if #list == 0 then
         return errors.fail("EIO", where(s, verb), "remote %s: no such file or directory (nothing matches)", pattern)
       end

@@ -25,6 +25,7 @@ describe("sftp wire", function()
     local cases = {
       { "*.txt", "a.txt", true }, { "*.txt", "a.txtx", false }, { "?", "ab", false },
       { "[ab]c", "bc", true }, { "[!ab]c", "bc", false }, { "[!ab]c", "xc", true },
+      { "[]a]", "]", true }, { "[!]a]", "]", false }, { "[!]a]", "b", true }, { "[a^]", "^", true },
       { "a%b", "a%b", true }, { "a.b", "axb", false }, { "\\*", "*", true }, { "\\*", "x", false },
     }
     for _, c in ipairs(cases) do
