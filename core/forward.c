@@ -442,16 +442,24 @@ static int connect_local(const char *host, int port)
     return fd;
 }
 
-/* Opens a non-blocking connection to the Unix socket at path; -1 on failure (errno set). */
-static int connect_unix(const char *path)
+/* A non-blocking Unix socket, and *sa set to path; -1 with errno (ENAMETOOLONG: past sun_path). */
+static int unix_socket(const char *path, struct sockaddr_un *sa)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path) {
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa->sun_path) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    memcpy(sa->sun_path, path, strlen(path) + 1);
+    return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
+/* Opens a non-blocking connection to the Unix socket at path; -1 on failure (errno set). */
+static int connect_unix(const char *path)
+{
+    struct sockaddr_un sa;
+    int fd = unix_socket(path, &sa);
     if (fd < 0)
         return -1;
     /* a Unix socket connects at once or not at all: EAGAIN is a full backlog, a refusal */
@@ -590,15 +598,11 @@ static char *absolute_path(const char *path)
  * existing file is not replaced (ssh's StreamLocalBindUnlink no). */
 static int make_unix_listener(const char *path, sc_err *err)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path) {
-        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "socket path too long: %s", path);
-        return -1;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa;
+    int fd = unix_socket(path, &sa);
     if (fd < 0) {
-        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "socket: %s", strerror(errno));
+        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "socket %s: %s", path,
+                      strerror(errno));
         return -1;
     }
     if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {

@@ -55,13 +55,6 @@ void sc_interrupt(void)
         uv_async_send(&loop->wakeup);
 }
 
-/* Work was queued: a host loop that polls the backend fd must hear of it when no turn runs. */
-static void wake_host(sc_loop *loop)
-{
-    if (loop->hosted && !loop->in_turn)
-        uv_async_send(&loop->poke);
-}
-
 void sc_loop_defer(sc_loop *loop, sc_deferred *d)
 {
     if (d->queued)
@@ -70,7 +63,7 @@ void sc_loop_defer(sc_loop *loop, sc_deferred *d)
     d->next = loop->deferred;
     loop->deferred = d;
     uv_idle_start(&loop->defer_idle, on_defer_idle);
-    wake_host(loop);
+    sc_loop_poke(loop);
 }
 
 void sc_loop_undefer(sc_loop *loop, sc_deferred *d)
@@ -120,7 +113,6 @@ sc_loop *sc_loop_new(void)
 void sc_loop_free(sc_loop *loop)
 {
     loop->hosted = 0; /* its poke is closed below */
-    loop->in_turn = 1;
     sc_op *op;
     while ((op = sc_loop_pop_ready(loop)) != NULL)
         sc_op_release(op);
@@ -166,7 +158,8 @@ int sc_loop_has_unpolled(const sc_loop *loop)
 
 void sc_loop_poke(sc_loop *loop)
 {
-    if (!loop->in_turn && (loop->hosted || sc_loop_has_unpolled(loop)))
+    /* inside a turn the host steps again anyway; without a host nobody polls the backend fd */
+    if (loop->hosted && !loop->in_turn)
         uv_async_send(&loop->poke); /* its eventfd is in the backend's set since the first turn */
 }
 
@@ -241,7 +234,7 @@ void sc_op_notify(sc_op *op)
     else
         loop->ready_head = op;
     loop->ready_tail = op;
-    wake_host(loop);
+    sc_loop_poke(loop);
 }
 
 void sc_op_finish(sc_op *op, const sc_err *err)

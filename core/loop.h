@@ -71,11 +71,10 @@ void sc_loop_turn(sc_loop *loop, int timeout_ms);
 /* Whether watchers started since the last poll are not yet in the backend fd's set (a host loop
  * must then step again before it blocks on that fd). */
 int sc_loop_has_unpolled(const sc_loop *loop);
-/* Work started outside a turn (an op begun from a host loop's callback) has watchers the backend
- * fd does not see yet: makes that fd readable, so a host loop polling it steps soon. */
+/* Work queued outside a turn (deferred work, an op made ready, a new watcher the backend fd does
+ * not see yet): when a host loop polls that fd (sc_loop_set_hosted), makes it readable, so that
+ * the host steps soon. Called by sc_loop_defer and sc_op_notify, and by the binding for new ops. */
 void sc_loop_poke(sc_loop *loop);
-/* A host loop polls the backend fd from now on (or no longer): work queued outside a turn (deferred
- * work, an op made ready, a new watcher) then pokes it, so that the host steps soon. */
 void sc_loop_set_hosted(sc_loop *loop, int hosted);
 /* Pops the next op queued as ready, or NULL. The caller must not release it before using it. */
 sc_op *sc_loop_pop_ready(sc_loop *loop);

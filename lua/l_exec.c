@@ -103,35 +103,17 @@ static int l_exec_start(lua_State *L)
     return 1;
 }
 
-/* op:take([which]) -> stdout chunk, stderr chunk (stream mode): output since the last take;
- * which = "stdout" or "stderr" takes that one only (the other stays, and holds back its reader) */
+/* op:take() -> stdout chunk, stderr chunk (stream mode): output since the last take */
 static int op_take(lua_State *L)
 {
     sc_op *op = check_exec(L);
-    static const char *const streams[] = {"both", "stdout", "stderr", NULL};
-    int only = luaL_checkoption(L, 2, "both", streams);
     for (int which = 0; which < 2; which++) {
-        if (only && only - 1 != which) {
-            lua_pushliteral(L, "");
-            continue;
-        }
         size_t n;
         const char *p = sc_exec_output(op, which, &n);
         lua_pushlstring(L, p, n);
         sc_exec_take(op, which);
     }
     return 2;
-}
-
-/* op:waiting(which) -> bytes of output (which: "stdout" or "stderr") not yet taken */
-static int op_waiting(lua_State *L)
-{
-    sc_op *op = check_exec(L);
-    static const char *const streams[] = {"stdout", "stderr", NULL};
-    size_t n;
-    sc_exec_output(op, luaL_checkoption(L, 2, NULL, streams), &n);
-    lua_pushinteger(L, (lua_Integer)n);
-    return 1;
 }
 
 /* op:notify_drain(bytes): the op gets news once the queued input is down to that many bytes */
@@ -236,7 +218,6 @@ static const luaL_Reg exec_methods[] = {
     {"close_stdin", op_close_stdin},
     {"resize", op_resize},
     {"signal", op_signal},
-    {"waiting", op_waiting},
     {"notify_drain", op_notify_drain},
     {NULL, NULL},
 };

@@ -50,10 +50,8 @@ function M.attach(cq)
   --- Stops the driver; sshchain's waits block again.
   function h.detach()
     if not running then return end
-    local n = sched.foreign_waiting()
-    if n > 0 then error(("sshchain: cannot detach while %d coroutine(s) wait on sshchain"):format(n), 2) end
+    sched.unset_host(2)
     running = false
-    sched.set_host(nil)
     kick:signal()
   end
   return h

@@ -51,9 +51,7 @@ function M.attach(uv)
   --- next run, as with any handle closed outside uv.run.
   function h.detach()
     if poll:is_closing() then return end
-    local n = sched.foreign_waiting()
-    if n > 0 then error(("sshchain: cannot detach while %d coroutine(s) wait on sshchain"):format(n), 2) end
-    sched.set_host(nil)
+    sched.unset_host(2)
     poll:stop()
     poll:close()
     timer:stop()

@@ -48,6 +48,11 @@ end
 
 local STREAMS = { "stdout", "stderr" }
 
+--- A failure of process p in the error convention (stage exec).
+local function fail(p, code, reason, fmt, ...)
+  return errors.fail(code, { label = p.label, hop = p.hop, stage = "exec", reason = reason }, fmt, ...)
+end
+
 --- Moves what C holds of both streams into the Lua buffers (the other one too: output left in C
 --- past its high-water mark would hold the channel's window shut, and stall this one); whether
 --- stream i has something now.
@@ -84,8 +89,7 @@ local function read(p, i, timeout, method)
       if fmsg and fcode ~= "ECANCELED" then return nil, fmsg, fcode, finfo end
       return nil, "EOF"
     end
-    return errors.fail("ETIMEDOUT", { label = p.label, hop = p.hop, stage = "exec", reason = "timeout" },
-      "nothing on %s for %gs", STREAMS[i], timeout)
+    return fail(p, "ETIMEDOUT", "timeout", "nothing on %s for %gs", STREAMS[i], timeout)
   end
   local chunk = p._buf[i]
   p._buf[i] = ""
@@ -136,8 +140,8 @@ function Process:expect(patterns, timeout)
     settle(self)
     return nil, "EOF", nil, { before = before }
   end
-  local r, msg, code, err = errors.fail("ETIMEDOUT", { label = self.label, hop = self.hop, stage = "exec", reason = "timeout" },
-    "no match for %s in %gs", table.concat(patterns, " | "), timeout)
+  local r, msg, code, err = fail(self, "ETIMEDOUT", "timeout", "no match for %s in %gs",
+    table.concat(patterns, " | "), timeout)
   err.before = before
   return r, msg, code, err
 end
@@ -194,8 +198,7 @@ function Process:command(line, opts)
   if more:sub(-1) ~= "$" or more:sub(-2) == "%$" then more = more .. "[ \t]*$" end
   local timeout = opts.timeout or 30
   if op:done() or self._stdin_closed then
-    return errors.fail("EIO", { label = self.label, hop = self.hop, stage = "exec", reason = "closed" },
-      "the shell has ended: cannot send %q", line)
+    return fail(self, "EIO", "closed", "the shell has ended: cannot send %q", line)
   end
   self:write(line .. (opts.newline or "\r"))
   -- Prompts and pagers are the last thing the device sent (it waits for us), so they are looked
@@ -222,8 +225,7 @@ function Process:command(line, opts)
     if not sched.await_until(op, match, timeout) then
       local eof = op:done()
       local last = table.concat(seen) .. self._buf[1]
-      local r, msg, code, e = errors.fail(eof and "EIO" or "ETIMEDOUT",
-        { label = self.label, hop = self.hop, stage = "exec", reason = eof and "closed" or "timeout" },
+      local r, msg, code, e = fail(self, eof and "EIO" or "ETIMEDOUT", eof and "closed" or "timeout",
         "%s after %q: no prompt matching %s%s (last output: %q)", eof and "the shell ended" or "nothing more",
         line, prompt, eof and "" or (" in %gs"):format(timeout), screen_text(last):sub(-80))
       e.before = last
@@ -245,17 +247,24 @@ function Process:command(line, opts)
   return (screen_text(raw):gsub("[^\n]*$", ""))
 end
 
+--- Queues data for op's stdin and waits while more than WRITE_QUEUE bytes are queued (the
+--- command does not take them); false when its stdin is closed. exec's streamed stdin uses it too.
+function M.write_queued(op, data)
+  if op:done() or not op:write(data) then return false end
+  if op:pending() > WRITE_QUEUE then
+    op:notify_drain(WRITE_QUEUE // 2)
+    sched.await_until(op, function() return op:pending() <= WRITE_QUEUE // 2 or op:done() end)
+  end
+  return true
+end
+
 --- p:write(data): queues data for the command's stdin, waiting while too much is queued (the
 --- command does not read). Writing to a process whose stdin is closed raises.
 function Process:write(data)
   local op = check(self, "write")
   if type(data) ~= "string" then error("bad argument #1 to 'write' (string expected)", 2) end
-  if self._stdin_closed or op:done() or not op:write(data) then
+  if self._stdin_closed or not M.write_queued(op, data) then
     error("sshchain: the process's stdin is closed", 2)
-  end
-  if op:pending() > WRITE_QUEUE then
-    op:notify_drain(WRITE_QUEUE // 2)
-    sched.await_until(op, function() return op:pending() <= WRITE_QUEUE // 2 or op:done() end)
   end
   return true
 end
@@ -278,8 +287,7 @@ function Process:wait(timeout)
     return op:done()
   end, timeout)
   if not done then
-    return errors.fail("ETIMEDOUT", { label = self.label, hop = self.hop, stage = "exec", reason = "timeout" },
-      "the command did not end in %gs", timeout)
+    return fail(self, "ETIMEDOUT", "timeout", "the command did not end in %gs", timeout)
   end
   settle(self)
   take_all(self)

@@ -63,11 +63,13 @@ function M.set_host(h)
   core.set_hosted(h ~= nil) -- work queued outside a step then makes core.pollfd() readable
 end
 
---- How many host coroutines wait on sshchain now (a host may not detach under them).
-function M.foreign_waiting()
+--- Detaches the host loop; raises while host coroutines wait on sshchain (nothing could wake
+--- them then). level: where the error points, as error's.
+function M.unset_host(level)
   local n = 0
   for _, t in pairs(foreign) do if not t.awake then n = n + 1 end end
-  return n
+  if n > 0 then error(("sshchain: cannot detach while %d coroutine(s) wait on sshchain"):format(n), level + 1) end
+  M.set_host(nil)
 end
 
 --- A task became runnable: outside a step, a host loop must be asked for one.
@@ -80,7 +82,7 @@ function M.host() return host end
 
 local function resume(task)
   if task.foreign then
-    if not host then return end -- detached under it: detach refuses that, see foreign_waiting
+    if not host then return end -- detached under it: unset_host refuses that
     if not task.awake then
       task.awake = true
       host.wake(task)

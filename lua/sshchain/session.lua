@@ -136,8 +136,6 @@ local EXEC_OPTS = {
   max_output = { type = "number", integer = true, min = 0 },
 }
 
-local FEED_QUEUE = 256 * 1024
-
 --- A task that feeds op's stdin from next_chunk() (nil at the end), waiting while the command
 --- does not take it; closes stdin at the end. A source that raises (or gives what is not a
 --- string) ends the command, and exec raises its error.
@@ -148,11 +146,7 @@ local function feed(op, next_chunk)
         local chunk = next_chunk()
         if chunk == nil then break end
         if type(chunk) ~= "string" then error("exec: stdin gave a " .. type(chunk) .. ", not a string", 0) end
-        if not op:write(chunk) then return end
-        if op:pending() > FEED_QUEUE then
-          op:notify_drain(FEED_QUEUE // 2)
-          sched.await_until(op, function() return op:pending() <= FEED_QUEUE // 2 or op:done() end)
-        end
+        if not process.write_queued(op, chunk) then return end
       end
       if not op:done() then op:close_stdin() end
     end)
