@@ -11,7 +11,7 @@
 
 static void hop_close(void *transport) { sc_pump_close(transport); }
 
-static const sc_transport_ops hop_transport = {hop_close};
+static const sc_transport_ops hop_transport = {hop_close, NULL};
 
 /* The pump on the parent has opened the direct-tcpip channel: the child's handshake starts on
  * its end of a new socketpair, the pump moves the other end's bytes through the channel. */
@@ -47,7 +47,16 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
     if (!s)
         return NULL;
     if (!parent) {
-        sc_session_connect_tcp(s);
+        if (s->spec.proxy_command)
+            sc_proxy_start(s);
+        else
+            sc_session_connect_tcp(s);
+        return s;
+    }
+    if (s->spec.proxy_command) {
+        sc_session_failf(s, SC_ECONNECT, "connect", "proxy",
+                         "a ProxyCommand reaches a first hop only (this hop goes through hop %d)",
+                         parent->hop);
         return s;
     }
     if (parent->state >= SS_FAILED) {

@@ -16,6 +16,16 @@ void sc_hostspec_free(sc_hostspec *spec)
         memset(spec->passphrase, 0, strlen(spec->passphrase));
         free(spec->passphrase);
     }
+    free(spec->agent_sock);
+    for (int i = 0; i < spec->n_certificates; i++)
+        free(spec->certificates[i]);
+    free(spec->certificates);
+    free(spec->proxy_command);
+    free(spec->kex);
+    free(spec->hostkeys);
+    free(spec->ciphers);
+    free(spec->macs);
+    free(spec->pubkeys);
     for (int i = 0; i < spec->n_identities; i++)
         free(spec->identities[i]);
     free(spec->identities);

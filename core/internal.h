@@ -14,6 +14,9 @@ sc_session *sc_session_new(sc_loop *loop, sc_session *parent, sc_hostspec *spec,
 /* Resolves s's host and connects to it over TCP (a session with no parent). */
 void sc_session_connect_tcp(sc_session *s);
 
+/* Starts s's ProxyCommand (proxy.c) and the handshake over its stdin/stdout. */
+void sc_proxy_start(sc_session *s);
+
 /* Starts the SSH handshake on fd, a connected socket (TCP, or a hop's socketpair end) that
  * becomes s's own. 0, or -1 with s failed. */
 int sc_session_begin_handshake(sc_session *s, int fd);

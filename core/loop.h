@@ -52,15 +52,16 @@ struct sc_loop {
     int live_sessions;
     int live_channels;
     int n_live_ops;
-    uv_idle_t defer_idle;     /* runs the deferred work */
-    sc_deferred *deferred;    /* waiting for the next turn */
-    sc_deferred *running;     /* the ones of this turn not yet run */
-    sc_cleanup *cleanups;     /* run by sc_loop_free */
-    struct sc_keycache *keys; /* private keys already decrypted (auth.c) */
-    uv_async_t wakeup;        /* sc_interrupt: makes a blocked turn return */
-    uv_async_t poke;          /* sc_loop_poke: makes the backend fd readable */
-    int hosted;               /* a host loop polls the backend fd (sc_loop_set_hosted) */
-    int in_turn;              /* inside sc_loop_turn */
+    uv_idle_t defer_idle;       /* runs the deferred work */
+    sc_deferred *deferred;      /* waiting for the next turn */
+    sc_deferred *running;       /* the ones of this turn not yet run */
+    sc_cleanup *cleanups;       /* run by sc_loop_free */
+    struct sc_keycache *keys;   /* private keys already decrypted (auth.c) */
+    struct sc_proxies *proxies; /* ProxyCommands still running (proxy.c) */
+    uv_async_t wakeup;          /* sc_interrupt: makes a blocked turn return */
+    uv_async_t poke;            /* sc_loop_poke: makes the backend fd readable */
+    int hosted;                 /* a host loop polls the backend fd (sc_loop_set_hosted) */
+    int in_turn;                /* inside sc_loop_turn */
 };
 
 sc_loop *sc_loop_new(void);

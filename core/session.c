@@ -54,7 +54,13 @@ static void set_nonblocking(int fd)
 
 static int session_alive(const sc_session *s) { return s->state < SS_FAILED; }
 
-void sc_session_fail(sc_session *s, const sc_err *err) { session_teardown(s, SS_FAILED, err); }
+void sc_session_fail(sc_session *s, const sc_err *err)
+{
+    if (s->transport && s->transport_ops->intercept_failure && session_alive(s) &&
+        s->transport_ops->intercept_failure(s->transport, err))
+        return;
+    session_teardown(s, SS_FAILED, err);
+}
 
 void sc_session_failf(sc_session *s, sc_code code, const char *stage, const char *reason,
                       const char *fmt, ...)
@@ -282,7 +288,7 @@ static void on_keepalive(uv_timer_t *t)
             s->t_doubt = now; /* nothing came since the last tick: ask the ancestors now */
             doubt_ancestors(s);
         }
-        if (s->keepalive_misses >= 3) {
+        if (s->keepalive_misses >= (s->spec.keepalive_count > 0 ? s->spec.keepalive_count : 3)) {
             sc_session_ref(s);
             keepalive_verdict(s, s->t_doubt);
             sc_session_unref(s);
@@ -467,8 +473,29 @@ int sc_session_begin_handshake(sc_session *s, int fd)
     ssh_options_set(s->ssh, SSH_OPTIONS_TIMEOUT, &timeout);
     /* AES-GCM first: with AES-NI it costs a fraction of ChaCha20-Poly1305's CPU, which matters
      * when one process decrypts every layer of a chain */
-    ssh_options_set(s->ssh, SSH_OPTIONS_CIPHERS_C_S, PREFERRED_CIPHERS);
-    ssh_options_set(s->ssh, SSH_OPTIONS_CIPHERS_S_C, PREFERRED_CIPHERS);
+    const char *ciphers = s->spec.ciphers ? s->spec.ciphers : PREFERRED_CIPHERS;
+    const struct {
+        enum ssh_options_e opt;
+        const char *value, *field;
+    } algs[] = {
+        {SSH_OPTIONS_CIPHERS_C_S, ciphers, "ciphers"},
+        {SSH_OPTIONS_CIPHERS_S_C, ciphers, "ciphers"},
+        {SSH_OPTIONS_KEY_EXCHANGE, s->spec.kex, "kex"},
+        {SSH_OPTIONS_HOSTKEYS, s->spec.hostkeys, "hostkeys"},
+        {SSH_OPTIONS_HMAC_C_S, s->spec.macs, "macs"},
+        {SSH_OPTIONS_HMAC_S_C, s->spec.macs, "macs"},
+        {SSH_OPTIONS_PUBLICKEY_ACCEPTED_TYPES, s->spec.pubkeys, "pubkeys"},
+    };
+    for (size_t i = 0; i < sizeof algs / sizeof algs[0]; i++) {
+        if (algs[i].value && ssh_options_set(s->ssh, algs[i].opt, algs[i].value) != SSH_OK) {
+            sc_session_failf(s, SC_ECONNECT, "handshake", "algorithms",
+                             "%s \"%s\": none of these algorithms is supported by libssh (%s)",
+                             algs[i].field, algs[i].value, ssh_get_error(s->ssh));
+            return -1;
+        }
+    }
+    if (s->spec.agent_sock)
+        ssh_options_set(s->ssh, SSH_OPTIONS_IDENTITY_AGENT, s->spec.agent_sock);
     if (s->spec.known_hosts)
         ssh_options_set(s->ssh, SSH_OPTIONS_KNOWNHOSTS, s->spec.known_hosts);
     ssh_options_set(s->ssh, SSH_OPTIONS_FD, &s->lib_fd);

@@ -46,6 +46,9 @@ struct sc_chanuser {
  * parent): the session releases it when it goes away. */
 typedef struct {
     void (*close)(void *transport);
+    /* May be NULL: offered a failure of the session before it is ready; returns 1 when it takes
+     * over (a ProxyCommand that ended explains the failure better, once its exit is known). */
+    int (*intercept_failure)(void *transport, const sc_err *err);
 } sc_transport_ops;
 
 struct sc_session {

@@ -1,7 +1,10 @@
 /* l_core.c - the module "sshchain.core": opens every type, turns the loop, and small utilities
  * for the recipes. The Lua half (sshchain/ files) builds the public API on these primitives. */
 #include <errno.h>
+#include <openssl/evp.h>
+#include <pwd.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -179,18 +182,60 @@ static int core_set_interrupted(lua_State *L)
     return 0;
 }
 
+/* core.local_info() -> {user=, uid=, home=, hostname=}: what ssh_config's tokens %u %i %d %l
+ * stand for (the account from the password database, as ssh takes it, not $USER) */
+static int core_local_info(lua_State *L)
+{
+    struct passwd *pw = getpwuid(getuid());
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+        host[0] = '\0';
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, pw ? pw->pw_name : "");
+    lua_setfield(L, -2, "user");
+    lua_pushinteger(L, (lua_Integer)getuid());
+    lua_setfield(L, -2, "uid");
+    lua_pushstring(L, pw ? pw->pw_dir : "");
+    lua_setfield(L, -2, "home");
+    lua_pushstring(L, host);
+    lua_setfield(L, -2, "hostname");
+    return 1;
+}
+
+/* core.user_home(name) -> the home directory of that account, or nil (for "~user") */
+static int core_user_home(lua_State *L)
+{
+    struct passwd *pw = getpwnam(luaL_checkstring(L, 1));
+    if (!pw)
+        return 0;
+    lua_pushstring(L, pw->pw_dir);
+    return 1;
+}
+
+/* core.sha1_hex(s) -> the SHA-1 of s in lowercase hex (ssh_config's %C) */
+static int core_sha1_hex(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (!EVP_Digest(s, n, md, &len, EVP_sha1(), NULL))
+        return luaL_error(L, "sha1: digest failed");
+    char hex[2 * EVP_MAX_MD_SIZE + 1];
+    for (unsigned int i = 0; i < len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    lua_pushlstring(L, hex, 2 * len);
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
-    {"set_interrupted", core_set_interrupted},
-    {"set_hosted", core_set_hosted},
-    {"pollfd", core_pollfd},
-    {"timeout", core_timeout},
-    {"step", core_step},
-    {"stats", core_stats},
-    {"now", core_now},
-    {"isatty", core_isatty},
-    {"read_fd", core_read_fd},
-    {"term_width", core_term_width},
-    {NULL, NULL},
+    {"local_info", core_local_info}, {"user_home", core_user_home},
+    {"sha1_hex", core_sha1_hex},     {"set_interrupted", core_set_interrupted},
+    {"set_hosted", core_set_hosted}, {"pollfd", core_pollfd},
+    {"timeout", core_timeout},       {"step", core_step},
+    {"stats", core_stats},           {"now", core_now},
+    {"isatty", core_isatty},         {"read_fd", core_read_fd},
+    {"term_width", core_term_width}, {NULL, NULL},
 };
 
 __attribute__((visibility("default"))) int luaopen_sshchain_core(lua_State *L);

@@ -135,7 +135,9 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
     int port = (int)lsc_opt_integer(L, t, "port", 22, 1, 65535);
     double timeout = lsc_opt_number(L, t, "timeout", 30, 0.001, 1e7);
     double keepalive = lsc_opt_number(L, t, "keepalive", 0, 0, 1e6);
-    const char *strs[] = {"user", "password", "passphrase"};
+    int keepalive_count = (int)lsc_opt_integer(L, t, "keepalive_count", 3, 1, 1000);
+    const char *strs[] = {"user",     "password", "passphrase", "proxy_command", "kex",
+                          "hostkeys", "ciphers",  "macs",       "pubkeys"};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         lsc_opt_string(L, t, strs[i], NULL); /* type and NUL checks before anything is copied */
 
@@ -147,11 +149,41 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
     spec->hostkey_mode = hostkey_mode;
     spec->timeout = timeout;
     spec->keepalive = keepalive;
-    if (lua_getfield(L, t, "agent") == LUA_TNIL)
+    spec->keepalive_count = keepalive_count;
+    spec->proxy_command = dup_opt(L, t, "proxy_command");
+    spec->kex = dup_opt(L, t, "kex");
+    spec->hostkeys = dup_opt(L, t, "hostkeys");
+    spec->ciphers = dup_opt(L, t, "ciphers");
+    spec->macs = dup_opt(L, t, "macs");
+    spec->pubkeys = dup_opt(L, t, "pubkeys");
+    int agent_type = lua_getfield(L, t, "agent");
+    if (agent_type == LUA_TNIL) {
         spec->agent = -1;
-    else
+    } else if (agent_type == LUA_TSTRING) { /* a socket path (spec.lua checked it) */
+        spec->agent = 1;
+        spec->agent_sock = sc_strdup(lua_tostring(L, -1));
+    } else {
         spec->agent = lua_toboolean(L, -1);
+    }
     lua_pop(L, 1);
+    lua_getfield(L, t, "identities_only");
+    spec->identities_only = lua_toboolean(L, -1);
+    lua_getfield(L, t, "forward_agent");
+    spec->forward_agent = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    {
+        enum { MAXC = 32 };
+        char *certs[MAXC];
+        int nc = 0;
+        add_paths(L, t, "certificate", certs, &nc, MAXC);
+        if (nc > 0 && (spec->certificates = calloc((size_t)nc, sizeof(char *))) != NULL) {
+            memcpy(spec->certificates, certs, (size_t)nc * sizeof(char *));
+            spec->n_certificates = nc;
+        } else {
+            for (int i = 0; i < nc; i++)
+                free(certs[i]);
+        }
+    }
     read_known_hosts(L, t, spec);
     if (n > 0) {
         spec->identities = calloc((size_t)n, sizeof(char *));

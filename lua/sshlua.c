@@ -52,6 +52,8 @@ static void print_help(FILE *out)
             "  -l g=mod  require library 'mod' into global 'g'\n"
             "  -r name   run the bundled recipe 'name' with the remaining arguments\n"
             "            (-r alone lists the recipes)\n"
+            "  -G [-F file] [-l user] [-p port] host\n"
+            "            print host's effective ssh_config, as ssh -G does\n"
             "  -v        show version information\n"
             "  -E        ignore environment variables\n"
             "  -W        turn warnings on\n"
@@ -197,9 +199,11 @@ static int handle_script(lua_State *L, char **argv)
     return report(L, status);
 }
 
-/* -r NAME: the recipe is the embedded module "sshchain.recipes", which finds and runs NAME.
- * Loading "sshchain" first registers the embedded modules. */
-static int handle_recipe(lua_State *L, char **argv, int argc, int at)
+/* -r NAME: the recipe is the embedded module "sshchain.recipes", which finds and runs NAME;
+ * -G: "sshchain.config" prints a host's effective ssh_config. Loading "sshchain" first registers
+ * the embedded modules. */
+static int handle_main(lua_State *L, const char *module, const char *func, char **argv, int argc,
+                       int at)
 {
     lua_getglobal(L, "require");
     lua_pushliteral(L, "sshchain");
@@ -207,11 +211,11 @@ static int handle_recipe(lua_State *L, char **argv, int argc, int at)
     if (status != LUA_OK)
         return report(L, status);
     lua_getglobal(L, "require");
-    lua_pushliteral(L, "sshchain.recipes");
+    lua_pushstring(L, module);
     status = docall(L, 1, 1);
     if (status != LUA_OK)
         return report(L, status);
-    lua_getfield(L, -1, "main");
+    lua_getfield(L, -1, func);
     lua_remove(L, -2);
     lua_createtable(L, argc - at, 0);
     for (int i = at; i < argc; i++) {
@@ -233,6 +237,7 @@ static int handle_recipe(lua_State *L, char **argv, int argc, int at)
 #define has_E     16
 #define has_r     32
 #define has_help  64
+#define has_G     128
 
 /* Scans options; returns the flags and sets *first to the script's (or -r's) index. */
 static int collectargs(char **argv, int *first)
@@ -294,6 +299,11 @@ static int collectargs(char **argv, int *first)
                 return has_error;
             *first = i;
             return args | has_r;
+        case 'G':
+            if (argv[i][2] != '\0')
+                return has_error;
+            *first = i;
+            return args | has_G;
         default:
             return has_error;
         }
@@ -482,7 +492,7 @@ static int pmain(lua_State *L)
     lua_pushcfunction(L, luaopen_sshchain);
     lua_setfield(L, -2, "sshchain");
     lua_pop(L, 1);
-    createargtable(L, argv, argc, (args & has_r) ? script + 1 : script);
+    createargtable(L, argv, argc, (args & (has_r | has_G)) ? script + 1 : script);
     lua_gc(L, LUA_GCRESTART);
     lua_gc(L, LUA_GCGEN, 0, 0);
     if (!(args & has_E)) {
@@ -491,8 +501,10 @@ static int pmain(lua_State *L)
     }
     if (!runargs(L, argv, optlim))
         return 0;
-    if (args & has_r) {
-        int st = handle_recipe(L, argv, argc, script + 1);
+    if (args & (has_r | has_G)) {
+        int st = (args & has_r)
+                     ? handle_main(L, "sshchain.recipes", "main", argv, argc, script + 1)
+                     : handle_main(L, "sshchain.config", "main_G", argv, argc, script + 1);
         if (st != LUA_OK) {
             lua_pushinteger(L, st < 0 ? -st : 1);
             lua_setfield(L, LUA_REGISTRYINDEX, "SSHLUA_EXIT");
@@ -504,7 +516,7 @@ static int pmain(lua_State *L)
     }
     if (args & has_i) {
         doREPL(L);
-    } else if (script == argc && !(args & (has_e | has_v | has_r))) {
+    } else if (script == argc && !(args & (has_e | has_v | has_r | has_G))) {
         if (isatty(0)) {
             print_version();
             doREPL(L);

@@ -6,12 +6,12 @@ what=${1:-test}
 pkgs=(gcc make pkg-config libc6-dev libssh-dev liblua5.4-dev lua5.4 libuv1-dev libssl-dev)
 case "$what" in
   build) ;;
-  unit) pkgs+=(lua-busted lua-cjson lua-argparse) ;;
+  unit) pkgs+=(lua-busted lua-cjson lua-argparse openssh-client) ;;
   fuzz) pkgs+=(clang libclang-rt-14-dev) ;;
   lint) pkgs+=(clang-format cppcheck lua-check) ;;
   test|demo|bench)
     pkgs+=(lua-busted lua-cjson lua-argparse openssh-server openssh-client iproute2 python3 sudo
-           procps psmisc curl luarocks lua-luv lua-cqueues)
+           procps psmisc curl luarocks lua-luv lua-cqueues netcat-openbsd)
     [ "$what" = test ] && pkgs+=(clang libclang-rt-14-dev clang-format cppcheck lua-check)
     [ "$what" = bench ] && pkgs+=(iperf3 python3-paramiko python3-scp time linux-perf)
     ;;

@@ -42,7 +42,7 @@ Host *
     assert.are.equal(7, s.timeout)
     assert.are.equal(15, s.keepalive)
     assert.are.equal("accept-new", s.host_key)
-    assert.are.equal("/kh/known", s.known_hosts)
+    assert.are.same({ "/kh/known" }, s.known_hosts)
     local secret = assert(config.resolve("web-secret", { config = dir .. "/config" }))[1]
     assert.are.equal("web-secret", secret.host)
   end)
@@ -74,8 +74,10 @@ Host * !a
     assert.are.equal(1, #assert(config.resolve("direct", { config = dir .. "/config" })))
   end)
 
-  it("follows Include (relative paths and globs)", function()
-    dir = write_config("Include conf.d/*.conf\nHost x\n  Port 1\n")
+  it("follows Include (globs; a relative path is under ~/.ssh, as with ssh)", function()
+    dir = H.tmpname()
+    os.execute("mkdir -p " .. dir)
+    H.writefile(dir .. "/config", "Include " .. dir .. "/conf.d/*.conf\nHost x\n  Port 1\n")
     os.execute("mkdir -p " .. dir .. "/conf.d")
     H.writefile(dir .. "/conf.d/10-x.conf", "Host x\n  HostName 10.1.1.1\n  Port 2\n")
     H.writefile(dir .. "/conf.d/20-y.conf", "Host y\n  User yy\n")

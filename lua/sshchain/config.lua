@@ -1,75 +1,406 @@
--- sshchain.config: reads OpenSSH client config files (ssh_config(5)) and turns a Host name into
--- a chain of host specs, ProxyJump included, so the engine builds the chain natively.
--- Supported: Host (patterns, negation, several per line), Include (globs, relative to ~/.ssh),
--- HostName (%h), Port, User, IdentityFile (several; %d %u %h %r %%), ProxyJump (comma lists,
--- [user@]host[:port] or Host names, nested through the first jump's own ProxyJump, "none"),
--- UserKnownHostsFile, StrictHostKeyChecking, ConnectTimeout, ServerAliveInterval.
--- Match blocks are skipped (their options never apply). First obtained value wins, as in OpenSSH.
+-- sshchain.config: OpenSSH's client configuration (ssh_config(5), as OpenSSH 9.2 reads it), the
+-- effective configuration of a host (what `ssh -G` prints), and the chain of host specs it means,
+-- ProxyJump included, so that the engine builds the chain natively.
+--
+-- Files are read as ssh reads them: the -F file alone, or ~/.ssh/config then /etc/ssh/ssh_config;
+-- Host and Match (host, originalhost, user, localuser, exec, all, canonical, final, negation)
+-- decide which lines apply, evaluated in order; the first value obtained wins (IdentityFile,
+-- CertificateFile and the forwards accumulate); Include (globs, ~, tokens, relative to ~/.ssh or
+-- /etc/ssh) is read in place. An unknown keyword is an error naming file and line, unless
+-- IgnoreUnknown lists it; a keyword OpenSSH knows that sshchain does not implement is said once
+-- on stderr when it applies (M.on_unsupported).
+local core = require "sshchain.core"
+
 local M = {}
 
-local MULTI = { identityfile = true } -- options that accumulate instead of first-wins
+---------------------------------------------------------------------------------------------------
+-- Keywords (OpenSSH 9.2 as Debian builds it). impl: sshchain uses it. known: OpenSSH's, not
+-- sshchain's: said once when it applies with a value that would change something. deprecated:
+-- ignored without a word (as ssh). unsupported: ssh itself says "Unsupported option".
 
-local function home() return os.getenv("HOME") or "" end
+local IMPL = {
+  "host", "match", "include", "hostname", "user", "port", "identityfile", "certificatefile",
+  "proxyjump", "proxycommand", "userknownhostsfile", "globalknownhostsfile",
+  "stricthostkeychecking", "identitiesonly", "identityagent", "forwardagent", "connecttimeout",
+  "serveraliveinterval", "serveralivecountmax", "kexalgorithms", "hostkeyalgorithms", "ciphers",
+  "macs", "pubkeyacceptedalgorithms", "ignoreunknown", "hostkeyalias", "batchmode", "loglevel",
+  "sendenv",
+}
+local KNOWN = {
+  "forwardx11", "forwardx11trusted", "forwardx11timeout", "exitonforwardfailure", "xauthlocation",
+  "gatewayports", "passwordauthentication", "kbdinteractiveauthentication", "kbdinteractivedevices",
+  "pubkeyauthentication", "hostbasedauthentication", "addkeystoagent", "remoteforward",
+  "localforward", "permitremoteopen", "escapechar", "connectionattempts", "checkhostip",
+  "compression", "tcpkeepalive", "numberofpasswordprompts", "syslogfacility", "logverbose",
+  "dynamicforward", "preferredauthentications", "casignaturealgorithms", "bindaddress",
+  "bindinterface", "clearallforwardings", "enablesshkeysign", "verifyhostkeydns",
+  "nohostauthenticationforlocalhost", "rekeylimit", "addressfamily", "setenv", "controlpath",
+  "controlmaster", "controlpersist", "hashknownhosts", "tunnel", "tunneldevice", "localcommand",
+  "permitlocalcommand", "remotecommand", "visualhostkey", "ipqos", "requesttty", "sessiontype",
+  "stdinnull", "forkafterauthentication", "proxyusefdpass", "canonicaldomains",
+  "canonicalizefallbacklocal", "canonicalizehostname", "canonicalizemaxdots",
+  "canonicalizepermittedcnames", "streamlocalbindmask", "streamlocalbindunlink", "revokedhostkeys",
+  "fingerprinthash", "updatehostkeys", "hostbasedacceptedalgorithms", "securitykeyprovider",
+  "knownhostscommand", "requiredrsasize", "enableescapecommandline", "pkcs11provider",
+  "gssapiauthentication", "gssapidelegatecredentials", "gssapikeyexchange", "gssapitrustdns",
+  "gssapirenewalforcesrekey", "gssapiclientidentity", "gssapiserveridentity", "gssapikexalgorithms",
+}
+-- other names ssh takes for a keyword
+local ALIAS = {
+  identityfile2 = "identityfile", challengeresponseauthentication = "kbdinteractiveauthentication",
+  skeyauthentication = "kbdinteractiveauthentication", tisauthentication = "kbdinteractiveauthentication",
+  dsaauthentication = "pubkeyauthentication", keepalive = "tcpkeepalive",
+  hostbasedkeytypes = "hostbasedacceptedalgorithms", pubkeyacceptedkeytypes = "pubkeyacceptedalgorithms",
+  smartcarddevice = "pkcs11provider", protocolkeepalives = "serveraliveinterval",
+  setuptimeout = "serveraliveinterval",
+}
+local DEPRECATED = { "protocol", "cipher", "fallbacktorsh", "globalknownhostsfile2", "rhostsauthentication",
+  "userknownhostsfile2", "useroaming", "usersh", "useprivilegedport", "useblacklistedkeys" }
+local UNSUPPORTED = { "afstokenpassing", "kerberosauthentication", "kerberostgtpassing", "rsaauthentication",
+  "rhostsrsaauthentication", "compressionlevel" }
 
-local function expand_tilde(p)
-  if p:sub(1, 2) == "~/" then return home() .. p:sub(2) end
-  if p == "~" then return home() end
-  return p
+-- a known keyword with this value changes nothing sshchain does: not said
+local NOOP = {
+  forwardx11 = "no", exitonforwardfailure = "no", gatewayports = "no", hostbasedauthentication = "no",
+  addkeystoagent = "no", checkhostip = "no", compression = "no", clearallforwardings = "no",
+  enablesshkeysign = "no", verifyhostkeydns = "no", controlmaster = "no", tunnel = "no",
+  permitlocalcommand = "no", visualhostkey = "no", requesttty = "no", stdinnull = "no",
+  forkafterauthentication = "no", proxyusefdpass = "no", canonicalizehostname = "no",
+  updatehostkeys = "no", gssapiauthentication = "no", gssapidelegatecredentials = "no",
+  gssapikeyexchange = "no", hashknownhosts = "no", passwordauthentication = "yes",
+  kbdinteractiveauthentication = "yes", pubkeyauthentication = "yes", controlpath = "none",
+  controlpersist = "no", fingerprinthash = "sha256", syslogfacility = true, logverbose = true,
+  xauthlocation = true, forwardx11trusted = true, forwardx11timeout = true, escapechar = true,
+  numberofpasswordprompts = true, tcpkeepalive = "yes", streamlocalbindmask = true,
+  streamlocalbindunlink = "no", ipqos = true, rekeylimit = true, connectionattempts = "1",
+}
+
+local KIND = {}
+for _, k in ipairs(IMPL) do KIND[k] = "impl" end
+for _, k in ipairs(KNOWN) do KIND[k] = "known" end
+for _, k in ipairs(DEPRECATED) do KIND[k] = "deprecated" end
+for _, k in ipairs(UNSUPPORTED) do KIND[k] = "unsupported" end
+M.KIND = KIND
+M.IMPLEMENTED = IMPL
+
+-- values that accumulate; every other keyword keeps its first value
+local MULTI = { identityfile = true, certificatefile = true, localforward = true, remoteforward = true,
+  dynamicforward = true, sendenv = true }
+-- keywords whose line may have several arguments (the others take exactly one)
+local MANY = { host = true, match = true, include = true, userknownhostsfile = true, globalknownhostsfile = true,
+  sendenv = true, setenv = true, canonicaldomains = true, canonicalizepermittedcnames = true, ipqos = true,
+  rekeylimit = true, localforward = true, remoteforward = true, permitremoteopen = true, logverbose = true,
+  proxycommand = true, localcommand = true, remotecommand = true, knownhostscommand = true,
+  proxyjump = true }
+
+---------------------------------------------------------------------------------------------------
+-- Algorithms: OpenSSH 9.2's defaults and everything it supports (ssh -Q), for + - ^ lists.
+
+local function J(t) return table.concat(t, ",") end
+
+local ALGS = {
+  kexalgorithms = {
+    default = J {
+      "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com", "curve25519-sha256",
+      "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521",
+      "diffie-hellman-group-exchange-sha256", "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512",
+      "diffie-hellman-group14-sha256",
+    },
+    all = J {
+      "diffie-hellman-group1-sha1", "diffie-hellman-group14-sha1", "diffie-hellman-group14-sha256",
+      "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512", "diffie-hellman-group-exchange-sha1",
+      "diffie-hellman-group-exchange-sha256", "ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521",
+      "curve25519-sha256", "curve25519-sha256@libssh.org", "sntrup761x25519-sha512",
+      "sntrup761x25519-sha512@openssh.com",
+    },
+    bad = "Bad SSH2 KexAlgorithms '%s'.", wild = false,
+  },
+  ciphers = {
+    default = J {
+      "chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr", "aes128-gcm@openssh.com",
+      "aes256-gcm@openssh.com",
+    },
+    all = J {
+      "3des-cbc", "aes128-cbc", "aes192-cbc", "aes256-cbc", "aes128-ctr", "aes192-ctr", "aes256-ctr",
+      "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+    },
+    bad = "Bad SSH2 cipher spec '%s'.", wild = false,
+  },
+  macs = {
+    default = J {
+      "umac-64-etm@openssh.com", "umac-128-etm@openssh.com", "hmac-sha2-256-etm@openssh.com",
+      "hmac-sha2-512-etm@openssh.com", "hmac-sha1-etm@openssh.com", "umac-64@openssh.com",
+      "umac-128@openssh.com", "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1",
+    },
+    all = J {
+      "hmac-sha1", "hmac-sha1-96", "hmac-sha2-256", "hmac-sha2-512", "hmac-md5", "hmac-md5-96",
+      "umac-64@openssh.com", "umac-128@openssh.com", "hmac-sha1-etm@openssh.com",
+      "hmac-sha1-96-etm@openssh.com", "hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
+      "hmac-md5-etm@openssh.com", "hmac-md5-96-etm@openssh.com", "umac-64-etm@openssh.com",
+      "umac-128-etm@openssh.com",
+    },
+    bad = "Bad SSH2 MAC spec '%s'.", wild = false,
+  },
+  hostkeyalgorithms = {
+    default = J {
+      "ssh-ed25519-cert-v01@openssh.com", "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+      "ecdsa-sha2-nistp384-cert-v01@openssh.com", "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+      "sk-ssh-ed25519-cert-v01@openssh.com", "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+      "rsa-sha2-512-cert-v01@openssh.com", "rsa-sha2-256-cert-v01@openssh.com", "ssh-ed25519",
+      "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+      "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256",
+    },
+    all = J {
+      "ssh-ed25519", "ssh-ed25519-cert-v01@openssh.com", "sk-ssh-ed25519@openssh.com",
+      "sk-ssh-ed25519-cert-v01@openssh.com", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+      "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384-cert-v01@openssh.com", "ecdsa-sha2-nistp521",
+      "ecdsa-sha2-nistp521-cert-v01@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+      "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com", "webauthn-sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss",
+      "ssh-dss-cert-v01@openssh.com", "ssh-rsa", "ssh-rsa-cert-v01@openssh.com", "rsa-sha2-256",
+      "rsa-sha2-256-cert-v01@openssh.com", "rsa-sha2-512", "rsa-sha2-512-cert-v01@openssh.com",
+    },
+    bad = "Bad key types '%s'.", wild = true,
+  },
+}
+ALGS.pubkeyacceptedalgorithms = { default = ALGS.hostkeyalgorithms.default, all = ALGS.hostkeyalgorithms.all,
+  bad = "Bad key types '%s'.", wild = true }
+M.ALGS = ALGS
+
+-- What libssh 0.10 supports and uses by default (Debian's build: no DSA, no blowfish, no umac):
+-- a list from ssh_config is handed over without the names libssh lacks; spec fields (kex=, ...)
+-- are computed against these defaults.
+local LIBSSH = {
+  kexalgorithms = {
+    all = J {
+      "curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256", "ecdh-sha2-nistp384",
+      "ecdh-sha2-nistp521", "diffie-hellman-group18-sha512", "diffie-hellman-group16-sha512",
+      "diffie-hellman-group-exchange-sha256", "diffie-hellman-group14-sha256",
+      "diffie-hellman-group-exchange-sha1", "diffie-hellman-group14-sha1", "diffie-hellman-group1-sha1",
+    },
+    default = J {
+      "curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256", "ecdh-sha2-nistp384",
+      "ecdh-sha2-nistp521", "diffie-hellman-group18-sha512", "diffie-hellman-group16-sha512",
+      "diffie-hellman-group-exchange-sha256", "diffie-hellman-group14-sha256",
+    },
+  },
+  ciphers = {
+    all = J {
+      "aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-ctr",
+      "aes192-ctr", "aes128-ctr", "aes256-cbc", "aes192-cbc", "aes128-cbc", "3des-cbc",
+    },
+    default = J {
+      "aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-ctr",
+      "aes192-ctr", "aes128-ctr",
+    },
+  },
+  macs = {
+    all = J {
+      "hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha1-etm@openssh.com",
+      "hmac-sha2-256", "hmac-sha2-512", "hmac-sha1",
+    },
+    default = J {
+      "hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512",
+    },
+  },
+  hostkeyalgorithms = {
+    all = J {
+      "ssh-ed25519", "ecdsa-sha2-nistp521", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp256",
+      "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256",
+      "ssh-rsa",
+    },
+    default = J {
+      "ssh-ed25519", "ecdsa-sha2-nistp521", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp256",
+      "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256",
+    },
+  },
+  pubkeyacceptedalgorithms = {
+    all = J {
+      "ssh-ed25519-cert-v01@openssh.com", "sk-ssh-ed25519-cert-v01@openssh.com",
+      "ecdsa-sha2-nistp521-cert-v01@openssh.com", "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+      "ecdsa-sha2-nistp256-cert-v01@openssh.com", "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+      "rsa-sha2-512-cert-v01@openssh.com", "rsa-sha2-256-cert-v01@openssh.com", "ssh-rsa-cert-v01@openssh.com",
+      "ssh-ed25519", "ecdsa-sha2-nistp521", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp256",
+      "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-512", "rsa-sha2-256",
+      "ssh-rsa",
+    },
+    default = J {
+      "ssh-ed25519-cert-v01@openssh.com", "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+      "ecdsa-sha2-nistp384-cert-v01@openssh.com", "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+      "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com", "rsa-sha2-512-cert-v01@openssh.com",
+      "rsa-sha2-256-cert-v01@openssh.com", "ssh-ed25519", "ecdsa-sha2-nistp521", "ecdsa-sha2-nistp384",
+      "ecdsa-sha2-nistp256", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+      "rsa-sha2-512", "rsa-sha2-256",
+    },
+  },
+}
+M.LIBSSH = LIBSSH
+
+local function split_commas(s)
+  local out = {}
+  for part in s:gmatch("[^,]+") do out[#out + 1] = part end
+  return out
 end
-
---- Splits an ssh_config line's arguments, honouring double quotes: a list, or nil and a message.
-local function split_args(s)
-  local out, i, n = {}, 1, #s
-  while true do
-    i = s:find("[^%s]", i)
-    if not i then return out end
-    if s:byte(i) == 34 then -- a quoted argument
-      local j = s:find('"', i + 1, true)
-      if not j then return nil, "unterminated quote" end
-      out[#out + 1] = s:sub(i + 1, j - 1)
-      i = j + 1
-    else
-      local j = s:find('[%s"]', i) or n + 1
-      out[#out + 1] = s:sub(i, j - 1)
-      i = j
-    end
-  end
-end
-M.split_args = split_args
 
 --- Converts an ssh_config glob (* and ?) to a Lua pattern anchored at both ends.
 local function glob_to_pattern(g)
   return "^" .. g:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".") .. "$"
 end
 
-local function host_matches(patterns, name)
-  local matched = false
-  for _, p in ipairs(patterns) do
-    local negate = p:sub(1, 1) == "!"
-    if negate then p = p:sub(2) end
-    if name:lower():match(glob_to_pattern(p:lower())) then
-      if negate then return false end
-      matched = true
+-- a, then the names of b that a does not have
+local function names_cat(a, b)
+  local out, seen = {}, {}
+  for _, list in ipairs { a, b } do
+    for _, n in ipairs(list) do
+      if not seen[n] then seen[n], out[#out + 1] = true, n end
     end
   end
-  return matched
+  return out
 end
 
-M.host_matches = host_matches
-
---- Expands an Include argument into file paths (sorted glob results), relative to ~/.ssh.
-local function include_paths(arg, base_dir)
-  local p = expand_tilde(arg)
-  if p:sub(1, 1) ~= "/" then p = base_dir .. "/" .. p end
-  if not p:find("[%*%?%[]") then return { p } end
-  local list = {}
-  local pipe = io.popen("for f in " .. p:gsub("([^%w%*%?%[%]/%._%-])", "\\%1") .. "; do [ -e \"$f\" ] && printf '%s\\n' \"$f\"; done 2>/dev/null")
-  if pipe then
-    for line in pipe:lines() do list[#list + 1] = line end
-    pipe:close()
+local function matches_any(name, patterns)
+  for _, p in ipairs(patterns) do
+    if name:match(glob_to_pattern(p)) then return true end
   end
-  table.sort(list)
-  return list
+  return false
+end
+
+--- The algorithm list a value means, OpenSSH's way (+ appends to the defaults, - removes the
+--- names matching its patterns, ^ puts them first; a plain list is taken as it is, its patterns
+--- expanded): a comma-separated string, or nil and ssh's message for a bad one. base: "openssh"
+--- (ssh_config, as ssh -G prints) or "libssh" (spec fields: libssh's defaults and names).
+function M.algorithms(key, value, base)
+  local a = ALGS[key]
+  local src = base == "libssh" and LIBSSH[key] or a
+  local def, all = split_commas(src.default), split_commas(src.all)
+  local first = value:sub(1, 1)
+  local body = (first == "+" or first == "-" or first == "^") and value:sub(2) or value
+  -- every name must be known (the - list is only a filter); wildcards only where ssh takes them
+  if first ~= "-" then
+    for _, n in ipairs(split_commas(body)) do
+      local known = false
+      if (a.wild or base == "libssh") and n:find("[%*%?]") then
+        known = true
+      else
+        for _, x in ipairs(all) do if x == n then known = true break end end
+      end
+      if not known then
+        if base == "libssh" then return nil, ("%s is not an algorithm libssh supports (%s)"):format(n, src.all) end
+        return nil, a.bad:format(value)
+      end
+    end
+  end
+  local list
+  if first == "-" then
+    local deny, out = split_commas(body), {}
+    for _, n in ipairs(def) do
+      if not matches_any(n, deny) then out[#out + 1] = n end
+    end
+    return table.concat(out, ",")
+  elseif first == "+" then
+    list = names_cat(def, split_commas(body))
+  elseif first == "^" then
+    list = names_cat(split_commas(body), def)
+  else
+    list = split_commas(body)
+  end
+  local out = {}
+  for _, p in ipairs(list) do
+    local matching = {}
+    for _, n in ipairs(all) do
+      if n:match(glob_to_pattern(p)) then matching[#matching + 1] = n end
+    end
+    out = names_cat(out, matching)
+  end
+  if #out == 0 then return nil, a.bad:format(value) end
+  return table.concat(out, ",")
+end
+
+--- An OpenSSH list without the names libssh 0.10 lacks: the list, and the names left out.
+function M.for_libssh(key, list)
+  local have = {}
+  for _, n in ipairs(split_commas(LIBSSH[key].all)) do have[n] = true end
+  local keep, dropped = {}, {}
+  for _, n in ipairs(split_commas(list)) do
+    if have[n] then keep[#keep + 1] = n else dropped[#dropped + 1] = n end
+  end
+  return table.concat(keep, ","), dropped
+end
+
+---------------------------------------------------------------------------------------------------
+-- Lines
+
+local function is_blank(c) return c == 32 or c == 9 end
+
+--- Splits arguments as ssh does (argv_split): blanks separate, ' and " quote (also inside a
+--- word), a backslash escapes a quote, a backslash or (unquoted) a blank, and an unquoted word
+--- starting with # ends the line. A list, or nil and a message.
+local function split_args(s)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    if is_blank(c) then
+      i = i + 1
+    elseif c == 35 then -- '#': a comment
+      break
+    else
+      local buf, quote = {}, nil
+      while i <= n do
+        c = s:byte(i)
+        local nx = s:byte(i + 1)
+        if c == 92 and (nx == 39 or nx == 34 or nx == 92 or (not quote and nx == 32)) then
+          buf[#buf + 1] = string.char(nx)
+          i = i + 2
+        elseif not quote and is_blank(c) then
+          break
+        elseif not quote and (c == 34 or c == 39) then
+          quote = c
+          i = i + 1
+        elseif quote and c == quote then
+          quote = nil
+          i = i + 1
+        else
+          -- a run of plain bytes at once (a long line stays linear)
+          local j = i
+          while j <= n do
+            local d = s:byte(j)
+            if d == 92 or d == 34 or d == 39 or (not quote and is_blank(d)) then break end
+            j = j + 1
+          end
+          if j == i then
+            buf[#buf + 1] = string.char(c)
+            j = i + 1
+          else
+            buf[#buf + 1] = s:sub(i, j - 1)
+          end
+          i = j
+        end
+      end
+      if quote then return nil, "invalid quotes" end
+      out[#out + 1] = table.concat(buf)
+    end
+  end
+  return out
+end
+M.split_args = split_args
+
+--- Splits as ssh's strdelim does (Match lines): blanks or one '=' separate, "..." quotes.
+local function split_delim(s)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local a = s:find("[^ \t\r\n=]", i)
+    if not a then break end
+    if s:byte(a) == 34 then
+      local b = s:find('"', a + 1, true)
+      if not b then return nil, "no matching quote" end
+      out[#out + 1] = s:sub(a + 1, b - 1)
+      i = b + 1
+    else
+      local b = s:find('[ \t\r\n="]', a) or n + 1
+      out[#out + 1] = s:sub(a, b - 1)
+      i = b
+    end
+  end
+  return out
 end
 
 --- s without leading and trailing white space, in linear time (a pattern like "%s+$" is
@@ -87,174 +418,910 @@ local function trim(s)
 end
 M.trim = trim
 
---- Splits one line into its keyword and arguments: key (lowercase), args; nil, message when the
---- quotes do not close; nil for a blank line or a comment.
+-- keywords whose value is the rest of the line as written (quotes and all)
+local RAW = { proxycommand = true, localcommand = true, remotecommand = true, knownhostscommand = true }
+
+--- Splits one line into its keyword and arguments: key (lowercase), args, the keyword as
+--- written, the rest of the line as written; nil, message for bad quotes; nil for a blank line
+--- or a comment.
 function M.tokenize(line)
   line = trim(line)
   if line == "" or line:sub(1, 1) == "#" then return nil end
-  local key, rest = line:match("^([%w]+)%s*=%s*(.*)$")
-  if not key then key, rest = line:match("^([%w]+)%s+(.*)$") end
-  if not key then key, rest = line, "" end
-  local args, err = split_args(rest)
-  if not args then return nil, err end
-  return key:lower(), args
-end
-
---- Parses config text into blocks (appended to `blocks`, after `current`); path names it in
---- messages and Include is resolved relative to it (opts.includes = false: Include is ignored).
-function M.parse_text(text, path, depth, blocks, current, opts)
-  depth = depth or 0
-  blocks = blocks or { { patterns = { "*" }, options = {} } } -- options before any Host apply to all
-  current = current or blocks[1]
-  local n = 0
-  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
-    n = n + 1
-    local key, args = M.tokenize(line)
-    if not key and args then return nil, ("%s:%d: %s"):format(path, n, args) end
-    if key == "host" then
-      current = { patterns = args, options = {} }
-      blocks[#blocks + 1] = current
-    elseif key == "match" then
-      current = { patterns = {}, options = {}, match = true } -- never applies
-      blocks[#blocks + 1] = current
-    elseif key == "include" then
-      if not opts or opts.includes ~= false then
-        local base = path:match("^(.*)/[^/]*$") or "."
-        if path:find(home() .. "/.ssh/", 1, true) == 1 or path == home() .. "/.ssh/config" then
-          base = home() .. "/.ssh"
-        end
-        for _, a in ipairs(args) do
-          for _, p in ipairs(include_paths(a, base)) do
-            local ok, ierr = M.parse(p, depth + 1, blocks, current)
-            if not ok then return nil, ierr end
-          end
-        end
-      end
-      -- lines after the Include continue the including block, after what the include added
-      current = { patterns = current.patterns, options = {}, match = current.match }
-      blocks[#blocks + 1] = current
-    elseif key then
-      current.options[#current.options + 1] = { key, args }
-    end
+  local kend = line:find('[ \t\r\n="]') or #line + 1
+  local word = line:sub(1, kend - 1)
+  local rest = line:sub(kend)
+  local a = rest:find("[^ \t\r\n]") or #rest + 1
+  if rest:byte(a) == 61 then -- one '='
+    a = rest:find("[^ \t\r\n]", a + 1) or #rest + 1
   end
-  return blocks, current
+  rest = rest:sub(a)
+  local key = word:lower()
+  local args, err
+  if key == "match" then
+    args, err = split_delim(rest)
+  elseif RAW[key] then
+    args = { rest }
+  else
+    args, err = split_args(rest)
+  end
+  if not args then return nil, err end
+  return key, args, word, rest
 end
+local file_cache = {} -- path -> list of lines {n=, key=, args=, word=}, or false (missing)
 
---- Parses a config file into a list of blocks {patterns=, options={{key, args}...}}.
--- Include is expanded in place. Errors return nil, message.
-function M.parse(path, depth, blocks, current)
-  depth = depth or 0
-  if depth > 16 then return nil, path .. ": Include nested too deeply" end
+--- The lines of a config file (cached by path for this process), or nil, message.
+local function read_lines(path)
+  local c = file_cache[path]
+  if c ~= nil then return c end
   local f, err = io.open(path, "r")
   if not f then
-    if depth > 0 then return blocks, current end -- a missing Include is not an error (as OpenSSH)
-    return nil, err
+    file_cache[path] = false
+    return false, err
   end
   local text = f:read("a")
   f:close()
-  return M.parse_text(text, path, depth, blocks, current)
+  if not text then return false, path .. ": cannot be read (a directory?)" end
+  local lines, n = {}, 0
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    local key, args, word, rest = M.tokenize(line)
+    if key then
+      lines[#lines + 1] = { n = n, key = key, args = args, word = word, rest = rest }
+    elseif args then
+      lines[#lines + 1] = { n = n, bad = args }
+    end
+  end
+  file_cache[path] = lines
+  return lines
 end
 
---- The options that apply to `name`: key -> first value (args list); multi keys -> list of values.
-function M.lookup(blocks, name)
-  local opts = {}
-  for _, b in ipairs(blocks) do
-    if not b.match and host_matches(b.patterns, name) then
-      for _, o in ipairs(b.options) do
-        local key, args = o[1], o[2]
-        if MULTI[key] then
-          opts[key] = opts[key] or {}
-          opts[key][#opts[key] + 1] = args[1]
-        elseif opts[key] == nil then
-          opts[key] = args
+--- Forgets the files read so far (they are read again at the next lookup).
+function M.flush() file_cache = {} end
+
+---------------------------------------------------------------------------------------------------
+-- Tokens
+
+local function local_info()
+  local li = core.local_info()
+  li.short = li.hostname:match("^[^.]*")
+  return li
+end
+
+--- "~" and "~/x" (the user's home from the password database, as ssh), "~user/x".
+local function tilde(p, li)
+  if p == "~" or p:sub(1, 2) == "~/" then return li.home .. p:sub(2) end
+  local user, rest = p:match("^~([^/]+)(.*)$")
+  if user then
+    local h = core.user_home(user)
+    if not h then return nil, "unknown user " .. user end
+    return h .. rest
+  end
+  return p
+end
+M.tilde = tilde
+
+--- %-tokens of s from t (a table letter -> value); nil, message for a token t does not have.
+local function percent(s, t)
+  local bad
+  local out = s:gsub("%%(.?)", function(c)
+    if c == "%" then return "%" end
+    if c == "" then bad = bad or "" return "" end
+    local v = t[c]
+    if v == nil then bad = bad or c return "" end
+    return v
+  end)
+  if bad == "" then return nil, "invalid format (a lone %)" end
+  if bad then return nil, ("unknown key %%%s"):format(bad) end
+  return out
+end
+
+--- ${NAME} from the environment; nil, message when one is not set.
+local function dollar(s)
+  local bad
+  local out = s:gsub("%${([%w_]+)}", function(name)
+    local v = os.getenv(name)
+    if v == nil then bad = bad or name return "" end
+    return v
+  end)
+  if bad then return nil, ("env var ${%s} has no value"):format(bad) end
+  return out
+end
+
+-- The tokens of a host being configured: ctx holds the original name, options so far.
+local function tokens(ctx, hostname)
+  local li = ctx.li
+  local o = ctx.o
+  local port = o.port and o.port[1] or "22"
+  local user = o.user and o.user[1] or li.user
+  local t = {
+    h = hostname, n = ctx.original, p = port, r = user, u = li.user, d = li.home,
+    i = tostring(li.uid), l = li.hostname, L = li.short,
+    k = o.hostkeyalias and o.hostkeyalias[1]:lower() or ctx.original,
+  }
+  t.C = core.sha1_hex(li.hostname .. hostname .. port .. user)
+  return t
+end
+
+--- A path value as ssh expands it: ~, then ${ENV}, then %-tokens (per ssh_config(5) TOKENS).
+local function expand_path(s, t, li)
+  local v, err = tilde(s, li)
+  if not v then return nil, err end
+  v, err = dollar(v)
+  if not v then return nil, err end
+  return percent(v, t)
+end
+
+---------------------------------------------------------------------------------------------------
+-- Matching
+
+local function glob_match(name, p) return name:match(glob_to_pattern(p)) ~= nil end
+
+--- Whether name matches an ssh pattern list (comma-separated; * ?; a matching negated pattern
+--- fails the whole list; only negations never match). lower: compare case-insensitively.
+local function pattern_list_matches(list, name, lower)
+  if lower then name = name:lower() end
+  local matched = false
+  for p in list:gmatch("[^,]+") do
+    if lower then p = p:lower() end
+    local negate = p:sub(1, 1) == "!"
+    if negate then p = p:sub(2) end
+    if glob_match(name, p) then
+      if negate then return false end
+      matched = true
+    end
+  end
+  return matched
+end
+
+--- Whether a Host line's patterns (each an argument; case-sensitive, as ssh) take name.
+local function host_line_matches(patterns, name)
+  local matched = false
+  for _, p in ipairs(patterns) do
+    local negate = p:sub(1, 1) == "!"
+    if negate then p = p:sub(2) end
+    if glob_match(name, p) then
+      if negate then return false end
+      matched = true
+    end
+  end
+  return matched
+end
+M.host_matches = host_line_matches
+
+-- The host Match host compares: the HostName obtained so far (its %h expanded), else the name.
+local function match_host(ctx)
+  if ctx.final then return ctx.o.hostname[1] end
+  local hn = ctx.o.hostname
+  if hn then return (percent(hn[1], { h = ctx.original }) or hn[1]) end
+  return ctx.host
+end
+
+local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- Runs a Match exec command as ssh does: $SHELL -c, stdin and stdout /dev/null. true/false, or
+-- nil when it died of a signal.
+local function run_exec(cmd)
+  local shell = os.getenv("SHELL")
+  if not shell or shell == "" then shell = "/bin/sh" end
+  if M.exec_hook then M.exec_hook(cmd) end
+  local ok, how = os.execute("exec " .. shell_quote(shell) .. " -c " .. shell_quote(cmd) .. " </dev/null >/dev/null")
+  if how == "signal" then return nil end
+  return ok == true
+end
+
+local ARGLESS = { all = true, canonical = true, final = true }
+local CRITERIA = { host = true, originalhost = true, user = true, localuser = true, exec = true }
+
+-- Whether a Match line applies: true/false, or nil and ssh's message.
+local function match_line(ctx, args, where)
+  local result, attributes, i = true, 0, 1
+  local function bad(msg) return nil, msg .. "\n" .. where .. ": Bad Match condition" end
+  while i <= #args do
+    local attr = args[i]
+    if attr:sub(1, 1) == "#" then break end
+    local negate = attr:sub(1, 1) == "!"
+    local a = (negate and attr:sub(2) or attr):lower()
+    if a == "all" then
+      local nxt = args[i + 1]
+      if attributes > 1 or (nxt and nxt ~= "" and nxt:sub(1, 1) ~= "#") then
+        return bad(("%s: '%s' cannot be combined with other Match attributes"):format(where, attr))
+      end
+      if result then result = not negate end
+      return result
+    end
+    attributes = attributes + 1
+    if ARGLESS[a] then
+      if a == "final" then ctx.want_final = true end
+      if ctx.final == negate then result = false end
+      i = i + 1
+    else
+      local arg = args[i + 1]
+      if arg == nil or arg == "" or arg:sub(1, 1) == "#" then
+        return bad("Missing Match criteria for " .. (negate and attr:sub(2) or attr))
+      end
+      if not CRITERIA[a] then return bad("Unsupported Match attribute " .. (negate and attr:sub(2) or attr)) end
+      local r
+      if a == "host" then
+        r = pattern_list_matches(arg, match_host(ctx), true)
+      elseif a == "originalhost" then
+        r = pattern_list_matches(arg, ctx.original, true)
+      elseif a == "user" then
+        r = pattern_list_matches(arg, ctx.o.user and ctx.o.user[1] or ctx.li.user, false)
+      elseif a == "localuser" then
+        r = pattern_list_matches(arg, ctx.li.user, false)
+      else -- exec: skipped once the line cannot match any more, as ssh does
+        local h = match_host(ctx)
+        local li, o = ctx.li, ctx.o
+        local port = o.port and o.port[1] or "22"
+        local ruser = o.user and o.user[1] or li.user
+        local cmd, err = percent(arg, { C = core.sha1_hex(li.hostname .. h .. port .. ruser), L = li.short,
+          d = li.home, h = h, k = o.hostkeyalias and o.hostkeyalias[1] or h, l = li.hostname,
+          n = ctx.original, p = port, r = ruser, u = li.user, i = tostring(li.uid) })
+        if not cmd then return bad(("%s: %s in Match exec"):format(where, err)) end
+        if result then
+          r = run_exec(cmd)
+          if r == nil then return nil, ("%s: match exec '%s' error (it was killed by a signal)"):format(where, cmd) end
+        end
+      end
+      if r ~= nil and r == negate then result = false end
+      i = i + 2
+    end
+  end
+  if attributes == 0 then return bad("One or more attributes required for Match") end
+  return result
+end
+
+---------------------------------------------------------------------------------------------------
+-- Evaluation, as readconf.c's pass over the files
+
+local YESNO = { yes = "yes", no = "no", ["true"] = "yes", ["false"] = "no" }
+local HOSTKEY_CHECK = { yes = "true", ["true"] = "true", no = "false", ["false"] = "false", off = "false",
+  ask = "ask", ["accept-new"] = "accept-new" }
+
+--- A time as ssh's convtime reads it ("90", "1m30s", "1h"): seconds, or nil.
+local function convtime(v)
+  if v:match("^%d+$") then return tonumber(v) end
+  local total, pos = 0, 1
+  local mult = { s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
+  while pos <= #v do
+    local num, unit, e = v:match("^(%d+)([smhdwSMHDW]?)()", pos)
+    if not num then return nil end
+    total = total + tonumber(num) * mult[(unit ~= "" and unit or "s"):lower()]
+    pos = e
+  end
+  if total > 2147483647 then return nil end
+  return total
+end
+
+local function is_addr(h)
+  return h:find("[:%%]") ~= nil or h:match("^[%d%.]+$") ~= nil
+end
+
+--- Parses a ProxyJump value as ssh does: the hops as written, the last one split into user,
+--- host and port; or nil. Debian's ssh takes the value up to its first blank.
+local function parse_jump(v)
+  v = v:match("^[^#]*"):match("^[^ \t]*")
+  if v:lower() == "none" then return { none = true } end
+  local hops = {}
+  for part in (v .. ","):gmatch("([^,]*),") do hops[#hops + 1] = part end
+  if #hops == 0 then return nil end
+  local parsed = {}
+  for i, h in ipairs(hops) do
+    local user, host, port
+    local uri = h:match("^ssh://(.*)$")
+    local body = uri or h
+    if uri and body:find("/") then return nil end
+    user, host = body:match("^(.*)@([^@]*)$")
+    if not user then host = body end
+    if user == "" then return nil end
+    local bracketed, p = host:match("^%[(.-)%]:?(%d*)$")
+    if bracketed then
+      host, port = bracketed, p
+    else
+      local hh, pp = host:match("^([^:]+):(%d+)$")
+      if hh then host, port = hh, pp elseif host:find(":") then return nil end
+    end
+    if host == "" then return nil end
+    if port == "" then port = nil end
+    if port and (tonumber(port) < 1 or tonumber(port) > 65535) then return nil end
+    parsed[i] = { user = user, host = host, port = port, text = h }
+  end
+  local last = parsed[#parsed]
+  local extra = #hops > 1 and v:sub(1, #v - #hops[#hops] - 1) or nil
+  return { hops = parsed, last = last, extra = extra }
+end
+
+--- How ssh -G prints a parsed ProxyJump.
+local function jump_text(j)
+  local h = j.last.host
+  if h:find(":") or h:match("^[%d%.]+$") then h = "[" .. h .. "]" end
+  return (j.extra and j.extra .. "," or "") .. (j.last.user and j.last.user .. "@" or "") .. h
+    .. (j.last.port and ":" .. tonumber(j.last.port) or "")
+end
+
+-- Checks a value of a keyword sshchain reads (ssh checks these on every line, applying or not):
+-- the value to store, or nil and ssh's message.
+local function check_value(key, args, where)
+  local v = args[1]
+  if key == "port" then
+    local n = v:match("^%d+$") and tonumber(v)
+    if not n or n < 1 or n > 65535 then return nil, ("%s: Bad port '%s'."):format(where, v) end
+    return { tostring(n) }
+  elseif key == "identitiesonly" or key == "batchmode" or key == "hashknownhosts" then
+    local x = YESNO[v:lower()]
+    if not x then return nil, ("%s: unsupported option \"%s\"."):format(where, v) end
+    return { x }
+  elseif key == "stricthostkeychecking" then
+    local x = HOSTKEY_CHECK[v:lower()]
+    if not x then return nil, ("%s: unsupported option \"%s\"."):format(where, v) end
+    return { x }
+  elseif key == "connecttimeout" or key == "serveraliveinterval" then
+    if v == "none" then return false end -- unset: a later line may still set it
+    local n = convtime(v)
+    if not n then return nil, ("%s: invalid time value."):format(where) end
+    return { tostring(n) }
+  elseif key == "serveralivecountmax" then
+    if not v:match("^%d+$") then return nil, ("%s: integer value invalid."):format(where) end
+    return { tostring(tonumber(v)) }
+  elseif ALGS[key] then
+    local ok, err = M.algorithms(key, v)
+    if not ok then return nil, ("%s: %s"):format(where, err) end
+  elseif key == "proxyjump" then
+    local j = parse_jump(v)
+    if not j then return nil, ("%s: Invalid ProxyJump \"%s\""):format(where, v) end
+    return { v, parsed = j }
+  elseif key == "userknownhostsfile" then
+    if #args > 1 then
+      for _, a in ipairs(args) do
+        if a == "none" then
+          return nil, ("%s: keyword userknownhostsfile \"none\" argument must appear alone."):format(where)
         end
       end
     end
+  elseif key == "identityagent" then
+    local name = v:match("^%$([^{].*)$")
+    if name and not name:match("^[%w_]+$") then return nil, ("%s: Invalid environment name %s."):format(where, v) end
+    if v ~= "none" and v ~= "SSH_AUTH_SOCK" and not name then
+      local _, err = dollar(v)
+      if err then return nil, ("%s: Invalid environment expansion %s."):format(where, v:match("%${[^}]*}") or v) end
+    end
   end
-  return opts
+  return args
 end
 
-local function percent_expand(s, t)
-  return (s:gsub("%%(.)", function(c)
-    if c == "%" then return "%" end
-    return t[c] or ("%" .. c)
-  end))
+local function store(ctx, key, args, where)
+  local o = ctx.o
+  if MULTI[key] then
+    o[key] = o[key] or {}
+    for _, a in ipairs(key == "sendenv" and args or { table.concat(args, " ") }) do
+      local dup = false
+      if key == "identityfile" or key == "certificatefile" then -- ssh keeps one of each
+        for _, x in ipairs(o[key]) do if x == a then dup = true end end
+      end
+      if not dup then o[key][#o[key] + 1] = a end
+    end
+    ctx.where[key] = ctx.where[key] or {}
+    ctx.where[key][#ctx.where[key] + 1] = where
+    return
+  end
+  if key == "proxyjump" then
+    if args.parsed.none then
+      if not o.proxyjump and not o.proxycommand and not ctx.jump_none then ctx.jump_none = where end
+      return
+    end
+    if o.proxyjump or o.proxycommand or ctx.jump_none then return end
+  elseif key == "proxycommand" then
+    if o.proxyjump or o.proxycommand then return end
+  elseif key == "forwardagent" then
+    local yn = YESNO[args[1]:lower()]
+    if yn then
+      if not o.forwardagent_flag then o.forwardagent_flag = yn end
+    else
+      if not o.forwardagent_flag then o.forwardagent_flag = "yes" end
+      if not o.forwardagent then o.forwardagent, ctx.where.forwardagent = args, where end
+    end
+    return
+  end
+  if o[key] == nil then
+    o[key] = args
+    ctx.where[key] = where
+  end
 end
 
-local HOSTKEY_MODES = { yes = "strict", ask = "strict", ["accept-new"] = "accept-new", no = "off", off = "off" }
+local eval_file
 
---- A host spec for `name` (a Host alias or [user@]host[:port]) from the parsed blocks, and the
---- raw ProxyJump value (nil, or "none").
-function M.spec_for(blocks, name)
+local function include(ctx, args, active, nevermatch, depth, where)
+  if depth >= 16 then return nil, "Too many recursive configuration includes (" .. where .. ": a loop?)" end
+  for _, a in ipairs(args) do
+    local p = a
+    if p:sub(1, 1) == "~" and ctx.system then return nil, ("%s: bad include path %s."):format(where, a) end
+    if p:sub(1, 1) ~= "/" and p:sub(1, 1) ~= "~" then p = (ctx.system and "/etc/ssh/" or "~/.ssh/") .. p end
+    local list = {}
+    local t = tilde(p, ctx.li)
+    if not t then return nil, ("%s: glob failed for %s."):format(where, a) end
+    if t:find("[%*%?%[]") then
+      local pipe = io.popen("for f in " .. t:gsub("([^%w%*%?%[%]/%._%-])", "\\%1")
+        .. "; do [ -e \"$f\" ] && printf '%s\\n' \"$f\"; done 2>/dev/null")
+      if pipe then
+        for line in pipe:lines() do list[#list + 1] = line end
+        pipe:close()
+      end
+      table.sort(list)
+    else
+      list[1] = t
+    end
+    for _, f in ipairs(list) do
+      local lines, rerr = read_lines(f)
+      if lines then
+        local ok, ierr = eval_file(ctx, f, lines, active, nevermatch or not active, depth + 1)
+        if not ok then return nil, ierr end
+      elseif rerr and not rerr:find("No such file") then -- a missing file is no error, as with ssh
+        return nil, ("Can't open user config file %s: %s"):format(f, rerr:gsub("^[^:]*: ", ""))
+      end
+    end
+  end
+  return true
+end
+
+function eval_file(ctx, path, lines, active, nevermatch, depth)
+  local bad = {}
+  for _, l in ipairs(lines) do
+    local where = ("%s line %d"):format(path, l.n)
+    local key = l.key and (ALIAS[l.key] or l.key)
+    local kind = key and KIND[key]
+    local err
+    if l.bad then
+      err = ("%s: invalid quotes"):format(where)
+    elseif l.rest == "" then
+      err = ('%s: no argument after keyword "%s"'):format(where, l.key)
+    elseif not kind then
+      local ign = ctx.o.ignoreunknown
+      if not (ign and pattern_list_matches(ign[1], l.key, true)) then
+        err = ("%s: line %d: Bad configuration option: %s"):format(path, l.n, l.key)
+      end
+    elseif key == "host" then
+      for _, a in ipairs(l.args) do
+        if a == "" then err = ("%s: keyword host empty argument"):format(where) end
+      end
+      active = not nevermatch and host_line_matches(l.args, ctx.host)
+    elseif key == "match" then
+      local r, merr = match_line(ctx, l.args, where)
+      if r == nil then
+        err = merr
+      else
+        active = not nevermatch and r
+      end
+    elseif key == "include" then
+      local saved = active
+      local ok, ierr = include(ctx, l.args, active, nevermatch, depth, where)
+      if not ok then return nil, ierr end
+      active = saved
+    elseif kind == "unsupported" then
+      ctx.note(('Unsupported option "%s"'):format(l.key), where, true)
+    elseif kind ~= "deprecated" then -- a deprecated keyword is ignored without a word, as ssh
+      if not MANY[key] and #l.args > 1 then
+        err = ("%s: keyword %s extra arguments at end of line"):format(where, l.key)
+      elseif #l.args == 0 or (l.args[1] == "" and key ~= "proxycommand") then
+        err = ("%s: Missing argument."):format(where)
+      else
+        local value, verr = check_value(key, l.args, where)
+        if value == nil then
+          err = verr
+        elseif value and active then
+          if kind == "known" then
+            local noop = NOOP[key]
+            if not (noop == true or (noop and YESNO[l.args[1]:lower()] or l.args[1]:lower()) == noop) then
+              ctx.note(l.word, where)
+            end
+          end
+          store(ctx, key, value, where)
+        end
+      end
+    end
+    if err then bad[#bad + 1] = err end
+  end
+  if #bad > 0 then
+    bad[#bad + 1] = ("%s: terminating, %d bad configuration options"):format(path, #bad)
+    return nil, table.concat(bad, "\n")
+  end
+  return true
+end
+
+---------------------------------------------------------------------------------------------------
+-- Keywords sshchain does not implement are said once per process (per keyword), on stderr
+-- unless replaced.
+
+local said = {}
+
+--- Called with (keyword, "file line N") for a keyword OpenSSH knows that sshchain does not
+--- implement, once per keyword; replace it to route or silence the message.
+function M.on_unsupported(keyword, where)
+  io.stderr:write(("sshchain: %s: %s is not supported by sshchain; ignored\n"):format(where, keyword))
+end
+
+local function note_once(keyword, where)
+  local k = keyword:lower()
+  if said[k] then return end
+  said[k] = true
+  M.on_unsupported(keyword, where)
+end
+
+---------------------------------------------------------------------------------------------------
+-- The effective configuration
+
+local DEFAULT_IDENTITIES = { "~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ecdsa_sk", "~/.ssh/id_ed25519",
+  "~/.ssh/id_ed25519_sk", "~/.ssh/id_xmss", "~/.ssh/id_dsa" }
+M.DEFAULT_IDENTITIES = DEFAULT_IDENTITIES
+
+local function files_of(opts, li)
+  if opts.config then return { { path = opts.config, system = false, required = true } } end
+  return {
+    { path = li.home .. "/.ssh/config", system = false },
+    { path = opts.system_config or "/etc/ssh/ssh_config", system = true },
+  }
+end
+
+local function pass(ctx, files)
+  for _, f in ipairs(files) do
+    local lines, err = read_lines(f.path)
+    if not lines then
+      if f.required and err then
+        return nil, ("Can't open user config file %s: %s"):format(f.path, (err:gsub("^.-: ", "")))
+      end
+    else
+      ctx.system = f.system
+      local ok, eerr = eval_file(ctx, f.path, lines, true, false, 0)
+      if not ok then return nil, eerr end
+    end
+  end
+  return true
+end
+
+--- effective(name [, {config=PATH, user=, port=, system_config=}]) -> the effective client
+--- configuration of a host as `ssh -G` computes it: a table keyword -> value (strings; lists for
+--- multi-valued keywords), plus `_where` (keyword -> "file line N"); or nil, message.
+--- opts.user / opts.port stand for ssh's -l / -p (they come before any file).
+function M.effective(name, opts)
+  opts = opts or {}
+  local li = local_info()
+  local pending = {}
+  local ctx = { li = li, original = name, host = name, o = {}, where = {}, final = false }
+  ctx.note = function(keyword, where) pending[#pending + 1] = { keyword, where } end
+  if opts.user then ctx.o.user = { opts.user } end
+  if opts.port then ctx.o.port = { tostring(opts.port) } end
+  local files = files_of(opts, li)
+  local ok, err = pass(ctx, files)
+  if not ok then return nil, err end
+  -- HostName's %h (lowercased unless an address), then a second pass when a Match final asked
+  local o = ctx.o
+  local host = name
+  if o.hostname then
+    local h, herr = percent(o.hostname[1], { h = name })
+    if not h then return nil, ("%s: %s in hostname"):format(ctx.where.hostname, herr) end
+    host = h
+  end
+  if not is_addr(host) then host = host:lower() end
+  if ctx.want_final then
+    o.hostname = { host }
+    ctx.final, ctx.host = true, host
+    ok, err = pass(ctx, files)
+    if not ok then return nil, err end
+  end
+  for _, p in ipairs(pending) do note_once(p[1], p[2]) end
+  local e = { host = name, hostname = host, _where = ctx.where, _options = o }
+  e.user = o.user and o.user[1] or li.user
+  e.port = o.port and o.port[1] or "22"
+  local t = tokens(ctx, host)
+  e.identityfile = o.identityfile or DEFAULT_IDENTITIES
+  e.identityfile_default = o.identityfile == nil
+  e.certificatefile = o.certificatefile
+  if o.proxyjump then
+    e.proxyjump = jump_text(o.proxyjump.parsed)
+    e._jump = o.proxyjump.parsed
+  elseif o.proxycommand and o.proxycommand[1]:lower() ~= "none" then
+    e.proxycommand = o.proxycommand[1]
+  end
+  local kh = {}
+  if o.userknownhostsfile and o.userknownhostsfile[1] == "none" then
+    kh = { "none" }
+  else
+    for _, p in ipairs(o.userknownhostsfile or { "~/.ssh/known_hosts", "~/.ssh/known_hosts2" }) do
+      local v, perr = expand_path(p, t, li)
+      if not v then return nil, ("%s: %s in userknownhostsfile"):format(ctx.where.userknownhostsfile, perr) end
+      kh[#kh + 1] = v
+    end
+  end
+  e.userknownhostsfile = kh
+  e.globalknownhostsfile = o.globalknownhostsfile or { "/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2" }
+  e.stricthostkeychecking = o.stricthostkeychecking and o.stricthostkeychecking[1] or "ask"
+  e.identitiesonly = o.identitiesonly and o.identitiesonly[1] or "no"
+  local function agent_path(v, where)
+    if v == "none" or v == "SSH_AUTH_SOCK" or v:match("^%$[%w_]+$") then return v end
+    local x, aerr = expand_path(v, t, li)
+    if not x then return nil, ("%s: %s"):format(where, aerr) end
+    return x
+  end
+  if o.identityagent then
+    local v, aerr = agent_path(o.identityagent[1], ctx.where.identityagent)
+    if not v then return nil, aerr end
+    e.identityagent = v
+  end
+  e.forwardagent = o.forwardagent_flag or "no"
+  e.forwardagent_flag = e.forwardagent
+  if o.forwardagent then -- ssh -G shows the socket path whatever the flag says
+    local v, aerr = agent_path(o.forwardagent[1], ctx.where.forwardagent)
+    if not v then return nil, aerr end
+    e.forwardagent = v
+  end
+  e.connecttimeout = o.connecttimeout and o.connecttimeout[1] or "none"
+  e.batchmode = o.batchmode and o.batchmode[1] or "no"
+  -- Debian's ssh: BatchMode gives a dead-peer check of 300 s unless one is set
+  e.serveraliveinterval = o.serveraliveinterval and o.serveraliveinterval[1]
+    or (e.batchmode == "yes" and "300" or "0")
+  e.serveralivecountmax = o.serveralivecountmax and o.serveralivecountmax[1] or "3"
+  for key in pairs(ALGS) do
+    if o[key] then
+      e[key] = assert(M.algorithms(key, o[key][1]))
+      e[key .. "_set"] = true
+    else
+      e[key] = ALGS[key].default
+    end
+  end
+  if o.hostkeyalias then e.hostkeyalias = o.hostkeyalias[1]:lower() end
+  e.sendenv = o.sendenv
+  e._tokens = t
+  return e
+end
+
+-- ssh -G's order for the keywords sshchain prints
+local ORDER = { "host", "user", "hostname", "port", "batchmode", "identitiesonly", "stricthostkeychecking",
+  "serveralivecountmax", "serveraliveinterval", "ciphers", "hostkeyalgorithms", "kexalgorithms", "macs",
+  "pubkeyacceptedalgorithms", "hostkeyalias", "identityagent", "proxycommand", "identityfile",
+  "certificatefile", "globalknownhostsfile", "userknownhostsfile", "sendenv", "forwardagent",
+  "connecttimeout", "proxyjump" }
+
+--- The effective configuration as `ssh -G` prints it ("keyword value" lines).
+function M.dump(e)
+  local out = {}
+  for _, k in ipairs(ORDER) do
+    local v = e[k]
+    if type(v) == "table" then
+      if k == "userknownhostsfile" or k == "globalknownhostsfile" then
+        out[#out + 1] = k .. " " .. table.concat(v, " ")
+      else
+        for _, x in ipairs(v) do out[#out + 1] = k .. " " .. x end
+      end
+    elseif v ~= nil then
+      out[#out + 1] = k .. " " .. v
+    end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+---------------------------------------------------------------------------------------------------
+-- Host specs and chains
+
+local HOSTKEY_MODES = { ["true"] = "strict", ask = "strict", ["accept-new"] = "accept-new", ["false"] = "off" }
+local SPEC_ALGS = { kexalgorithms = "kex", hostkeyalgorithms = "hostkeys", ciphers = "ciphers", macs = "macs",
+  pubkeyacceptedalgorithms = "pubkeys" }
+
+local function split_target(name)
   name = name:gsub("^ssh://", "") -- ProxyJump also takes ssh://[user@]host[:port]
   local user, rest = name:match("^([^@]+)@(.+)$")
   rest = rest or name
   local alias, port = rest:match("^%[(.-)%]:(%d+)$")
   if not alias then alias = rest:match("^%[(.-)%]$") end
   if not alias then alias, port = rest:match("^([^:]+):(%d+)$") end
-  alias = alias or rest
-  local o = M.lookup(blocks, alias)
-  local hostname = o.hostname and percent_expand(o.hostname[1], { h = alias }) or alias
-  local spec = {
-    host = hostname,
-    port = tonumber(port) or (o.port and tonumber(o.port[1])) or nil,
-    user = user or (o.user and o.user[1]) or nil,
-    name = alias,
-  }
-  local local_user = os.getenv("USER") or "root"
-  if o.identityfile then
-    local ids = {}
-    for _, p in ipairs(o.identityfile) do
-      if p:lower() ~= "none" then
-        ids[#ids + 1] = expand_tilde(percent_expand(p, { d = home(), u = local_user, h = hostname,
-          r = spec.user or local_user }))
-      end
-    end
-    spec.identity = ids
-  end
-  if o.userknownhostsfile then spec.known_hosts = expand_tilde(o.userknownhostsfile[1]) end
-  if o.stricthostkeychecking then
-    spec.host_key = HOSTKEY_MODES[o.stricthostkeychecking[1]:lower()] or "strict"
-  end
-  if o.connecttimeout then spec.timeout = tonumber(o.connecttimeout[1]) end
-  if o.serveraliveinterval then
-    local k = tonumber(o.serveraliveinterval[1])
-    if k and k > 0 then spec.keepalive = k end
-  end
-  return spec, o.proxyjump and o.proxyjump[1] or nil
+  return user, alias or rest, port
 end
 
-local function split_commas(s)
-  local out = {}
-  for part in s:gmatch("[^,]+") do out[#out + 1] = part:gsub("^%s+", ""):gsub("%s+$", "") end
-  return out
+local function file_readable(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+--- A host spec for `name` (a Host alias or [user@]host[:port]) and its ProxyJump hops (a list of
+--- "[user@]host[:port]" as written; nil when none); or nil, message.
+function M.spec_for(name, opts)
+  local user, alias, port = split_target(name)
+  local e, err = M.effective(alias, { config = opts and opts.config, system_config = opts and opts.system_config,
+    user = user, port = port })
+  if not e then return nil, err end
+  local li = local_info()
+  local t = e._tokens
+  local spec = { host = e.hostname, port = tonumber(e.port), user = e.user, name = alias }
+  if e.user == li.user and not e._options.user and not user then spec.user = nil end
+  local ids = {}
+  for _, p in ipairs(e.identityfile) do
+    if p:lower() ~= "none" then
+      local v, perr = expand_path(p, t, li)
+      if not v then return nil, ("%s: %s in identityfile"):format(e._where.identityfile and e._where.identityfile[1] or "", perr) end
+      -- the default list: only the files there are (ssh skips the rest without a word)
+      if not e.identityfile_default or file_readable(v) then ids[#ids + 1] = v end
+    end
+  end
+  if not e.identityfile_default or #ids > 0 then spec.identity = ids end
+  if e.certificatefile then
+    local certs = {}
+    for _, p in ipairs(e.certificatefile) do
+      local v, perr = expand_path(p, t, li)
+      if not v then return nil, perr end
+      certs[#certs + 1] = v
+    end
+    spec.certificate = certs
+  end
+  if e._options.userknownhostsfile then
+    spec.known_hosts = e.userknownhostsfile[1] == "none" and "/dev/null" or e.userknownhostsfile
+  end
+  if e._options.globalknownhostsfile then
+    local g = {}
+    for _, p in ipairs(e.globalknownhostsfile) do
+      if p ~= "none" then g[#g + 1] = tilde(p, li) or p end
+    end
+    spec.global_known_hosts = #g > 0 and g or "/dev/null"
+  end
+  if e._options.stricthostkeychecking then spec.host_key = HOSTKEY_MODES[e.stricthostkeychecking] end
+  if e.connecttimeout ~= "none" then spec.timeout = tonumber(e.connecttimeout) end
+  local k = tonumber(e.serveraliveinterval)
+  if k and k > 0 then spec.keepalive = k end
+  if e.identitiesonly == "yes" then spec.identities_only = true end
+  if e.identityagent then
+    local v = e.identityagent
+    if v == "none" then
+      spec.agent = false
+    elseif v == "SSH_AUTH_SOCK" then
+      spec.agent = true
+    elseif v:match("^%$") then
+      local env = os.getenv(v:sub(2))
+      if env and env ~= "" then spec.agent = env else spec.agent = false end
+    else
+      spec.agent = v
+    end
+  end
+  if e.forwardagent_flag == "yes" then spec.forward_agent = true end
+  if e.proxycommand then
+    local cmd, perr = percent(e.proxycommand, { h = e.hostname, n = alias, p = e.port, r = e.user,
+      k = e.hostkeyalias or alias })
+    if not cmd then return nil, ("%s: %s in proxycommand"):format(tostring(e._where.proxycommand), perr) end
+    spec.proxy_command = cmd
+  end
+  for key, field in pairs(SPEC_ALGS) do
+    if e[key .. "_set"] then
+      local list, dropped = M.for_libssh(key, e[key])
+      -- a name the line asked for (not one of OpenSSH's defaults) that libssh lacks is said
+      local v = e._options[key][1]
+      if v:sub(1, 1) ~= "-" then
+        local asked = {}
+        for _, n in ipairs(split_commas((v:gsub("^[%+%^]", "")))) do asked[n] = true end
+        for _, d in ipairs(dropped) do
+          if asked[d] then note_once(("%s %s (libssh 0.10 lacks it)"):format(key, d), e._where[key]) end
+        end
+      end
+      if list == "" then
+        return nil, ("%s: %s %s: libssh 0.10 supports none of these (it has %s)"):format(e._where[key], key,
+          e._options[key][1], LIBSSH[key].all)
+      end
+      spec[field] = list
+    end
+  end
+  if e.sendenv then spec.send_env = e.sendenv end
+  if not e._jump then return spec end
+  local hops = {}
+  for i, h in ipairs(e._jump.hops) do hops[i] = h.text end
+  return spec, hops
 end
 
 --- The chain of specs (jump hosts first) to reach `name`. OpenSSH semantics: for
 --- "ProxyJump a,b" the target is reached through a then b; a's own ProxyJump applies (nested),
 --- b's does not.
-function M.chain(blocks, name, depth)
+function M.chain(name, opts, depth)
   depth = depth or 0
   if depth > 10 then return nil, "ProxyJump loop or chain deeper than 10 at " .. name end
-  local spec, jump = M.spec_for(blocks, name)
-  if not jump or jump:lower() == "none" then return { spec } end
-  local jumps = split_commas(jump)
-  local chain, err = M.chain(blocks, jumps[1], depth + 1)
+  local spec, jumps = M.spec_for(name, opts)
+  if not spec then return nil, jumps end
+  if not jumps then return { spec } end
+  local chain, err = M.chain(jumps[1], opts, depth + 1)
   if not chain then return nil, err end
-  for i = 2, #jumps do chain[#chain + 1] = (M.spec_for(blocks, jumps[i])) end
+  for i = 2, #jumps do
+    local s, serr = M.spec_for(jumps[i], opts)
+    if not s then return nil, serr end
+    chain[#chain + 1] = s
+  end
   chain[#chain + 1] = spec
   return chain
 end
 
---- resolve(name, opts) -> list of specs for sshchain.connect; opts.config (default
---- ~/.ssh/config). Spec fields from opts are applied by the caller as defaults.
+--- resolve(name, opts) -> list of specs for sshchain.connect; opts.config: the file to read
+--- alone (as ssh -F), else ~/.ssh/config then /etc/ssh/ssh_config. Spec fields from opts are
+--- applied by the caller as defaults.
 function M.resolve(name, opts)
-  local path = opts and opts.config or (home() .. "/.ssh/config")
-  local blocks, err = M.parse(path)
-  if not blocks then return nil, "ssh_config " .. path .. ": " .. tostring(err) end
-  local chain, cerr = M.chain(blocks, name)
-  if not chain then return nil, "ssh_config " .. path .. ": " .. cerr end
+  local chain, err = M.chain(name, opts)
+  if not chain then return nil, "ssh_config: " .. err end
   return chain
+end
+
+--- Every Host name a config file lists (not patterns, not negations), sorted: for inventories.
+function M.host_names(path)
+  local names, seen = {}, {}
+  local function walk(p, depth)
+    if depth > 16 then return nil, p .. ": Include nested too deeply" end
+    local lines, err = read_lines(p)
+    if not lines then
+      if depth == 0 then return nil, err end
+      return true
+    end
+    for _, l in ipairs(lines) do
+      if l.key == "host" then
+        for _, pat in ipairs(l.args) do
+          if not pat:find("[%*%?]") and pat:sub(1, 1) ~= "!" and not seen[pat] then
+            seen[pat] = true
+            names[#names + 1] = pat
+          end
+        end
+      elseif l.key == "include" then
+        local li = local_info()
+        for _, a in ipairs(l.args) do
+          local f = tilde(a, li) or a
+          if f:sub(1, 1) ~= "/" then f = li.home .. "/.ssh/" .. f end
+          local ok, ierr = walk(f, depth + 1)
+          if not ok then return nil, ierr end
+        end
+      end
+    end
+    return true
+  end
+  local ok, err = walk(path, 0)
+  if not ok then return nil, err end
+  table.sort(names)
+  return names, seen
+end
+
+--- sshlua -G [-F FILE] [-l USER] [-p PORT] HOST: prints the effective configuration; the exit
+--- status (255 for a bad configuration, as ssh).
+function M.main_G(args)
+  local opts, host = {}, nil
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "-F" or a == "-l" or a == "-p" then
+      local v = args[i + 1]
+      if not v then
+        io.stderr:write("sshlua -G: option " .. a .. " needs a value\n")
+        return 2
+      end
+      if a == "-F" then opts.config = v elseif a == "-l" then opts.user = v else opts.port = v end
+      i = i + 2
+    elseif a == "-h" or a == "--help" then
+      io.stdout:write("usage: sshlua -G [-F configfile] [-l user] [-p port] [user@]host\n"
+        .. "Prints the effective ssh_config of host in ssh -G's format.\n")
+      return 0
+    elseif a:sub(1, 1) == "-" then
+      io.stderr:write("sshlua -G: unknown option " .. a .. "\n")
+      return 2
+    else
+      if host then
+        io.stderr:write("sshlua -G: one host only\n")
+        return 2
+      end
+      host = a
+      i = i + 1
+    end
+  end
+  if not host then
+    io.stderr:write("usage: sshlua -G [-F configfile] [-l user] [-p port] [user@]host\n")
+    return 2
+  end
+  local user, alias, port = split_target(host)
+  opts.user = opts.user or user
+  opts.port = opts.port or port
+  local e, err = M.effective(alias, opts)
+  if not e then
+    io.stderr:write("sshlua: " .. err .. "\n")
+    return 255
+  end
+  io.stdout:write(M.dump(e))
+  return 0
 end
 
 return M

@@ -9,15 +9,14 @@ local session = require "sshchain.session"
 
 local M = {}
 
-local function home() return os.getenv("HOME") or "" end
-
 --- The list of normalized specs hops stands for: nil, msg when an ssh_config cannot be read.
+--- A name (no "@") goes through ssh_config as with ssh: opts.config alone (ssh -F), else
+--- ~/.ssh/config then /etc/ssh/ssh_config; "user@host[:port]" is a spec, unless opts.config.
 function M.resolve(hops, opts, level)
   if type(hops) == "table" and hops[1] == nil and next(hops) ~= nil then hops = { hops } end
   if type(hops) == "string" then
-    local path = opts.config or (home() .. "/.ssh/config")
-    if opts.config or (not hops:find("@") and specs.file_exists(path)) then
-      local list, err = config.resolve(hops, { config = path })
+    if opts.config or not hops:find("@") then
+      local list, err = config.resolve(hops, { config = opts.config })
       if not list then return nil, err end
       hops = list
     else

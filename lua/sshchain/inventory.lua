@@ -99,20 +99,9 @@ function M.load(path)
     end
     return M.from_table(t, path)
   end
-  local blocks, err = config.parse(path)
-  if not blocks then return nil, "inventory (ssh_config) " .. tostring(err) end
-  local names, seen = {}, {}
-  for _, b in ipairs(blocks) do
-    for _, p in ipairs(b.patterns or {}) do
-      if not is_glob(p) and p:sub(1, 1) ~= "!" and not seen[p] then
-        seen[p] = true
-        names[#names + 1] = p
-      end
-    end
-  end
-  table.sort(names)
-  return setmetatable({ path = path, kind = "ssh_config", blocks = blocks, names = names,
-    known = seen, groups = {} }, Inventory)
+  local names, seen = config.host_names(path)
+  if not names then return nil, "inventory (ssh_config) " .. tostring(seen) end
+  return setmetatable({ path = path, kind = "ssh_config", names = names, known = seen, groups = {} }, Inventory)
 end
 
 --- An inventory from a table of the Lua format (see above); nil and a message when it is not one.
@@ -253,8 +242,8 @@ end
 function Inventory:chain(name, opts)
   local keep = opts and opts.secrets == false
   if self.kind == "ssh_config" then
-    local chain, err = config.chain(self.blocks, name)
-    if not chain then return nil, "ssh_config " .. self.path .. ": " .. err end
+    local chain, err = config.chain(name, { config = self.path })
+    if not chain then return nil, "ssh_config: " .. err end
     return chain
   end
   if not self.hosts[name] then return nil, "no host " .. name .. " in " .. tostring(self.path) end

@@ -1,9 +1,11 @@
 -- sshchain.spec: host specs, the one place they are parsed and checked.
 --
---   { host=, port=22, user=, password=, identity=PATH|{PATH...}, passphrase=, agent=true|false,
+--   { host=, port=22, user=, password=, identity=PATH|{PATH...}, passphrase=,
+--     agent=true|false|SOCKET, identities_only=, certificate=PATH|{PATH...}, forward_agent=,
 --     known_hosts=PATH|{PATH...}, global_known_hosts=PATH|{PATH...},
---     host_key="strict"|"accept-new"|"off", timeout=SECONDS,
---     keepalive=SECONDS, max_sessions=N, name= }   or a string "user@host:port"
+--     host_key="strict"|"accept-new"|"off", timeout=SECONDS, keepalive=SECONDS, keepalive_count=N,
+--     proxy_command=CMD, kex=, hostkeys=, ciphers=, macs=, pubkeys= (OpenSSH's lists, +x -x ^x),
+--     max_sessions=N, name= }   or a string "user@host:port"
 --
 -- A field of the wrong type or out of range is misuse: it raises, naming the field.
 local errors = require "sshchain.errors"
@@ -18,7 +20,17 @@ M.FIELDS = {
   password = "string",
   identity = { types = { "string", "table" } },
   passphrase = "string",
-  agent = "boolean",
+  agent = { types = { "boolean", "string" } },
+  identities_only = "boolean",
+  forward_agent = "boolean",
+  certificate = { types = { "string", "table" } },
+  proxy_command = "string",
+  kex = "string",
+  hostkeys = "string",
+  ciphers = "string",
+  macs = "string",
+  pubkeys = "string",
+  keepalive_count = { type = "number", integer = true, min = 1, max = 1000 },
   known_hosts = { types = { "string", "table" } },
   global_known_hosts = { types = { "string", "table" } },
   host_key = { type = "string", values = { "strict", "accept-new", "off" } },
@@ -27,6 +39,9 @@ M.FIELDS = {
   name = "string",
   max_sessions = { type = "number", integer = true, min = 1, max = 10000 },
 }
+
+local ALG_FIELDS = { kex = "kexalgorithms", hostkeys = "hostkeyalgorithms", ciphers = "ciphers", macs = "macs",
+  pubkeys = "pubkeyacceptedalgorithms" }
 
 local function home() return os.getenv("HOME") or "" end
 
@@ -100,13 +115,27 @@ function M.normalize(spec, defaults, level)
     ids = list
   elseif not s.password then
     ids = {}
-    for _, f in ipairs { "id_ed25519", "id_ecdsa", "id_rsa" } do
+    -- OpenSSH's default identities, in its order (those that exist)
+    for _, f in ipairs { "id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_xmss", "id_dsa" } do
       local p = home() .. "/.ssh/" .. f
       if file_exists(p) then ids[#ids + 1] = p end
     end
   end
   s.identity = ids
-  for _, k in ipairs { "known_hosts", "global_known_hosts" } do
+  if s.keepalive_count then s.keepalive_count = math.tointeger(s.keepalive_count) end
+  if type(s.agent) == "string" then
+    if s.agent == "" then error("host spec field 'agent' must be a socket path, true or false", level) end
+    s.agent = M.expand(s.agent)
+  end
+  if s.proxy_command == "" then error("host spec field 'proxy_command' must not be empty", level) end
+  for k, key in pairs(ALG_FIELDS) do
+    if s[k] then
+      local list, err = require("sshchain.config").algorithms(key, s[k], "libssh")
+      if not list then error(("host spec field '%s': %s"):format(k, err), level) end
+      s[k] = list
+    end
+  end
+  for _, k in ipairs { "known_hosts", "global_known_hosts", "certificate" } do
     local v = s[k]
     if type(v) == "string" then
       s[k] = M.expand(v)
