@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "auth.h"
 
 /* Private keys decrypted once per process: a key with a passphrase costs ~100 ms of CPU to
@@ -128,14 +129,142 @@ void sc_auth_cleanup(sc_auth *a)
         ssh_key_free(a->key);
         a->key = NULL;
     }
+    if (a->plain) {
+        ssh_key_free(a->plain);
+        a->plain = NULL;
+    }
+    for (int i = 0; i < a->n_certs; i++)
+        ssh_key_free(a->certs[i]);
+    free(a->certs);
+    a->certs = NULL;
+    a->n_certs = 0;
 }
 
-/* Whether to ask ssh-agent: unless the spec says agent=false, whenever SSH_AUTH_SOCK is set
- * (asked or not, as OpenSSH does: after the key files, before passwords). */
-static int agent_usable(const sc_auth *a)
+/* The agent's socket: the spec's (IdentityAgent), else $SSH_AUTH_SOCK; NULL when none. */
+static const char *agent_socket(const sc_auth *a)
 {
+    if (a->spec->agent_sock)
+        return a->spec->agent_sock;
     const char *sock = getenv("SSH_AUTH_SOCK");
-    return a->spec->agent != 0 && sock && *sock;
+    return sock && *sock ? sock : NULL;
+}
+
+/* Whether to ask ssh-agent: unless the spec says agent=false, whenever there is one (asked or
+ * not, as OpenSSH does: before the key files, and before passwords). */
+static int agent_usable(const sc_auth *a) { return a->spec->agent != 0 && agent_socket(a); }
+
+/* Loads the spec's certificates once; a file that cannot be read is noted. */
+static void load_certs(sc_auth *a)
+{
+    if (a->certs_loaded)
+        return;
+    a->certs_loaded = 1;
+    if (a->spec->n_certificates == 0)
+        return;
+    a->certs = calloc((size_t)a->spec->n_certificates, sizeof *a->certs);
+    for (int i = 0; a->certs && i < a->spec->n_certificates; i++) {
+        ssh_key c = NULL;
+        if (ssh_pki_import_cert_file(a->spec->certificates[i], &c) == SSH_OK)
+            a->certs[a->n_certs++] = c;
+        else
+            snprintf(a->key_problem, sizeof a->key_problem, "certificate %s: unreadable",
+                     a->spec->certificates[i]);
+    }
+}
+
+/* Whether cert certifies key's public half. */
+static int certifies(ssh_key cert, ssh_key key)
+{
+    unsigned char *cb = NULL, *kb = NULL;
+    size_t cl = 0, kl = 0;
+    int r = sc_key_blob(cert, &cb, &cl) == 0 && sc_key_blob(key, &kb, &kl) == 0 &&
+            sc_blob_certifies(cb, cl, kb, kl);
+    free(cb);
+    free(kb);
+    return r;
+}
+
+/* A certificate for the identity at path whose key is key: "<path>-cert.pub" (as ssh), else
+ * one of the spec's certificates that certifies it; NULL when there is none. Not to free. */
+static ssh_key cert_for(sc_auth *a, const char *path, ssh_key key, ssh_key *owned)
+{
+    char p[1100];
+    *owned = NULL;
+    snprintf(p, sizeof p, "%s-cert.pub", path);
+    ssh_key c = NULL;
+    if (access(p, R_OK) == 0 && ssh_pki_import_cert_file(p, &c) == SSH_OK) {
+        if (certifies(c, key)) {
+            *owned = c;
+            return c;
+        }
+        ssh_key_free(c);
+    }
+    load_certs(a);
+    for (int i = 0; i < a->n_certs; i++)
+        if (certifies(a->certs[i], key))
+            return a->certs[i];
+    return NULL;
+}
+
+/* With the certificate a->key has one, a->key becomes the key with it and a->plain the key
+ * alone (tried next, as ssh tries both). */
+static void attach_cert(sc_auth *a, const char *path)
+{
+    ssh_key owned = NULL;
+    ssh_key cert = cert_for(a, path, a->key, &owned);
+    if (!cert)
+        return;
+    ssh_key with = ssh_key_dup(a->key);
+    if (with && ssh_pki_copy_cert_to_privkey(cert, with) == SSH_OK) {
+        a->plain = a->key;
+        a->key = with;
+    } else {
+        ssh_key_free(with);
+    }
+    ssh_key_free(owned);
+}
+
+/* The public blobs of the identity files (their .pub, else the key itself), for an agent
+ * that may only offer those (IdentitiesOnly). Returns how many (blobs to free by the caller). */
+static int identity_blobs(sc_auth *a, sc_blob *out, int max)
+{
+    int n = 0;
+    for (int i = 0; i < a->spec->n_identities && n < max; i++) {
+        const char *path = a->spec->identities[i];
+        char pub[1100];
+        snprintf(pub, sizeof pub, "%s.pub", path);
+        ssh_key k = NULL;
+        if (ssh_pki_import_pubkey_file(pub, &k) != SSH_OK) {
+            k = NULL;
+            if (ssh_pki_import_privkey_file(path, a->spec->passphrase ? a->spec->passphrase : "",
+                                            NULL, NULL, &k) != SSH_OK)
+                k = NULL;
+        }
+        if (k && sc_key_blob(k, &out[n].data, &out[n].len) == 0)
+            n++;
+        ssh_key_free(k);
+    }
+    return n;
+}
+
+/* Points libssh at the agent, filtered to the identity files when the spec says IdentitiesOnly.
+ * 0, or -1 when the agent cannot be used (noted). */
+static int prepare_agent(sc_auth *a)
+{
+    if (!a->spec->identities_only)
+        return 0;
+    sc_blob blobs[64] = {{0}};
+    int n = identity_blobs(a, blobs, 64);
+    char why[200];
+    int fd = sc_agent_filter_open(agent_socket(a), blobs, n, why, sizeof why);
+    for (int i = 0; i < n; i++)
+        free(blobs[i].data);
+    if (fd < 0) {
+        snprintf(a->key_problem, sizeof a->key_problem, "agent: %s", why);
+        return -1;
+    }
+    ssh_set_agent_socket(a->ssh, fd);
+    return 0;
 }
 
 /* Loads the next identity file into a->key; returns 1 if one is loaded, 0 when none is left. */
@@ -155,6 +284,7 @@ static int load_next_identity(sc_auth *a)
         struct sc_keyentry *cached = keycache_find(a->loop, path, &st, pass);
         if (cached && (key = ssh_key_dup(cached->key)) != NULL) {
             a->key = key;
+            attach_cert(a, path);
             return 1;
         }
         int rc = ssh_pki_import_privkey_file(path, a->spec->passphrase ? a->spec->passphrase : "",
@@ -169,6 +299,7 @@ static int load_next_identity(sc_auth *a)
             continue;
         }
         a->key = key;
+        attach_cert(a, path);
         return 1;
     }
     return 0;
@@ -208,18 +339,25 @@ int sc_auth_step(sc_auth *a, sc_err *err)
             if (rc == SSH_AUTH_ERROR)
                 return auth_error(a, err);
             a->methods = ssh_userauth_list(a->ssh, NULL);
+            methods_text(a->methods, a->offered, sizeof a->offered);
             a->phase = A_PICK;
             break;
 
         case A_PICK:
-            if ((a->methods & SSH_AUTH_METHOD_PUBLICKEY) && load_next_identity(a)) {
+            if ((a->methods & SSH_AUTH_METHOD_PUBLICKEY) && !a->agent_tried && agent_usable(a)) {
+                a->agent_tried = 1; /* the agent first, as ssh */
+                if (prepare_agent(a) == 0) {
+                    note_tried(a, "agent");
+                    a->phase = A_AGENT;
+                }
+            } else if ((a->methods & SSH_AUTH_METHOD_PUBLICKEY) && a->plain) {
+                a->key = a->plain; /* the certificate was refused: the key alone */
+                a->plain = NULL;
                 note_tried(a, "publickey");
                 a->phase = A_PUBKEY;
-            } else if ((a->methods & SSH_AUTH_METHOD_PUBLICKEY) && !a->agent_tried &&
-                       agent_usable(a)) {
-                a->agent_tried = 1;
-                note_tried(a, "agent");
-                a->phase = A_AGENT;
+            } else if ((a->methods & SSH_AUTH_METHOD_PUBLICKEY) && load_next_identity(a)) {
+                note_tried(a, a->plain ? "publickey (certificate)" : "publickey");
+                a->phase = A_PUBKEY;
             } else if (a->spec->password && (a->methods & SSH_AUTH_METHOD_INTERACTIVE) &&
                        !a->kbd_tried) {
                 a->kbd_tried = 1;
@@ -270,7 +408,10 @@ int sc_auth_step(sc_auth *a, sc_err *err)
             }
             if (rc == SSH_AUTH_ERROR)
                 return auth_error(a, err);
-            sc_auth_cleanup(a);
+            if (a->key) {
+                ssh_key_free(a->key);
+                a->key = NULL;
+            }
             /* denied, or partial success: the server tells what it wants next */
             a->methods = ssh_userauth_list(a->ssh, NULL);
             a->phase = A_PICK;

@@ -22,7 +22,11 @@ typedef struct {
     int next_identity;
     int agent_tried, kbd_tried, pw_tried, kbd_rounds;
     ssh_key key;
+    ssh_key plain;  /* the key of a certificate being tried: tried alone next */
+    ssh_key *certs; /* the spec's certificates (CertificateFile), loaded at the start */
+    int n_certs, certs_loaded;
     char tried[300];
+    char offered[100]; /* the methods the server offered first ("publickey,password") */
     char key_problem[300];
     const char *method; /* the one that succeeded: "publickey", "agent", ... */
 } sc_auth;

@@ -191,10 +191,25 @@ static const char *label_for(sc_channel *c, const char *stage)
 
 /* what: "channel" (the open: reason "channel refused", as MaxSessions refuses), else the
  * request that was refused ("pty", "env", "command", "subsystem sftp": "request refused"). */
+/* libssh's "Channel opening failure: channel N error (CODE) TEXT" with the RFC 4254 reason code
+ * said in words, into buf. */
+static const char *decode_open_failure(const char *e, char *buf, size_t cap)
+{
+    static const char *const reasons[] = {NULL, "administratively prohibited", "connect failed",
+                                          "unknown channel type", "resource shortage"};
+    unsigned code = 0;
+    if (!e || sscanf(e, "Channel opening failure: channel %*u error (%u)", &code) != 1 ||
+        code < 1 || code > 4)
+        return e;
+    snprintf(buf, cap, "%s [%s]", e, reasons[code]);
+    return buf;
+}
+
 static int refused(sc_channel *c, const char *stage, sc_err *err, const char *what)
 {
     sc_session *s = c->session;
-    const char *e = ssh_get_error(s->ssh);
+    char decoded[400];
+    const char *e = decode_open_failure(ssh_get_error(s->ssh), decoded, sizeof decoded);
     if (c->to_host && c->to_unix)
         sc_err_format(err, SC_ECHANNEL, label_for(c, stage), s->hop, stage, "channel refused",
                       "channel to socket %s refused by hop %d: %s", c->to_host, s->hop,
@@ -242,6 +257,9 @@ int sc_channel_step(sc_channel *c, const char *stage, sc_err *err)
             return 0;
         if (rc != SSH_OK)
             return refused(c, stage, err, "channel");
+        /* ForwardAgent: asked for on every command channel (no reply is wanted) */
+        if (!c->to_host && c->request != SC_CHAN_RAW && s->spec.forward_agent)
+            ssh_channel_request_auth_agent(c->ch);
         c->state = c->pty ? SC_CHAN_PTY : SC_CHAN_ENV;
         /* fallthrough */
     case SC_CHAN_PTY:

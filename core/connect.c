@@ -46,6 +46,8 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
     sc_session *s = sc_session_new(loop, parent, spec, opp);
     if (!s)
         return NULL;
+    if (s->spec.forward_agent)
+        sc_agentfwd_attach(s);
     if (!parent) {
         if (s->spec.proxy_command)
             sc_proxy_start(s);

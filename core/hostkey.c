@@ -102,10 +102,6 @@ int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label
 {
     fingerprint(ssh, fp, fplen);
     *note = SC_HOSTKEY_NOTE_NONE;
-    if (spec->hostkey_mode == SC_HOSTKEY_OFF) {
-        *note = SC_HOSTKEY_NOTE_UNCHECKED;
-        return 0;
-    }
     char path[512];
     known_hosts_path(spec, path, sizeof path);
     char type[64], name[300], where[600];
@@ -121,12 +117,24 @@ int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label
     kh_lookup_name(name, sizeof name, spec->host, spec->port);
     kh_result r = kh_check(files, n, name, type, b64, where, sizeof where);
     ssh_string_free_char(b64);
+    if (r == KH_REVOKED_KEY) { /* refused whatever the spec says, as ssh */
+        sc_err_format(err, SC_EHOSTKEY, label, hop, "host key", "revoked",
+                      "the server's key %s is REVOKED (%s)", fp, where);
+        return -1;
+    }
+    if (spec->hostkey_mode == SC_HOSTKEY_OFF) {
+        *note = SC_HOSTKEY_NOTE_UNCHECKED;
+        return 0;
+    }
     switch (r) {
     case KH_OK:
         return 0;
-    case KH_REVOKED_KEY:
-        sc_err_format(err, SC_EHOSTKEY, label, hop, "host key", "revoked",
-                      "the server's key %s is REVOKED (%s)", fp, where);
+    case KH_CA:
+        sc_err_format(err, SC_EHOSTKEY, label, hop, "host key", "unsupported",
+                      "only a @cert-authority line names this host (%s), and host certificates "
+                      "are not supported (libssh 0.10 does not negotiate them); the server sent "
+                      "%s: add its key to known_hosts",
+                      where, fp);
         return -1;
     case KH_CHANGED:
     case KH_OTHER:

@@ -14,6 +14,9 @@ sc_session *sc_session_new(sc_loop *loop, sc_session *parent, sc_hostspec *spec,
 /* Resolves s's host and connects to it over TCP (a session with no parent). */
 void sc_session_connect_tcp(sc_session *s);
 
+/* Serves the auth-agent channels the server opens on s (agentfwd.c: ForwardAgent). */
+void sc_agentfwd_attach(sc_session *s);
+
 /* Starts s's ProxyCommand (proxy.c) and the handshake over its stdin/stdout. */
 void sc_proxy_start(sc_session *s);
 

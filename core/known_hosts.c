@@ -180,10 +180,18 @@ kh_result kh_check(const char *const *files, int n_files, const char *name, cons
             while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
                 len--;
             kh_line l;
-            if (kh_parse_line(line, len, &l) != 1 || l.marker == KH_CERT_AUTHORITY)
+            if (kh_parse_line(line, len, &l) != 1)
                 continue;
             if (kh_host_matches(&l, name) != 1)
                 continue;
+            if (l.marker == KH_CERT_AUTHORITY) {
+                if (best < KH_CA) {
+                    best = KH_CA;
+                    if (where_cap)
+                        snprintf(where, where_cap, "%s:%ld", files[i], lineno);
+                }
+                continue;
+            }
             int same_type = l.type_len == tlen && memcmp(l.type, type, tlen) == 0;
             kh_result r;
             if (l.marker == KH_REVOKED)

@@ -35,6 +35,7 @@ void kh_lookup_name(char *out, size_t cap, const char *host, int port);
 
 typedef enum {
     KH_NOT_FOUND = 0, /* no line for this host */
+    KH_CA,            /* only a @cert-authority line names the host (host certificates) */
     KH_OTHER,         /* the host is known with keys of other types only */
     KH_CHANGED,       /* the host is known with another key of this type */
     KH_OK,            /* a line has this key */
@@ -42,7 +43,7 @@ typedef enum {
 } kh_result;
 
 /* Checks the server's key (its type name and base64 blob) for name against every line of the
- * files, in order; REVOKED wins over everything, then OK, CHANGED, OTHER. A file that does not
+ * files, in order; REVOKED wins over everything, then OK, CHANGED, OTHER, CA. A file that does not
  * exist is no error; *where is set to "file:line" of the deciding line when there is one. */
 kh_result kh_check(const char *const *files, int n_files, const char *name, const char *type,
                    const char *key_b64, char *where, size_t where_cap);

@@ -337,8 +337,22 @@ static void session_advance(sc_session *s)
              * unauthenticated connections): worth a retry, unlike a failed negotiation */
             int dropped = ssh_get_serverbanner(s->ssh) == NULL ||
                           (ssh_get_status(s->ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0;
-            sc_session_failf(s, SC_ECONNECT, NULL, dropped ? "dropped" : NULL, "%s",
-                             e && *e ? e : "connection closed");
+            const char *hint = "";
+            if (e && strstr(e, "no match for method")) { /* both sides' lists are in e */
+                dropped = 0;
+                hint = strstr(e, "kex algos")    ? " (to allow one: kex = \"+NAME\", or "
+                                                   "KexAlgorithms +NAME in ssh_config)"
+                       : strstr(e, "host key")   ? " (to allow one: hostkeys = \"+NAME\", or "
+                                                   "HostKeyAlgorithms +NAME in ssh_config)"
+                       : strstr(e, "encryption") ? " (to allow one: ciphers = \"+NAME\", or "
+                                                   "Ciphers +NAME in ssh_config)"
+                       : strstr(e, "mac")        ? " (to allow one: macs = \"+NAME\", or MACs "
+                                                   "+NAME in ssh_config)"
+                                                 : "";
+            }
+            sc_session_failf(s, SC_ECONNECT, NULL,
+                             dropped ? "dropped" : (*hint ? "algorithms" : NULL), "%s%s",
+                             e && *e ? e : "connection closed", hint);
             return;
         }
         s->t_handshake = sc_loop_now();

@@ -202,6 +202,73 @@ static int core_local_info(lua_State *L)
     return 1;
 }
 
+/* libssh's own log (global in libssh: one per process), kept for the Lua side to hand to
+ * sshchain.log's handler after each turn; bounded, the oldest lines dropped. */
+enum { LIBSSH_LOG_MAX = 512 };
+static char *libssh_lines[LIBSSH_LOG_MAX];
+static int libssh_head, libssh_count;
+
+static void on_libssh_log(int priority, const char *function, const char *buffer, void *ud)
+{
+    (void)priority;
+    (void)function;
+    (void)ud;
+    int at = (libssh_head + libssh_count) % LIBSSH_LOG_MAX;
+    if (libssh_count == LIBSSH_LOG_MAX) { /* full: the oldest goes */
+        free(libssh_lines[libssh_head]);
+        libssh_lines[libssh_head] = NULL;
+        libssh_head = (libssh_head + 1) % LIBSSH_LOG_MAX;
+        libssh_count--;
+        at = (libssh_head + libssh_count) % LIBSSH_LOG_MAX;
+    }
+    libssh_lines[at] = strdup(buffer ? buffer : "");
+    if (libssh_lines[at])
+        libssh_count++;
+}
+
+/* core.libssh_log(level): libssh logs at level (0 off, 1 warnings, 2 protocol, 3 packets) */
+static int core_libssh_log(lua_State *L)
+{
+    int level = (int)luaL_checkinteger(L, 1);
+    ssh_set_log_callback(level > 0 ? on_libssh_log : NULL);
+    ssh_set_log_level(level);
+    return 0;
+}
+
+/* core.libssh_log_drain() -> {line, ...}: what libssh logged since the last call */
+static int core_libssh_log_drain(lua_State *L)
+{
+    lua_createtable(L, libssh_count, 0);
+    for (int i = 0; libssh_count > 0; i++) {
+        char line[700];
+        sc_sanitize(line, sizeof line, libssh_lines[libssh_head]);
+        free(libssh_lines[libssh_head]);
+        libssh_lines[libssh_head] = NULL;
+        libssh_head = (libssh_head + 1) % LIBSSH_LOG_MAX;
+        libssh_count--;
+        lua_pushstring(L, line);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+extern char **environ;
+
+/* core.environ() -> {NAME = value, ...}: the process's environment (for SendEnv patterns) */
+static int core_environ(lua_State *L)
+{
+    lua_newtable(L);
+    for (char **e = environ; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || eq == *e)
+            continue;
+        lua_pushlstring(L, *e, (size_t)(eq - *e));
+        lua_pushstring(L, eq + 1);
+        lua_rawset(L, -3);
+    }
+    return 1;
+}
+
 /* core.user_home(name) -> the home directory of that account, or nil (for "~user") */
 static int core_user_home(lua_State *L)
 {
@@ -229,13 +296,23 @@ static int core_sha1_hex(lua_State *L)
 }
 
 static const luaL_Reg core_functions[] = {
-    {"local_info", core_local_info}, {"user_home", core_user_home},
-    {"sha1_hex", core_sha1_hex},     {"set_interrupted", core_set_interrupted},
-    {"set_hosted", core_set_hosted}, {"pollfd", core_pollfd},
-    {"timeout", core_timeout},       {"step", core_step},
-    {"stats", core_stats},           {"now", core_now},
-    {"isatty", core_isatty},         {"read_fd", core_read_fd},
-    {"term_width", core_term_width}, {NULL, NULL},
+    {"local_info", core_local_info},
+    {"environ", core_environ},
+    {"libssh_log", core_libssh_log},
+    {"libssh_log_drain", core_libssh_log_drain},
+    {"user_home", core_user_home},
+    {"sha1_hex", core_sha1_hex},
+    {"set_interrupted", core_set_interrupted},
+    {"set_hosted", core_set_hosted},
+    {"pollfd", core_pollfd},
+    {"timeout", core_timeout},
+    {"step", core_step},
+    {"stats", core_stats},
+    {"now", core_now},
+    {"isatty", core_isatty},
+    {"read_fd", core_read_fd},
+    {"term_width", core_term_width},
+    {NULL, NULL},
 };
 
 __attribute__((visibility("default"))) int luaopen_sshchain_core(lua_State *L);

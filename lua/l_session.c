@@ -287,8 +287,9 @@ static void set_ms(lua_State *L, const char *k, double from, double to)
     }
 }
 
-/* session:info() -> {host_key=, host_key_note=, auth=, banner=, connect_ms=, handshake_ms=,
- * auth_ms=, total_ms=}: what the connect learned (fields absent when not reached) */
+/* session:info() -> {host_key=, host_key_note=, auth=, auth_tried=, banner=, kex=, cipher=, mac=,
+ * connect_ms=, handshake_ms=, auth_ms=, total_ms=}: what the connect learned (fields absent when
+ * not reached) */
 static int l_info(lua_State *L)
 {
     sc_session *s = to_session(L, 1)->s;
@@ -310,6 +311,30 @@ static int l_info(lua_State *L)
     if (s->banner[0]) {
         lua_pushstring(L, s->banner);
         lua_setfield(L, -2, "banner");
+    }
+    if (s->ssh && s->state == SS_READY) { /* what the key exchange chose */
+        const char *kex = ssh_get_kex_algo(s->ssh), *cipher = ssh_get_cipher_out(s->ssh),
+                   *mac = ssh_get_hmac_out(s->ssh);
+        if (kex) {
+            lua_pushstring(L, kex);
+            lua_setfield(L, -2, "kex");
+        }
+        if (cipher) {
+            lua_pushstring(L, cipher);
+            lua_setfield(L, -2, "cipher");
+        }
+        if (mac) {
+            lua_pushstring(L, mac);
+            lua_setfield(L, -2, "mac");
+        }
+    }
+    if (s->auth.offered[0]) {
+        lua_pushstring(L, s->auth.offered);
+        lua_setfield(L, -2, "auth_offered");
+    }
+    if (s->auth.tried[0]) {
+        lua_pushstring(L, s->auth.tried);
+        lua_setfield(L, -2, "auth_tried");
     }
     set_ms(L, "connect_ms", s->t_start, s->t_connected);
     set_ms(L, "handshake_ms", s->t_connected, s->t_handshake);
@@ -333,7 +358,32 @@ static const luaL_Reg session_methods[] = {
     {"hop", l_hop},     {"info", l_info},   {NULL, NULL},
 };
 
+static int note_asked(const char *prompt, char *buf, size_t len, int echo, int verify, void *ud)
+{
+    (void)prompt;
+    (void)buf;
+    (void)len;
+    (void)echo;
+    (void)verify;
+    *(int *)ud = 1;
+    return -1;
+}
+
+/* core.key_needs_passphrase(path) -> whether the private key file is encrypted (libssh asks for
+ * a passphrase to read it); false for a key that reads without one, or cannot be read at all */
+static int l_key_needs_passphrase(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    int asked = 0;
+    ssh_key key = NULL;
+    if (ssh_pki_import_privkey_file(path, NULL, note_asked, &asked, &key) == SSH_OK)
+        ssh_key_free(key);
+    lua_pushboolean(L, asked);
+    return 1;
+}
+
 const luaL_Reg lsc_session_functions[] = {
+    {"key_needs_passphrase", l_key_needs_passphrase},
     {"session_start", l_session_start},
     {NULL, NULL},
 };

@@ -15,6 +15,10 @@ local transfer = require "sshchain.transfer"
 local M = { _VERSION = "sshchain 0.1.0" }
 M.spawn, M.sleep, M.run, M.parallel = sched.spawn, sched.sleep, sched.run, sched.parallel
 M.config = require "sshchain.config"
+local log = require "sshchain.log"
+--- sshchain.log{level = 0..3, handler = function(level, hop_label, message) end}: what is said
+--- of each connect (SSHCHAIN_DEBUG=N sets the level too); returns the level before.
+function M.log(opts) return log.configure(opts) end
 M.connect = require("sshchain.connect").connect
 M.Session = session.Session
 M.Forward = require("sshchain.forward").Forward

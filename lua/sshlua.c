@@ -54,7 +54,9 @@ static void print_help(FILE *out)
             "            (-r alone lists the recipes)\n"
             "  -G [-F file] [-l user] [-p port] host\n"
             "            print host's effective ssh_config, as ssh -G does\n"
-            "  -v        show version information\n"
+            "  -v        with a script, -e, -r or -G: say what each connect does (-vv, -vvv:\n"
+            "            more; libssh's own log at -vvv); alone: show version information\n"
+            "  -V        show version information\n"
             "  -E        ignore environment variables\n"
             "  -W        turn warnings on\n"
             "  --        stop handling options\n"
@@ -238,6 +240,9 @@ static int handle_main(lua_State *L, const char *module, const char *func, char 
 #define has_r     32
 #define has_help  64
 #define has_G     128
+#define has_V     256
+
+static int verbosity; /* -v, -vv, -vvv: sshchain.log's level for a script, recipe or -G */
 
 /* Scans options; returns the flags and sets *first to the script's (or -r's) index. */
 static int collectargs(char **argv, int *first)
@@ -277,12 +282,20 @@ static int collectargs(char **argv, int *first)
                 return has_error;
             break;
         case 'i':
-            args |= has_i; /* (-i implies -v) */
-            /* fallthrough */
-        case 'v':
             if (argv[i][2] != '\0')
                 return has_error;
+            args |= has_i | has_V; /* (-i implies the version, as lua -i) */
+            break;
+        case 'v': /* -v, -vv, -vvv */
+            if (strspn(argv[i] + 1, "v") != strlen(argv[i] + 1) || strlen(argv[i]) > 4)
+                return has_error;
+            verbosity += (int)strlen(argv[i]) - 1;
             args |= has_v;
+            break;
+        case 'V':
+            if (argv[i][2] != '\0')
+                return has_error;
+            args |= has_V;
             break;
         case 'e':
             args |= has_e;
@@ -481,8 +494,14 @@ static int pmain(lua_State *L)
         lua_pushboolean(L, 1);
         return 1;
     }
-    if (args & has_v)
-        print_version();
+    int runs = (args & (has_r | has_G | has_e)) || (script > 0 && script < argc);
+    if ((args & has_V) || ((args & has_v) && !runs))
+        print_version(); /* -v alone: the version, as lua -v */
+    if ((args & has_v) && runs) {
+        char level[16];
+        snprintf(level, sizeof level, "%d", verbosity > 3 ? 3 : verbosity);
+        setenv("SSHCHAIN_DEBUG", level, 1);
+    }
     if (args & has_E) {
         lua_pushboolean(L, 1);
         lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
@@ -516,7 +535,7 @@ static int pmain(lua_State *L)
     }
     if (args & has_i) {
         doREPL(L);
-    } else if (script == argc && !(args & (has_e | has_v | has_r | has_G))) {
+    } else if (script == argc && !(args & (has_e | has_v | has_V | has_r | has_G))) {
         if (isatty(0)) {
             print_version();
             doREPL(L);

@@ -198,7 +198,23 @@ setup_keys() {
     read -r name type pass <<<"$k"
     keygen "$LAB/keys/id_$name" "$type" "$pass"
   done
-  for k in "${HOST_KEYS[@]}"; do keygen "$LAB/hostkeys/$k" ed25519; done
+  local ktype
+  for k in "${HOST_KEYS[@]}"; do
+    name=${k%%:*} ktype=ed25519
+    [ "$name" != "$k" ] && ktype=${k#*:}
+    keygen "$LAB/hostkeys/$name" "$ktype"
+  done
+  local kind ca principals hflag cert
+  for k in "${CERTS[@]}"; do   # certificates, signed again when the key or the CA is newer
+    read -r kind ca key principals <<<"$k"
+    hflag=()
+    [ "$kind" = host ] && hflag=(-h)
+    cert="$LAB/$key-cert.pub"
+    if [ ! -s "$cert" ] || [ "$LAB/$key.pub" -nt "$cert" ] || [ "$LAB/keys/id_$ca" -nt "$cert" ]; then
+      ssh-keygen -q -s "$LAB/keys/id_$ca" "${hflag[@]}" -I "sshchain-lab-$(basename "$key")" -n "$principals" \
+        -V -1d:+3650d "$LAB/$key.pub" </dev/null >/dev/null 2>&1 || die "signing $key.pub with $ca failed"
+    fi
+  done
   for k in "${AUTHORIZED[@]}"; do
     read -r user key <<<"$k"
     cp "$LAB/keys/id_$key.pub" "$LAB/authorized/$user"

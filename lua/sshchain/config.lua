@@ -447,20 +447,10 @@ function M.tokenize(line)
   if not args then return nil, err end
   return key, args, word, rest
 end
-local file_cache = {} -- path -> list of lines {n=, key=, args=, word=}, or false (missing)
+local file_cache = {} -- path -> its lines (parse_lines); M.flush() forgets them
 
---- The lines of a config file (cached by path for this process), or nil, message.
-local function read_lines(path)
-  local c = file_cache[path]
-  if c ~= nil then return c end
-  local f, err = io.open(path, "r")
-  if not f then
-    file_cache[path] = false
-    return false, err
-  end
-  local text = f:read("a")
-  f:close()
-  if not text then return false, path .. ": cannot be read (a directory?)" end
+--- The lines of a config text: {n=, key=, args=, word=, rest=} (or {n=, bad=} for bad quotes).
+local function parse_lines(text)
   local lines, n = {}, 0
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     n = n + 1
@@ -471,12 +461,29 @@ local function read_lines(path)
       lines[#lines + 1] = { n = n, bad = args }
     end
   end
+  return lines
+end
+
+--- The lines of a config file (cached by path for this process), or nil, message.
+local function read_lines(path)
+  local c = file_cache[path]
+  if c ~= nil then return c end
+  local f, err = io.open(path, "r")
+  if not f then return false, err end -- not kept: it may appear
+  local text = f:read("a")
+  f:close()
+  if not text then return false, path .. ": cannot be read (a directory?)" end
+  local lines = parse_lines(text)
   file_cache[path] = lines
   return lines
 end
 
 --- Forgets the files read so far (they are read again at the next lookup).
 function M.flush() file_cache = {} end
+
+--- Takes text as the content of the config file `path` (instead of reading it): for tests and
+--- fuzzing.
+function M.set_text(path, text) file_cache[path] = parse_lines(text) end
 
 ---------------------------------------------------------------------------------------------------
 -- Tokens
@@ -658,7 +665,9 @@ local function match_line(ctx, args, where)
           d = li.home, h = h, k = o.hostkeyalias and o.hostkeyalias[1] or h, l = li.hostname,
           n = ctx.original, p = port, r = ruser, u = li.user, i = tostring(li.uid) })
         if not cmd then return bad(("%s: %s in Match exec"):format(where, err)) end
-        if result then
+        if result and ctx.no_exec then
+          r = false -- (opts.exec = false: a fuzzer's config runs nothing)
+        elseif result then
           r = run_exec(cmd)
           if r == nil then return nil, ("%s: match exec '%s' error (it was killed by a signal)"):format(where, cmd) end
         end
@@ -892,10 +901,12 @@ function eval_file(ctx, path, lines, active, nevermatch, depth)
         active = not nevermatch and r
       end
     elseif key == "include" then
-      local saved = active
-      local ok, ierr = include(ctx, l.args, active, nevermatch, depth, where)
-      if not ok then return nil, ierr end
-      active = saved
+      if not ctx.no_include then -- (opts.include = false: not followed)
+        local saved = active
+        local ok, ierr = include(ctx, l.args, active, nevermatch, depth, where)
+        if not ok then return nil, ierr end
+        active = saved
+      end
     elseif kind == "unsupported" then
       ctx.note(('Unsupported option "%s"'):format(l.key), where, true)
     elseif kind ~= "deprecated" then -- a deprecated keyword is ignored without a word, as ssh
@@ -977,7 +988,7 @@ local function pass(ctx, files)
   return true
 end
 
---- effective(name [, {config=PATH, user=, port=, system_config=}]) -> the effective client
+--- effective(name [, {config=PATH, user=, port=, system_config=, exec=false, include=false}]) -> the effective client
 --- configuration of a host as `ssh -G` computes it: a table keyword -> value (strings; lists for
 --- multi-valued keywords), plus `_where` (keyword -> "file line N"); or nil, message.
 --- opts.user / opts.port stand for ssh's -l / -p (they come before any file).
@@ -985,7 +996,8 @@ function M.effective(name, opts)
   opts = opts or {}
   local li = local_info()
   local pending = {}
-  local ctx = { li = li, original = name, host = name, o = {}, where = {}, final = false }
+  local ctx = { li = li, original = name, host = name, o = {}, where = {}, final = false,
+    no_exec = opts.exec == false, no_include = opts.include == false }
   ctx.note = function(keyword, where) pending[#pending + 1] = { keyword, where } end
   if opts.user then ctx.o.user = { opts.user } end
   if opts.port then ctx.o.port = { tostring(opts.port) } end
@@ -1131,6 +1143,27 @@ function M.spec_for(name, opts)
   local li = local_info()
   local t = e._tokens
   local spec = { host = e.hostname, port = tonumber(e.port), user = e.user, name = alias }
+  local log = require "sshchain.log"
+  if log.level >= 2 then -- which lines applied, one line per file
+    local by_file, files = {}, {}
+    for k, w in pairs(e._where) do
+      for _, x in ipairs(type(w) == "table" and w or { w }) do
+        local file, n = x:match("^(.*) line (%d+)$")
+        if file then
+          if not by_file[file] then by_file[file], files[#files + 1] = {}, file end
+          by_file[file][#by_file[file] + 1] = { tonumber(n), k }
+        end
+      end
+    end
+    table.sort(files)
+    for _, file in ipairs(files) do
+      local l = by_file[file]
+      table.sort(l, function(a, b) return a[1] < b[1] end)
+      local parts = {}
+      for _, x in ipairs(l) do parts[#parts + 1] = ("%s (line %d)"):format(x[2], x[1]) end
+      log.say(2, "ssh_config " .. alias, "from %s: %s", file, table.concat(parts, ", "))
+    end
+  end
   if e.user == li.user and not e._options.user and not user then spec.user = nil end
   local ids = {}
   for _, p in ipairs(e.identityfile) do
@@ -1206,6 +1239,7 @@ function M.spec_for(name, opts)
     end
   end
   if e.sendenv then spec.send_env = e.sendenv end
+  if e.batchmode == "yes" then spec.batch = true end
   if not e._jump then return spec end
   local hops = {}
   for i, h in ipairs(e._jump.hops) do hops[i] = h.text end

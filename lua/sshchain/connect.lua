@@ -2,12 +2,31 @@
 -- Host name) turned into a session to the last one, each hop reached through the one before.
 -- Jump hosts are shared: chains that start with the same hops ride on the same sessions.
 local config = require "sshchain.config"
+local core = require "sshchain.core"
 local errors = require "sshchain.errors"
 local specs = require "sshchain.spec"
 local jumps = require "sshchain.jumps"
 local session = require "sshchain.session"
 
 local M = {}
+
+local passphrases = {} -- key file -> the passphrase typed for it (asked once per process)
+
+-- An encrypted key that ssh_config names asks for its passphrase on the terminal, once per key,
+-- as ssh does (not with BatchMode, nor without a terminal: then auth fails with EAUTH saying so).
+local function ask_passphrases(spec, opts)
+  if opts.passphrase or spec.passphrase or spec.batch or type(spec.identity) ~= "table" then return end
+  for _, path in ipairs(spec.identity) do
+    if passphrases[path] == nil and core.key_needs_passphrase(path) and core.isatty(0) then
+      local answer = require("sshchain.inventory").ask(("Enter passphrase for key '%s'"):format(path))
+      passphrases[path] = answer or false
+    end
+    if passphrases[path] then
+      spec.passphrase = passphrases[path]
+      return
+    end
+  end
+end
 
 --- The list of normalized specs hops stands for: nil, msg when an ssh_config cannot be read.
 --- A name (no "@") goes through ssh_config as with ssh: opts.config alone (ssh -F), else
@@ -18,6 +37,7 @@ function M.resolve(hops, opts, level)
     if opts.config or not hops:find("@") then
       local list, err = config.resolve(hops, { config = opts.config })
       if not list then return nil, err end
+      for _, spec in ipairs(list) do ask_passphrases(spec, opts) end
       hops = list
     else
       hops = { hops }

@@ -68,6 +68,8 @@ local function ask(text)
   return line
 end
 
+M.ask = ask
+
 local Inventory = {}
 Inventory.__index = Inventory
 

@@ -3,6 +3,7 @@
 -- jump sessions are shared by every chain that starts with the same hops; and `once` gives a
 -- recipe one connect per host however many tasks ask for it at the same time.
 local core = require "sshchain.core"
+local log = require "sshchain.log"
 local sched = require "sshchain.sched"
 
 local M = {}
@@ -34,6 +35,10 @@ function M.open_core(spec, parent_core)
   local attempt = 0
   while true do
     sem:acquire()
+    if log.level >= 2 then
+      log.say(2, parent_core and parent_core:label() or nil, "connecting to %s%s:%d%s", spec.user and spec.user .. "@" or "",
+        spec.host, spec.port or 22, spec.proxy_command and (" through ProxyCommand " .. spec.proxy_command) or "")
+    end
     local c, op = core.session_start(spec, parent_core)
     local ok, err = pcall(sched.await, op)
     sem:release()
@@ -42,7 +47,11 @@ function M.open_core(spec, parent_core)
       error(err, 0)
     end
     local done, msg, code, info = op:result()
-    if done then return c end
+    if done then
+      log.connected(c)
+      return c
+    end
+    log.failed(c:label(), msg)
     c:close()
     local dropped = info and info.stage == "handshake" and info.reason == "dropped"
     if not dropped or attempt >= M.settings.handshake_retries then return nil, msg, code, info end

@@ -214,6 +214,31 @@ function wait_exec(op, copts, opts, kept)
   return op
 end
 
+local function env_glob(name, p)
+  return name:match("^" .. p:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".") .. "$") ~= nil
+end
+
+--- The variables a command gets: the spec's send_env patterns (SendEnv: local variables whose
+--- names match, "-PATTERN" taking some out again), then opts.env over them.
+function Session:_env(env)
+  local patterns = self.spec.send_env
+  if not patterns then return env end
+  local out = {}
+  for name, value in pairs(core.environ()) do
+    local take = false
+    for _, p in ipairs(patterns) do
+      if p:sub(1, 1) == "-" then
+        if env_glob(name, p:sub(2)) then take = false end
+      elseif env_glob(name, p) then
+        take = true
+      end
+    end
+    if take and name:match("^[%a_][%w_]*$") and not value:find("\0", 1, true) then out[name] = value end
+  end
+  for k, v in pairs(env or {}) do out[k] = v end
+  return out
+end
+
 --- s:exec(cmd [, opts]) -> {stdout, stderr, status, signal, ok} | nil, msg, CODE, err.
 --- The timeout covers the whole call, the wait for a channel slot included.
 function Session:exec(cmd, opts)
@@ -226,7 +251,7 @@ function Session:exec(cmd, opts)
   local max_output = opts.max_output or DEFAULT_MAX_OUTPUT
   local source = stdin_source(opts.stdin)
   local copts = { stdin = not source and opts.stdin or nil, stdin_open = source and true or nil,
-    pty = opts.pty, sudo_password = opts.sudo_password, env = opts.env, stream = stream,
+    pty = opts.pty, sudo_password = opts.sudo_password, env = self:_env(opts.env), stream = stream,
     max_output = max_output }
   local ropts = { on_stdout = opts.on_stdout, on_stderr = opts.on_stderr, max_output = max_output,
     source = source, label = self._c:label(), hop = self._c:hop() }
@@ -268,6 +293,12 @@ end
 --- (process.lua): write, read, expect, wait, close. cmd nil: the login shell.
 function Session:spawn(cmd, opts)
   check(self, "spawn")
+  if self.spec.send_env and (opts == nil or type(opts) == "table") then
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.env = self:_env(o.env)
+    opts = o
+  end
   return process.spawn(self, cmd, opts)
 end
 

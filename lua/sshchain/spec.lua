@@ -5,6 +5,8 @@
 --     known_hosts=PATH|{PATH...}, global_known_hosts=PATH|{PATH...},
 --     host_key="strict"|"accept-new"|"off", timeout=SECONDS, keepalive=SECONDS, keepalive_count=N,
 --     proxy_command=CMD, kex=, hostkeys=, ciphers=, macs=, pubkeys= (OpenSSH's lists, +x -x ^x),
+--     send_env={PATTERN...} (SendEnv: local variables sent with each command), batch=true (no
+--     question is asked on the terminal: BatchMode),
 --     max_sessions=N, name= }   or a string "user@host:port"
 --
 -- A field of the wrong type or out of range is misuse: it raises, naming the field.
@@ -31,6 +33,8 @@ M.FIELDS = {
   macs = "string",
   pubkeys = "string",
   keepalive_count = { type = "number", integer = true, min = 1, max = 1000 },
+  send_env = "table",
+  batch = "boolean",
   known_hosts = { types = { "string", "table" } },
   global_known_hosts = { types = { "string", "table" } },
   host_key = { type = "string", values = { "strict", "accept-new", "off" } },
@@ -126,6 +130,13 @@ function M.normalize(spec, defaults, level)
   if type(s.agent) == "string" then
     if s.agent == "" then error("host spec field 'agent' must be a socket path, true or false", level) end
     s.agent = M.expand(s.agent)
+  end
+  if s.send_env then
+    for i, p in ipairs(s.send_env) do
+      if type(p) ~= "string" or not p:match("^%-?[%w_%*%?]+$") then
+        error(("host spec field 'send_env' must list variable name patterns (item %d)"):format(i), level)
+      end
+    end
   end
   if s.proxy_command == "" then error("host spec field 'proxy_command' must not be empty", level) end
   for k, key in pairs(ALG_FIELDS) do

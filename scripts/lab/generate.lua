@@ -130,6 +130,9 @@ local function shell()
   end
   line(")")
   line("HOST_KEYS=(" .. table.concat(T.host_keys, " ") .. ")")
+  line("CERTS=(") -- kind ca key principals
+  for _, c in ipairs(T.certs) do line("  " .. q(table.concat({ c.kind, c.ca, c.key, c.principals }, " "))) end
+  line(")")
   line("FIXTURES=(" .. table.concat(T.fixtures, " ") .. ")")
   io.write(table.concat(out, "\n"), "\n")
 end
@@ -137,7 +140,9 @@ end
 ---------------------------------------------------------------------------------------------------
 -- configs
 
-local function hostkey(name) return (read(lab .. "/hostkeys/" .. name .. ".pub"):match("^(%S+ %S+)")) end
+local function hostkey(name)
+  return (read(lab .. "/hostkeys/" .. name:match("^[^:]*") .. ".pub"):match("^(%S+ %S+)"))
+end
 
 local function known_name(s)
   return s.port == 22 and s.addr or ("[%s]:%d"):format(s.addr, s.port)

@@ -36,10 +36,19 @@ T.users = {
 T.client_keys = {
   j1 = { type = "ed25519" }, j2 = { type = "ed25519" }, t1 = { type = "ed25519", passphrase = "t1-pass" },
   t2 = { type = "rsa" }, t3 = { type = "ed25519" }, t4 = { type = "ed25519" }, node = { type = "ed25519" },
-  other = { type = "ed25519" },
+  other = { type = "ed25519" }, certuser = { type = "ed25519" },
+  user_ca = { type = "ed25519" }, host_ca = { type = "ed25519" },
 }
--- Host keys (hostkeys/NAME): "bad" is the key a man in the middle would show (known_hosts.bad).
-T.host_keys = { "j1", "j2", "t1", "t2", "t3", "t4", "node", "bad" }
+-- Host keys (hostkeys/NAME, ed25519 unless NAME:TYPE): "bad" is the key a man in the middle would
+-- show (known_hosts.bad); "legacy" the RSA key of the old-gear sshd.
+T.host_keys = { "j1", "j2", "t1", "t2", "t3", "t4", "node", "bad", "legacy:rsa" }
+-- OpenSSH certificates the lab signs (ssh-keygen -s): kind, CA (a client key), the key signed
+-- (under the lab's directory), principals. id_certuser logs into t3cert by its certificate only
+-- (authorized nowhere); t3's host key has a certificate that t3cert presents.
+T.certs = {
+  { kind = "user", ca = "user_ca", key = "keys/id_certuser", principals = "sclt3" },
+  { kind = "host", ca = "host_ca", key = "hostkeys/t3", principals = "10.231.3.13" },
+}
 
 -- Targets behind j2, on its bridge.
 T.targets = {
@@ -89,6 +98,14 @@ T.servers = {
   { name = "t4bmc", ns = "scl-t4", addr = T.targets.t4, port = 2024, user = "sclt4", hostkey = "t4",
     options = { PW, "ForceCommand %LAB%/bmc-cli.sh" }, spec_name = "bmc", spec = { identity = true },
     known = "plain", inventory = { via = "j2", name = "bmc" } },
+  -- t4 as old gear (many BMCs): only diffie-hellman-group14-sha1 and an ssh-rsa host key
+  { name = "t4legacy", ns = "scl-t4", addr = T.targets.t4, port = 2025, user = "sclt4", hostkey = "legacy",
+    options = { PW, "KexAlgorithms diffie-hellman-group14-sha1", "HostKeyAlgorithms ssh-rsa" },
+    spec_name = "legacy", spec = { identity = true }, known = "plain" },
+  -- t3 trusting a user CA and presenting a host certificate
+  { name = "t3cert", ns = "scl-t3", addr = T.targets.t3, port = 2026, user = "sclt3", hostkey = "t3",
+    options = { NOPW, "TrustedUserCAKeys %LAB%/keys/id_user_ca.pub", "HostCertificate %LAB%/hostkeys/t3-cert.pub" },
+    spec_name = "certsrv", spec = {}, known = "plain" },
   -- t4 speaking SFTP only (no scp binary reachable)
   { name = "t4sftp", ns = "scl-t4", addr = T.targets.t4, port = 2023, user = "sclt4", hostkey = "t4",
     options = { PW, "ForceCommand internal-sftp" }, spec_name = "sftponly", spec = { identity = true },

@@ -1,6 +1,8 @@
-/* fuzz_ssh_config.c - the ssh_config tokenizer and parser (lua/sshchain/config.lua, run in a Lua
- * state of its own) on any text: they must return a result or nil and a message, never raise,
- * and stay linear (libFuzzer's -timeout catches a slow one). Include is not followed. */
+/* fuzz_ssh_config.c - the ssh_config tokenizer and evaluator (lua/sshchain/config.lua, run in a
+ * Lua state of its own) on any text taken as a config file: the effective configuration of a host
+ * must come back as a result or nil and a message, never raise, and stay linear (libFuzzer's
+ * -timeout catches a slow one). Include is not followed and Match exec runs nothing; the few
+ * facts of the local system config.lua asks sshchain.core for are fixed here. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -17,6 +19,14 @@ static void setup(void)
 {
     L = luaL_newstate();
     luaL_openlibs(L);
+    const char *facts =
+        "package.preload['sshchain.core'] = function() return {\n"
+        "  local_info = function() return { user = 'fuzz', uid = 1000, home = '/home/fuzz',\n"
+        "    hostname = 'fuzz.example' } end,\n"
+        "  user_home = function(u) if u == 'root' then return '/root' end end,\n"
+        "  sha1_hex = function(s) return ('%040x'):format(#s) end } end\n";
+    if (luaL_dostring(L, facts) != LUA_OK)
+        __builtin_trap();
     if (luaL_dofile(L, CONFIG_LUA) != LUA_OK) {
         fprintf(stderr, "%s\n", lua_tostring(L, -1));
         __builtin_trap();
@@ -25,7 +35,12 @@ static void setup(void)
     const char *probe =
         "local text = ...\n"
         "for line in (text .. '\\n'):gmatch('([^\\n]*)\\n') do config.tokenize(line) end\n"
-        "config.parse_text(text, 'fuzz', 0, nil, nil, { includes = false })\n";
+        "config.on_unsupported = function() end\n"
+        "config.set_text('fuzz', text)\n"
+        "for _, host in ipairs { 'h', 'Host-1.example', '10.0.0.1' } do\n"
+        "  local e = config.effective(host, { config = 'fuzz', exec = false, include = false })\n"
+        "  if e then config.dump(e) end\n"
+        "end\n";
     if (luaL_loadstring(L, probe) != LUA_OK)
         __builtin_trap();
     lua_setglobal(L, "probe");
