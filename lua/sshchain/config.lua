@@ -1260,6 +1260,9 @@ function M.chain(name, opts, depth)
   for i = 2, #jumps do
     local s, serr = M.spec_for(jumps[i], opts)
     if not s then return nil, serr end
+    -- as ssh -J: a later jump's own ProxyJump and ProxyCommand do not apply (it is reached
+    -- through the one before it)
+    s.proxy_command = nil
     chain[#chain + 1] = s
   end
   chain[#chain + 1] = spec
