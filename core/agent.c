@@ -3,10 +3,12 @@
  * public-key blobs to compare keys and certificates by.
  *
  * libssh 0.10 talks to an agent through a socket it is given (ssh_set_agent_socket) with
- * blocking I/O, and has no public call to list or choose agent keys. So the filter is a small
- * relay on its own thread: libssh gets one end of a socketpair; the thread passes each request
- * to the real agent and each answer back, leaving out of an identities answer (type 12) every
- * key that is not allowed. It ends when libssh closes its end (with the session). */
+ * blocking I/O, and has no public call to list or choose agent keys. So a small relay on its own
+ * thread stands between them: libssh gets one end of a socketpair; the thread passes each
+ * request to the real agent and each answer back, with an identities answer (type 12) put in
+ * OpenSSH's order (the identity files' keys first, the others after, or not at all with
+ * IdentitiesOnly) and the identities it held noted, so that a key the agent offered is not
+ * offered again from its file. The relay ends with the authentication (sc_agent_relay_close). */
 #include "agent.h"
 
 #include <errno.h>
@@ -92,12 +94,18 @@ int sc_blob_certifies(const unsigned char *cert, size_t clen, const unsigned cha
     return memcmp(f, k, krest) == 0;
 }
 
-typedef struct {
-    int client; /* libssh's peer */
+struct sc_agent_relay {
+    int lib_fd; /* libssh's end, given with ssh_set_agent_socket */
+    int client; /* the relay's end of it */
     int agent;  /* the real agent */
-    sc_blob *allowed;
-    int n_allowed;
-} filter_job;
+    int only;   /* IdentitiesOnly: offer only the identities' keys */
+    sc_blob *ids;
+    int n_ids;
+    int *offered; /* ids[i] was among the agent's keys (guarded by lock) */
+    pthread_mutex_t lock;
+    pthread_t thread;
+    int running;
+};
 
 static int read_full(int fd, unsigned char *p, size_t n)
 {
@@ -144,21 +152,23 @@ static unsigned char *read_msg(int fd, uint32_t *len)
     return m;
 }
 
-static int allowed(const filter_job *j, const unsigned char *blob, size_t len)
+/* The identity a key blob of the agent's is (the same key, or a certificate of it), or -1. */
+static int identity_of(const struct sc_agent_relay *r, const unsigned char *blob, size_t len)
 {
-    for (int i = 0; i < j->n_allowed; i++) {
-        const sc_blob *a = &j->allowed[i];
+    for (int i = 0; i < r->n_ids; i++) {
+        const sc_blob *a = &r->ids[i];
         if ((a->len == len && memcmp(a->data, blob, len) == 0) ||
             sc_blob_certifies(blob, len, a->data, a->len))
-            return 1;
+            return i;
     }
-    return 0;
+    return -1;
 }
 
-/* An identities answer without the keys that are not allowed: a new message, or NULL when the
- * answer is malformed. */
-static unsigned char *filter_answer(const filter_job *j, const unsigned char *m, uint32_t len,
-                                    uint32_t *out_len)
+/* An identities answer as OpenSSH would use it: the keys of the identity files first (in the
+ * agent's order), then the others unless `only`; each identity seen is marked offered. A new
+ * message, or NULL when the answer is malformed. */
+static unsigned char *reorder_answer(struct sc_agent_relay *r, const unsigned char *m, uint32_t len,
+                                     uint32_t *out_len)
 {
     if (len < 5)
         return NULL;
@@ -167,19 +177,28 @@ static unsigned char *filter_answer(const filter_job *j, const unsigned char *m,
     if (!out)
         return NULL;
     out[0] = AGENT_IDENTITIES_ANSWER;
-    size_t pos = 5, wpos = 5;
+    size_t wpos = 5;
     uint32_t kept = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t start = pos;
-        if (pos + 4 > len || get32(m + pos) > len - pos - 4)
-            goto bad;
-        size_t blen = get32(m + pos);
-        const unsigned char *blob = m + pos + 4;
-        pos += 4 + blen;
-        if (pos + 4 > len || get32(m + pos) > len - pos - 4)
-            goto bad;
-        pos += 4 + get32(m + pos); /* the comment */
-        if (allowed(j, blob, blen)) {
+    for (int pass = 0; pass < 2; pass++) { /* 0: the identities' keys; 1: the others */
+        size_t pos = 5;
+        for (uint32_t i = 0; i < n; i++) {
+            size_t start = pos;
+            if (pos + 4 > len || get32(m + pos) > len - pos - 4)
+                goto bad;
+            size_t blen = get32(m + pos);
+            const unsigned char *blob = m + pos + 4;
+            pos += 4 + blen;
+            if (pos + 4 > len || get32(m + pos) > len - pos - 4)
+                goto bad;
+            pos += 4 + get32(m + pos); /* the comment */
+            int id = identity_of(r, blob, blen);
+            if ((pass == 0) != (id >= 0) || (pass == 1 && r->only))
+                continue;
+            if (id >= 0) {
+                pthread_mutex_lock(&r->lock);
+                r->offered[id] = 1;
+                pthread_mutex_unlock(&r->lock);
+            }
             memcpy(out + wpos, m + start, pos - start);
             wpos += pos - start;
             kept++;
@@ -193,25 +212,25 @@ bad:
     return NULL;
 }
 
-static void *filter_main(void *arg)
+static void *relay_main(void *arg)
 {
-    filter_job *j = arg;
+    struct sc_agent_relay *r = arg;
     for (;;) {
         uint32_t qlen, alen;
-        unsigned char *q = read_msg(j->client, &qlen);
+        unsigned char *q = read_msg(r->client, &qlen);
         if (!q)
             break;
         unsigned char h[4];
         put32(h, qlen);
         int is_list = q[0] == AGENTC_REQUEST_IDENTITIES;
-        int ok = write_full(j->agent, h, 4) == 0 && write_full(j->agent, q, qlen) == 0;
+        int ok = write_full(r->agent, h, 4) == 0 && write_full(r->agent, q, qlen) == 0;
         free(q);
-        unsigned char *a = ok ? read_msg(j->agent, &alen) : NULL;
+        unsigned char *a = ok ? read_msg(r->agent, &alen) : NULL;
         if (!a)
             break;
         if (is_list && a[0] == AGENT_IDENTITIES_ANSWER) {
             uint32_t flen;
-            unsigned char *f = filter_answer(j, a, alen, &flen);
+            unsigned char *f = reorder_answer(r, a, alen, &flen);
             free(a);
             if (!f)
                 break;
@@ -219,66 +238,109 @@ static void *filter_main(void *arg)
             alen = flen;
         }
         put32(h, alen);
-        ok = write_full(j->client, h, 4) == 0 && write_full(j->client, a, alen) == 0;
+        ok = write_full(r->client, h, 4) == 0 && write_full(r->client, a, alen) == 0;
         free(a);
         if (!ok)
             break;
     }
-    close(j->client);
-    close(j->agent);
-    for (int i = 0; i < j->n_allowed; i++)
-        free(j->allowed[i].data);
-    free(j->allowed);
-    free(j);
+    /* the fds are closed by sc_agent_relay_close, after this returns */
     return NULL;
 }
 
-int sc_agent_filter_open(const char *sock_path, const sc_blob *allow, int n, char *why, size_t cap)
+static void relay_free(struct sc_agent_relay *r)
+{
+    if (r->client >= 0)
+        close(r->client);
+    if (r->agent >= 0)
+        close(r->agent);
+    if (r->lib_fd >= 0)
+        close(r->lib_fd);
+    for (int i = 0; i < r->n_ids; i++)
+        free(r->ids[i].data);
+    free(r->ids);
+    free(r->offered);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+sc_agent_relay *sc_agent_relay_open(const char *sock_path, const sc_blob *ids, int n, int only,
+                                    char *why, size_t cap)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (!sock_path || strlen(sock_path) >= sizeof sa.sun_path) {
         snprintf(why, cap, "no agent socket");
-        return -1;
+        return NULL;
     }
     memcpy(sa.sun_path, sock_path, strlen(sock_path) + 1);
-    int agent = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (agent < 0 || connect(agent, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    struct sc_agent_relay *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(why, cap, "out of memory");
+        return NULL;
+    }
+    r->lib_fd = r->client = r->agent = -1;
+    r->only = only;
+    pthread_mutex_init(&r->lock, NULL);
+    r->agent = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (r->agent < 0 || connect(r->agent, (struct sockaddr *)&sa, sizeof sa) < 0) {
         snprintf(why, cap, "cannot reach the agent at %s: %s", sock_path, strerror(errno));
-        if (agent >= 0)
-            close(agent);
-        return -1;
+        relay_free(r);
+        return NULL;
     }
+    r->ids = n > 0 ? calloc((size_t)n, sizeof *r->ids) : NULL;
+    r->offered = calloc((size_t)(n > 0 ? n : 1), sizeof *r->offered);
     int sv[2];
-    filter_job *j = calloc(1, sizeof *j);
-    if (!j || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        snprintf(why, cap, "agent filter: %s", strerror(errno));
-        free(j);
-        close(agent);
-        return -1;
+    if ((n > 0 && !r->ids) || !r->offered ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        snprintf(why, cap, "agent relay: %s", strerror(errno));
+        relay_free(r);
+        return NULL;
     }
-    j->client = sv[1];
-    j->agent = agent;
-    j->allowed = n > 0 ? calloc((size_t)n, sizeof *j->allowed) : NULL;
-    for (int i = 0; i < n && j->allowed; i++) {
-        j->allowed[i].data = malloc(allow[i].len);
-        if (j->allowed[i].data) {
-            memcpy(j->allowed[i].data, allow[i].data, allow[i].len);
-            j->allowed[i].len = allow[i].len;
-            j->n_allowed++;
+    r->lib_fd = sv[0];
+    r->client = sv[1];
+    for (int i = 0; i < n; i++) { /* an identity that cannot be copied matches nothing */
+        if (ids[i].len == 0 || !ids[i].data)
+            continue;
+        r->ids[i].data = malloc(ids[i].len);
+        if (r->ids[i].data) {
+            memcpy(r->ids[i].data, ids[i].data, ids[i].len);
+            r->ids[i].len = ids[i].len;
         }
     }
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&t, &attr, filter_main, j);
-    pthread_attr_destroy(&attr);
+    r->n_ids = n;
+    int rc = pthread_create(&r->thread, NULL, relay_main, r);
     if (rc != 0) {
-        snprintf(why, cap, "agent filter: %s", strerror(rc));
-        close(sv[0]);
-        j->client = sv[1];
-        filter_main(j); /* frees j (the peer is closed: it ends at once) */
-        return -1;
+        snprintf(why, cap, "agent relay: %s", strerror(rc));
+        relay_free(r);
+        return NULL;
     }
-    return sv[0];
+    r->running = 1;
+    return r;
+}
+
+int sc_agent_relay_fd(const sc_agent_relay *r) { return r->lib_fd; }
+
+int sc_agent_relay_offered(sc_agent_relay *r, int i)
+{
+    if (i < 0 || i >= r->n_ids)
+        return 0;
+    pthread_mutex_lock(&r->lock);
+    int o = r->offered[i];
+    pthread_mutex_unlock(&r->lock);
+    return o;
+}
+
+void sc_agent_relay_close(sc_agent_relay *r, ssh_session ssh)
+{
+    if (!r)
+        return;
+    if (ssh) /* libssh lets go of its end (it would close it with the session) */
+        ssh_set_agent_socket(ssh, SSH_INVALID_SOCKET);
+    if (r->lib_fd >= 0) { /* the relay reads its end of file and returns */
+        shutdown(r->lib_fd, SHUT_RDWR);
+        close(r->lib_fd);
+        r->lib_fd = -1;
+    }
+    if (r->running)
+        pthread_join(r->thread, NULL);
+    relay_free(r);
 }

@@ -18,9 +18,18 @@ int sc_key_blob(ssh_key key, unsigned char **blob, size_t *len);
 int sc_blob_certifies(const unsigned char *cert, size_t clen, const unsigned char *key,
                       size_t klen);
 
-/* A socket for ssh_set_agent_socket that speaks for the agent at sock_path, offering only the
- * keys in allow (or certificates of them); a thread relays until the socket is closed. The fd,
- * or -1 with why set. */
-int sc_agent_filter_open(const char *sock_path, const sc_blob *allow, int n, char *why, size_t cap);
+/* A relay between libssh and the agent at sock_path (agent.c): the agent's keys that are ids
+ * (public key blobs of the identity files; certificates of them too) come first, the others
+ * after, or not at all when only (IdentitiesOnly). NULL with why set when the agent cannot be
+ * reached. */
+typedef struct sc_agent_relay sc_agent_relay;
+sc_agent_relay *sc_agent_relay_open(const char *sock_path, const sc_blob *ids, int n, int only,
+                                    char *why, size_t cap);
+/* The socket to give libssh (ssh_set_agent_socket). */
+int sc_agent_relay_fd(const sc_agent_relay *r);
+/* Whether the agent offered identity i's key (then its file need not be tried). */
+int sc_agent_relay_offered(sc_agent_relay *r, int i);
+/* Takes the socket back from libssh (ssh may be NULL), ends the relay, frees it. */
+void sc_agent_relay_close(sc_agent_relay *r, ssh_session ssh);
 
 #endif

@@ -1,7 +1,9 @@
 /* auth.c - the authentication state machine of one session.
  *
- * Methods are tried in the order OpenSSH uses: public keys from files, the agent,
- * keyboard-interactive (answered with the password), then password; only those the server lists. */
+ * Methods are tried in the order OpenSSH uses: the agent's keys (those of the identity files
+ * first; only those with IdentitiesOnly), then the identity files the agent did not hold, each
+ * with its certificate first, then keyboard-interactive (answered with the password), then
+ * password; only the methods the server lists. */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -10,7 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent.h"
 #include "auth.h"
 
 /* Private keys decrypted once per process: a key with a passphrase costs ~100 ms of CPU to
@@ -138,6 +139,8 @@ void sc_auth_cleanup(sc_auth *a)
     free(a->certs);
     a->certs = NULL;
     a->n_certs = 0;
+    sc_agent_relay_close(a->relay, a->ssh);
+    a->relay = NULL;
 }
 
 /* The agent's socket: the spec's (IdentityAgent), else $SSH_AUTH_SOCK; NULL when none. */
@@ -224,46 +227,64 @@ static void attach_cert(sc_auth *a, const char *path)
     ssh_key_free(owned);
 }
 
-/* The public blobs of the identity files (their .pub, else the key itself), for an agent
- * that may only offer those (IdentitiesOnly). Returns how many (blobs to free by the caller). */
-static int identity_blobs(sc_auth *a, sc_blob *out, int max)
+/* The public key blob of each identity file, by index (its .pub, else the public half a private
+ * key file carries unencrypted; len 0 when neither reads): what the agent's keys are matched
+ * with. An array of spec->n_identities to free with free_blobs. */
+static sc_blob *identity_blobs(sc_auth *a)
 {
-    int n = 0;
-    for (int i = 0; i < a->spec->n_identities && n < max; i++) {
+    int n = a->spec->n_identities;
+    sc_blob *out = calloc((size_t)(n > 0 ? n : 1), sizeof *out);
+    for (int i = 0; out && i < n; i++) {
         const char *path = a->spec->identities[i];
-        char pub[1100];
-        snprintf(pub, sizeof pub, "%s.pub", path);
+        char *pub = malloc(strlen(path) + 5);
         ssh_key k = NULL;
-        if (ssh_pki_import_pubkey_file(pub, &k) != SSH_OK) {
-            k = NULL;
-            if (ssh_pki_import_privkey_file(path, a->spec->passphrase ? a->spec->passphrase : "",
-                                            NULL, NULL, &k) != SSH_OK)
+        if (pub) {
+            sprintf(pub, "%s.pub", path);
+            if (ssh_pki_import_pubkey_file(pub, &k) != SSH_OK)
                 k = NULL;
+            free(pub);
         }
-        if (k && sc_key_blob(k, &out[n].data, &out[n].len) == 0)
-            n++;
+        if (!k && ssh_pki_import_pubkey_file(path, &k) != SSH_OK)
+            k = NULL;
+        if (k && sc_key_blob(k, &out[i].data, &out[i].len) != 0)
+            out[i].data = NULL, out[i].len = 0;
         ssh_key_free(k);
     }
-    return n;
+    return out;
 }
 
-/* Points libssh at the agent, filtered to the identity files when the spec says IdentitiesOnly.
- * 0, or -1 when the agent cannot be used (noted). */
+static void free_blobs(sc_blob *b, int n)
+{
+    for (int i = 0; b && i < n; i++)
+        free(b[i].data);
+    free(b);
+}
+
+/* Points libssh at the agent: through the relay (agent.c) when there are identity files, so that
+ * their keys come first and the files the agent holds are not tried again, and IdentitiesOnly
+ * keeps the others out. 0, or -1 when the agent cannot be used (noted). */
 static int prepare_agent(sc_auth *a)
 {
-    if (!a->spec->identities_only)
-        return 0;
-    sc_blob blobs[64] = {{0}};
-    int n = identity_blobs(a, blobs, 64);
+    int n = a->spec->n_identities;
+    if (n == 0 && !a->spec->identities_only)
+        return 0; /* libssh's own way to the agent */
+    sc_blob *blobs = identity_blobs(a);
     char why[200];
-    int fd = sc_agent_filter_open(agent_socket(a), blobs, n, why, sizeof why);
-    for (int i = 0; i < n; i++)
-        free(blobs[i].data);
-    if (fd < 0) {
+    a->relay = blobs ? sc_agent_relay_open(agent_socket(a), blobs, n, a->spec->identities_only, why,
+                                           sizeof why)
+                     : NULL;
+    if (!blobs)
+        snprintf(why, sizeof why, "out of memory");
+    free_blobs(blobs, n);
+    if (!a->relay || ssh_set_agent_socket(a->ssh, sc_agent_relay_fd(a->relay)) != SSH_OK) {
+        if (a->relay) {
+            snprintf(why, sizeof why, "%s", ssh_get_error(a->ssh));
+            sc_agent_relay_close(a->relay, NULL);
+            a->relay = NULL;
+        }
         snprintf(a->key_problem, sizeof a->key_problem, "agent: %s", why);
         return -1;
     }
-    ssh_set_agent_socket(a->ssh, fd);
     return 0;
 }
 
@@ -271,7 +292,10 @@ static int prepare_agent(sc_auth *a)
 static int load_next_identity(sc_auth *a)
 {
     while (a->next_identity < a->spec->n_identities) {
-        const char *path = a->spec->identities[a->next_identity++];
+        int index = a->next_identity++;
+        const char *path = a->spec->identities[index];
+        if (a->relay && sc_agent_relay_offered(a->relay, index))
+            continue; /* the agent offered this key already */
         ssh_key key = NULL;
         struct stat st;
         if (access(path, R_OK) != 0 || stat(path, &st) != 0) {
@@ -315,9 +339,24 @@ static int auth_fail(sc_auth *a, sc_err *err)
     return -1;
 }
 
+/* The server hung up (a disconnect such as "Too many authentication failures"): libssh may go
+ * on answering AGAIN for a session that is gone. */
+static int server_gone(const sc_auth *a)
+{
+    return !ssh_is_connected(a->ssh) || (ssh_get_status(a->ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR));
+}
+
 static int auth_error(sc_auth *a, sc_err *err)
 {
     const char *e = ssh_get_error(a->ssh);
+    if (e && strstr(e, "Too many authentication failures")) { /* sshd's MaxAuthTries */
+        char m[100];
+        sc_err_format(err, SC_EAUTH, a->label, a->hop, "auth", "denied",
+                      "permission denied: too many authentication failures (sshd's MaxAuthTries; "
+                      "server accepts %s; tried %s)",
+                      methods_text(a->methods, m, sizeof m), a->tried[0] ? a->tried : "nothing");
+        return -1;
+    }
     sc_err_format(err, SC_ECONNECT, a->label, a->hop, "auth", "lost", "%s",
                   e && *e ? e : "connection lost");
     return -1;
@@ -330,6 +369,8 @@ int sc_auth_step(sc_auth *a, sc_err *err)
         switch (a->phase) {
         case A_NONE:
             rc = ssh_userauth_none(a->ssh, NULL);
+            if (rc == SSH_AUTH_AGAIN && server_gone(a))
+                return auth_error(a, err);
             if (rc == SSH_AUTH_AGAIN)
                 return 0;
             if (rc == SSH_AUTH_SUCCESS) {
@@ -396,6 +437,8 @@ int sc_auth_step(sc_auth *a, sc_err *err)
                     }
                 }
             }
+            if (rc == SSH_AUTH_AGAIN && server_gone(a))
+                return auth_error(a, err);
             if (rc == SSH_AUTH_AGAIN)
                 return 0;
             if (rc == SSH_AUTH_SUCCESS) {

@@ -7,6 +7,7 @@
 
 #include <libssh/libssh.h>
 
+#include "agent.h"
 #include "hostspec.h"
 #include "loop.h"
 
@@ -25,6 +26,7 @@ typedef struct {
     ssh_key plain;  /* the key of a certificate being tried: tried alone next */
     ssh_key *certs; /* the spec's certificates (CertificateFile), loaded at the start */
     int n_certs, certs_loaded;
+    sc_agent_relay *relay; /* between libssh and the agent, while authenticating */
     char tried[300];
     char offered[100]; /* the methods the server offered first ("publickey,password") */
     char key_problem[300];

@@ -208,7 +208,7 @@ static const char *decode_open_failure(const char *e, char *buf, size_t cap)
 static int refused(sc_channel *c, const char *stage, sc_err *err, const char *what)
 {
     sc_session *s = c->session;
-    char decoded[400];
+    char decoded[1100];
     const char *e = decode_open_failure(ssh_get_error(s->ssh), decoded, sizeof decoded);
     if (c->to_host && c->to_unix)
         sc_err_format(err, SC_ECHANNEL, label_for(c, stage), s->hop, stage, "channel refused",
@@ -258,8 +258,10 @@ int sc_channel_step(sc_channel *c, const char *stage, sc_err *err)
         if (rc != SSH_OK)
             return refused(c, stage, err, "channel");
         /* ForwardAgent: asked for on every command channel (no reply is wanted) */
-        if (!c->to_host && c->request != SC_CHAN_RAW && s->spec.forward_agent)
-            ssh_channel_request_auth_agent(c->ch);
+        if (!c->to_host && (c->request == SC_CHAN_EXEC || c->request == SC_CHAN_SHELL) &&
+            s->spec.forward_agent && s->spec.agent != 0 &&
+            (s->spec.agent_sock || getenv("SSH_AUTH_SOCK")))
+            ssh_channel_request_auth_agent(c->ch); /* not for sftp/scp subsystems, as ssh */
         c->state = c->pty ? SC_CHAN_PTY : SC_CHAN_ENV;
         /* fallthrough */
     case SC_CHAN_PTY:

@@ -126,6 +126,8 @@ int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label
         *note = SC_HOSTKEY_NOTE_UNCHECKED;
         return 0;
     }
+    if (r == KH_CA && spec->hostkey_mode == SC_HOSTKEY_ACCEPT_NEW)
+        r = KH_NOT_FOUND; /* as ssh: the plain key is new, and is learned */
     switch (r) {
     case KH_OK:
         return 0;

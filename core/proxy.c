@@ -22,6 +22,7 @@ typedef struct sc_proxy sc_proxy;
 /* The loop's live proxies, killed and reaped when the loop is freed. */
 struct sc_proxies {
     sc_cleanup cleanup;
+    sc_loop *loop;
     sc_proxy *head;
 };
 
@@ -84,13 +85,10 @@ static void how_it_ended(const sc_proxy *px, char *out, size_t cap)
 static void fail_for_command(sc_proxy *px)
 {
     sc_session *s = px->s;
-    if (!s || s->state >= SS_READY || s->state >= SS_FAILED)
+    if (!s || s->state >= SS_READY)
         return;
     char how[64];
-    if (px->exited)
-        how_it_ended(px, how, sizeof how);
-    else
-        snprintf(how, sizeof how, "closed its output and is still running");
+    how_it_ended(px, how, sizeof how);
     px->failing = 1;
     if (px->has_pending) {
         /* libssh's words without the "LABEL: STAGE: " the message starts with */
@@ -121,10 +119,16 @@ static void on_proxy_exit(uv_process_t *p, int64_t status, int term_signal)
         proxy_close_handles(px);
 }
 
+/* The command still runs after its output ended: the failure stands as libssh saw it. */
 static void on_proxy_grace(uv_timer_t *t)
 {
     sc_proxy *px = t->data;
-    fail_for_command(px);
+    sc_session *s = px->s;
+    if (!s || s->state >= SS_READY)
+        return;
+    px->failing = 1;
+    sc_session_fail(s, &px->pending);
+    px->failing = 0;
 }
 
 /* The session goes away: the command is told to end (it is reaped when it has). */
@@ -136,15 +140,20 @@ static void proxy_release(void *transport)
     if (px->exited)
         proxy_close_handles(px);
     else
-        uv_process_kill(&px->proc, SIGTERM);
+        uv_process_kill(&px->proc, SIGHUP); /* as ssh ends its ProxyCommand */
 }
 
-/* A failure of the session before the handshake is over: the command's end explains it. */
+/* The connection ending during the handshake or auth (libssh's end of file: reason NULL,
+ * "dropped" or "lost") is the command's doing: the command's end explains it, once known. Any
+ * other failure (a timeout, the host key, auth, the algorithms) is the session's own. */
 static int proxy_intercept(void *transport, const sc_err *err)
 {
     sc_proxy *px = transport;
     sc_session *s = px->s;
-    if (px->failing || !s || s->state >= SS_READY)
+    if (px->failing || !s || (s->state != SS_HANDSHAKE && s->state != SS_AUTH))
+        return 0;
+    if (err->code != SC_ECONNECT ||
+        (err->reason && strcmp(err->reason, "dropped") != 0 && strcmp(err->reason, "lost") != 0))
         return 0;
     if (px->has_pending)
         return 1; /* already waiting */
@@ -175,12 +184,16 @@ static void proxies_free(sc_cleanup *c)
             waitpid(px->proc.pid, NULL, 0);
         }
         px->exited = 1;
+        if (px->s && px->s->transport == px) /* a session still up no longer has it */
+            px->s->transport = NULL;
         px->s = NULL;
         if (!uv_is_closing((uv_handle_t *)&px->grace))
             uv_close((uv_handle_t *)&px->grace, on_proxy_handle_closed);
         if (!uv_is_closing((uv_handle_t *)&px->proc))
             uv_close((uv_handle_t *)&px->proc, on_proxy_handle_closed);
     }
+    all->loop->proxies = NULL;
+    free(all);
 }
 
 static struct sc_proxies *proxies_of(sc_loop *loop)
@@ -190,6 +203,7 @@ static struct sc_proxies *proxies_of(sc_loop *loop)
         if (!all)
             return NULL;
         all->cleanup.run = proxies_free;
+        all->loop = loop;
         sc_loop_at_free(loop, &all->cleanup);
         loop->proxies = all;
     }

@@ -47,7 +47,8 @@ static int identity_count(lua_State *L, int t)
     return n;
 }
 
-/* Pushes spec[k] as a list of paths (a string is a list of one) onto files; raises otherwise. */
+/* Pushes spec[k] as a list of paths (a string is a list of one) onto files; raises otherwise.
+ * files NULL: only checks (before anything is copied, so that a raise leaks nothing). */
 static void add_paths(lua_State *L, int t, const char *k, char **files, int *n, int max)
 {
     int type = lua_getfield(L, t, k);
@@ -69,7 +70,9 @@ static void add_paths(lua_State *L, int t, const char *k, char **files, int *n, 
             luaL_error(L, "host spec field '%s' item %d holds a NUL byte", k, i);
         if (*n >= max)
             luaL_error(L, "host spec field '%s': at most %d files", k, max);
-        files[(*n)++] = sc_strdup(p);
+        if (files)
+            files[*n] = sc_strdup(p);
+        (*n)++;
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
@@ -140,6 +143,11 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
                           "hostkeys", "ciphers",  "macs",       "pubkeys"};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         lsc_opt_string(L, t, strs[i], NULL); /* type and NUL checks before anything is copied */
+    const char *lists[] = {"known_hosts", "global_known_hosts", "certificate"};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        int count = 0;
+        add_paths(L, t, lists[i], NULL, &count, 32);
+    }
 
     spec->host = sc_strdup(host);
     spec->port = port;

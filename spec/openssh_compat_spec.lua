@@ -167,6 +167,13 @@ describe("ProxyCommand", function()
     assert.is_true(sshchain.core.now() - t0 < 8, "took " .. (sshchain.core.now() - t0) .. " s")
   end)
 
+  it("leaves the session's own failures as they are (auth, timeout)", function()
+    H.failed({ code = "EAUTH", stage = "auth", hop = 1 },
+      sshchain.connect(H.spec("j1", { proxy_command = "nc %h %p", password = "wrong" })))
+    H.failed({ code = "ETIMEDOUT", hop = 1 },
+      sshchain.connect(H.spec("j1", { proxy_command = "sleep 30", timeout = 1 })))
+  end)
+
   it("is refused on a hop that has a parent", function()
     H.failed({ code = "ECONNECT", reason = "proxy", hop = 2 },
       sshchain.connect({ H.spec("j1"), H.spec("j2", { proxy_command = "nc %h %p" }) }))
@@ -198,6 +205,28 @@ describe("ssh-agent", function()
       s = assert(sshchain.connect(with { agent = sock, identities_only = true, identity = { dir .. "/agentkey" } }))
       assert.are.equal("agent", s._c:info().auth)
       s:close()
+      -- the identity files' keys go first, as OpenSSH orders them: with six other keys added
+      -- before it, j1's key is still tried within sshd's MaxAuthTries (6)
+      local others = {}
+      for i = 1, 6 do
+        others[i] = dir .. "/other" .. i
+        assert(os.execute("ssh-keygen -q -t ed25519 -N '' -f " .. others[i] .. " </dev/null >/dev/null"))
+      end
+      local stop2
+      local sock2
+      sock2, stop2 = start_agent(others)
+      H.sh("SSH_AUTH_SOCK=" .. sock2 .. " ssh-add -q " .. H.lab.keys.j1 .. " 2>&1")
+      local ok2, err2 = pcall(function()
+        local c = assert(sshchain.connect(with { agent = sock2, identity = { H.lab.keys.j1 } }))
+        assert.are.equal("agent", c._c:info().auth)
+        c:close()
+        -- without the identity, the agent's order stands: sshd gives up (EAUTH, not a hang)
+        local msg = H.failed({ code = "EAUTH", reason = "denied", hop = 1 },
+          sshchain.connect(with { agent = sock2, identity = {} }))
+        assert.matches("too many authentication failures", msg, 1, true)
+      end)
+      stop2()
+      assert(ok2, err2)
       -- IdentityAgent from ssh_config, and IdentityAgent none
       -- (the lab's config says IdentitiesOnly yes: the agent offers what IdentityFile names)
       local path = lab_config(("Host viaagent\n  HostName %s\n  User %s\n  IdentityAgent %s\n  IdentityFile %s/agentkey\n"

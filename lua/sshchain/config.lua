@@ -1213,11 +1213,10 @@ function M.spec_for(name, opts)
     end
   end
   if e.forwardagent_flag == "yes" then spec.forward_agent = true end
-  if e.proxycommand then
-    local cmd, perr = percent(e.proxycommand, { h = e.hostname, n = alias, p = e.port, r = e.user,
-      k = e.hostkeyalias or alias })
-    if not cmd then return nil, ("%s: %s in proxycommand"):format(tostring(e._where.proxycommand), perr) end
-    spec.proxy_command = cmd
+  if e.proxycommand then -- its tokens are expanded with the spec's (spec.lua)
+    local _, perr = percent(e.proxycommand, { h = "", n = "", p = "", r = "", k = "" })
+    if perr then return nil, ("%s: %s in proxycommand"):format(tostring(e._where.proxycommand), perr) end
+    spec.proxy_command = e.proxycommand
   end
   for key, field in pairs(SPEC_ALGS) do
     if e[key .. "_set"] then

@@ -5,6 +5,7 @@
 local core = require "sshchain.core"
 local log = require "sshchain.log"
 local sched = require "sshchain.sched"
+local specs = require "sshchain.spec"
 
 local M = {}
 
@@ -39,7 +40,13 @@ function M.open_core(spec, parent_core)
       log.say(2, parent_core and parent_core:label() or nil, "connecting to %s%s:%d%s", spec.user and spec.user .. "@" or "",
         spec.host, spec.port or 22, spec.proxy_command and (" through ProxyCommand " .. spec.proxy_command) or "")
     end
-    local c, op = core.session_start(spec, parent_core)
+    local cspec = spec
+    if spec.proxy_command then -- its tokens, each time it is started
+      cspec = {}
+      for k, v in pairs(spec) do cspec[k] = v end
+      cspec.proxy_command = assert(specs.proxy_command(spec))
+    end
+    local c, op = core.session_start(cspec, parent_core)
     local ok, err = pcall(sched.await, op)
     sem:release()
     if not ok then

@@ -4,7 +4,8 @@
 --     agent=true|false|SOCKET, identities_only=, certificate=PATH|{PATH...}, forward_agent=,
 --     known_hosts=PATH|{PATH...}, global_known_hosts=PATH|{PATH...},
 --     host_key="strict"|"accept-new"|"off", timeout=SECONDS, keepalive=SECONDS, keepalive_count=N,
---     proxy_command=CMD, kex=, hostkeys=, ciphers=, macs=, pubkeys= (OpenSSH's lists, +x -x ^x),
+--     proxy_command=CMD (%h %p %r %n %k), kex=, hostkeys=, ciphers=, macs=, pubkeys= (OpenSSH's
+--     lists, +x -x ^x),
 --     send_env={PATTERN...} (SendEnv: local variables sent with each command), batch=true (no
 --     question is asked on the terminal: BatchMode),
 --     max_sessions=N, name= }   or a string "user@host:port"
@@ -139,6 +140,10 @@ function M.normalize(spec, defaults, level)
     end
   end
   if s.proxy_command == "" then error("host spec field 'proxy_command' must not be empty", level) end
+  if s.proxy_command then
+    local _, err = M.proxy_command(s)
+    if err then error("host spec field 'proxy_command': " .. err, level) end
+  end
   for k, key in pairs(ALG_FIELDS) do
     if s[k] then
       local list, err = require("sshchain.config").algorithms(key, s[k], "libssh")
@@ -162,6 +167,21 @@ function M.normalize(spec, defaults, level)
     end
   end
   return s
+end
+
+--- The spec's ProxyCommand with ssh's tokens expanded (%h %p %r %n %k %%), or nil and a message
+--- for an unknown token. (Expanded when the command is started, so the spec keeps it as written.)
+function M.proxy_command(s)
+  local t = { h = s.host, p = tostring(s.port or 22), r = s.user or require("sshchain.core").local_info().user,
+    n = s.name or s.host, k = s.name or s.host }
+  local bad
+  local cmd = s.proxy_command:gsub("%%(.?)", function(c)
+    if c == "%" then return "%" end
+    if not t[c] then bad = bad or c end
+    return t[c] or ""
+  end)
+  if bad then return nil, ("unknown token %%%s (ssh takes %%h %%p %%r %%n %%k %%%%)"):format(bad) end
+  return cmd
 end
 
 --- A key that is the same for two specs that reach the same account the same way (and the
