@@ -291,6 +291,23 @@ describe("what the user's config and environment say", function()
     os.execute("rm -rf " .. dir)
   end)
 
+  it("asks on the terminal for the passphrase of an encrypted key ssh_config names", function()
+    if not os.execute("command -v script >/dev/null 2>&1") then pending("no script(1)") return end
+    local path, dir = lab_config("")
+    local script = dir .. "/ask.lua"
+    H.writefile(script, ([[
+      local sshchain = require "sshchain"
+      local s, err = sshchain.connect("t1", { config = %q })
+      print(s and assert(s:exec("whoami")).stdout or err)
+    ]]):format(path))
+    -- script(1) gives the child a terminal; the passphrase is typed on it
+    local out = H.sh("(sleep 1; printf '" .. H.lab.t1.passphrase .. "\\n') | timeout 30 script -qec '"
+      .. H.build .. "/sshlua " .. script .. "' /dev/null")
+    os.execute("rm -rf " .. dir)
+    assert.matches("Enter passphrase for key '" .. H.lab.keys.t1 .. "'", out, 1, true)
+    assert.matches("sclt1", out, 1, true)
+  end)
+
   it("says with ECONNECT/EIO which file and line a bad config has", function()
     local path, dir = lab_config("Host t1\n  ProxyJump j2\n  Frobnicate yes\n")
     local s, msg, code = sshchain.connect("t1", { config = path })
