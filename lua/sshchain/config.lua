@@ -241,9 +241,19 @@ local function split_commas(s)
   return out
 end
 
---- Converts an ssh_config glob (* and ?) to a Lua pattern anchored at both ends.
+local pattern_cache = setmetatable({}, { __mode = "k" })
+local n_patterns = 0
+
+--- Converts an ssh_config glob (* and ?) to a Lua pattern anchored at both ends (remembered: a
+--- config's patterns are matched again for every host). Runs of * are one *.
 local function glob_to_pattern(g)
-  return "^" .. g:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".") .. "$"
+  local p = pattern_cache[g]
+  if p then return p end
+  p = "^" .. g:gsub("%*+", "*"):gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".") .. "$"
+  n_patterns = n_patterns + 1
+  if n_patterns > 100000 then pattern_cache, n_patterns = setmetatable({}, { __mode = "k" }), 0 end
+  pattern_cache[g] = p
+  return p
 end
 
 -- a, then the names of b that a does not have
@@ -257,11 +267,17 @@ local function names_cat(a, b)
   return out
 end
 
+-- OpenSSH's match_pattern_list == 1: some pattern matches and no negated one does
 local function matches_any(name, patterns)
+  local matched = false
   for _, p in ipairs(patterns) do
-    if name:match(glob_to_pattern(p)) then return true end
+    local negate = p:sub(1, 1) == "!"
+    if name:match(glob_to_pattern(negate and p:sub(2) or p)) then
+      if negate then return false end
+      matched = true
+    end
   end
-  return false
+  return matched
 end
 
 --- The algorithm list a value means, OpenSSH's way (+ appends to the defaults, - removes the
@@ -274,9 +290,16 @@ function M.algorithms(key, value, base)
   local def, all = split_commas(src.default), split_commas(src.all)
   local first = value:sub(1, 1)
   local body = (first == "+" or first == "-" or first == "^") and value:sub(2) or value
-  -- every name must be known (the - list is only a filter); wildcards only where ssh takes them
+  if (first == "+" or first == "^") and body == "" then return nil, a.bad:format(value) end
+  -- every name must be known (the - list is only a filter; ssh's check stops at an empty
+  -- element); wildcards only where ssh takes them
   if first ~= "-" then
-    for _, n in ipairs(split_commas(body)) do
+    local names = {}
+    for part in (body .. ","):gmatch("([^,]*),") do
+      if part == "" then break end
+      names[#names + 1] = part
+    end
+    for _, n in ipairs(names) do
       local known = false
       if (a.wild or base == "libssh") and n:find("[%*%?]") then
         known = true
@@ -391,7 +414,8 @@ local function split_delim(s)
     if not a then break end
     if s:byte(a) == 34 then
       local b = s:find('"', a + 1, true)
-      if not b then return nil, "no matching quote" end
+      if not b then break end -- strdelim: the line ends there
+      if b == a + 1 then break end -- an empty word ends it too
       out[#out + 1] = s:sub(a + 1, b - 1)
       i = b + 1
     else
@@ -406,12 +430,12 @@ end
 --- s without leading and trailing white space, in linear time (a pattern like "%s+$" is
 --- quadratic on a long run of spaces inside the line).
 local function trim(s)
-  local a = s:find("%S")
+  local a = s:find("[^ \t\r\n]")
   if not a then return "" end
   local b = #s
   while b > a do
     local c = s:byte(b)
-    if c ~= 32 and (c < 9 or c > 13) then break end
+    if c ~= 32 and c ~= 9 and c ~= 13 and c ~= 10 and c ~= 12 then break end
     b = b - 1
   end
   return s:sub(a, b)
@@ -419,7 +443,8 @@ end
 M.trim = trim
 
 -- keywords whose value is the rest of the line as written (quotes and all)
-local RAW = { proxycommand = true, localcommand = true, remotecommand = true, knownhostscommand = true }
+local RAW = { proxycommand = true, localcommand = true, remotecommand = true, knownhostscommand = true,
+  proxyjump = true }
 
 --- Splits one line into its keyword and arguments: key (lowercase), args, the keyword as
 --- written, the rest of the line as written; nil, message for bad quotes; nil for a blank line
@@ -429,6 +454,12 @@ function M.tokenize(line)
   if line == "" or line:sub(1, 1) == "#" then return nil end
   local kend = line:find('[ \t\r\n="]') or #line + 1
   local word = line:sub(1, kend - 1)
+  if line:byte(kend) == 34 then -- as ssh's strdelim: a quoted part of the keyword
+    local q = line:find('"', kend + 1, true)
+    if not q then return nil, "invalid quotes" end
+    word = word .. line:sub(kend + 1, q - 1)
+    kend = q + 1
+  end
   local rest = line:sub(kend)
   local a = rest:find("[^ \t\r\n]") or #rest + 1
   if rest:byte(a) == 61 then -- one '='
@@ -438,8 +469,13 @@ function M.tokenize(line)
   local key = word:lower()
   local args, err
   if key == "match" then
+    local _, qerr = split_args(rest)
+    if qerr then return nil, qerr end
     args, err = split_delim(rest)
   elseif RAW[key] then
+    local _, qerr = split_args(rest) -- ssh checks the quotes of every line
+    if qerr then return nil, qerr end
+    rest = rest:match("^[ \t\r\n=]*(.*)$") -- every blank and '=' before the value, as ssh
     args = { rest }
   else
     args, err = split_args(rest)
@@ -450,15 +486,16 @@ end
 local file_cache = {} -- path -> its lines (parse_lines); M.flush() forgets them
 
 --- The lines of a config text: {n=, key=, args=, word=, rest=} (or {n=, bad=} for bad quotes).
-local function parse_lines(text)
+local function parse_lines(text, path)
   local lines, n = {}, 0
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     n = n + 1
     local key, args, word, rest = M.tokenize(line)
+    local where = ("%s line %d"):format(path, n)
     if key then
-      lines[#lines + 1] = { n = n, key = key, args = args, word = word, rest = rest }
+      lines[#lines + 1] = { n = n, key = key, args = args, word = word, rest = rest, where = where }
     elseif args then
-      lines[#lines + 1] = { n = n, bad = args }
+      lines[#lines + 1] = { n = n, bad = args, where = where }
     end
   end
   return lines
@@ -472,18 +509,20 @@ local function read_lines(path)
   if not f then return false, err end -- not kept: it may appear
   local text = f:read("a")
   f:close()
-  if not text then return false, path .. ": cannot be read (a directory?)" end
-  local lines = parse_lines(text)
+  local lines = parse_lines(text or "", path) -- a directory reads as empty, as with ssh
   file_cache[path] = lines
   return lines
 end
 
 --- Forgets the files read so far (they are read again at the next lookup).
-function M.flush() file_cache = {} end
+function M.flush()
+  file_cache = {}
+  glob_cache = {}
+end
 
 --- Takes text as the content of the config file `path` (instead of reading it): for tests and
 --- fuzzing.
-function M.set_text(path, text) file_cache[path] = parse_lines(text) end
+function M.set_text(path, text) file_cache[path] = parse_lines(text, path) end
 
 ---------------------------------------------------------------------------------------------------
 -- Tokens
@@ -522,17 +561,6 @@ local function percent(s, t)
   return out
 end
 
---- ${NAME} from the environment; nil, message when one is not set.
-local function dollar(s)
-  local bad
-  local out = s:gsub("%${([%w_]+)}", function(name)
-    local v = os.getenv(name)
-    if v == nil then bad = bad or name return "" end
-    return v
-  end)
-  if bad then return nil, ("env var ${%s} has no value"):format(bad) end
-  return out
-end
 
 -- The tokens of a host being configured: ctx holds the original name, options so far.
 local function tokens(ctx, hostname)
@@ -549,13 +577,51 @@ local function tokens(ctx, hostname)
   return t
 end
 
---- A path value as ssh expands it: ~, then ${ENV}, then %-tokens (per ssh_config(5) TOKENS).
+--- %-tokens and ${ENV} in one pass, as ssh's percent_dollar_expand (an environment value is
+--- never read again for tokens): the string, or nil and ssh's message.
+local function percent_dollar(s, t)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local j = s:find("[%%$]", i)
+    if not j then
+      out[#out + 1] = s:sub(i)
+      break
+    end
+    out[#out + 1] = s:sub(i, j - 1)
+    local c = s:sub(j, j)
+    if c == "$" and s:sub(j + 1, j + 1) == "{" then
+      local close = s:find("}", j + 2, true)
+      if not close then return nil, ("environment variable '%s' missing closing '}'"):format(s:sub(j)) end
+      local name = s:sub(j + 2, close - 1)
+      if name == "" then return nil, "zero-length environment variable" end
+      local v = os.getenv(name)
+      if v == nil then return nil, ("env var ${%s} has no value"):format(name) end
+      out[#out + 1] = v
+      i = close + 1
+    elseif c == "$" then
+      out[#out + 1] = "$"
+      i = j + 1
+    else
+      local k = s:sub(j + 1, j + 1)
+      if k == "" then return nil, "invalid format (a lone %)" end
+      if k == "%" then
+        out[#out + 1] = "%"
+      elseif t[k] == nil then
+        return nil, ("unknown key %%%s"):format(k)
+      else
+        out[#out + 1] = t[k]
+      end
+      i = j + 2
+    end
+  end
+  return table.concat(out)
+end
+
+--- A path value as ssh expands it: ~, then %-tokens and ${ENV} (per ssh_config(5) TOKENS).
 local function expand_path(s, t, li)
   local v, err = tilde(s, li)
   if not v then return nil, err end
-  v, err = dollar(v)
-  if not v then return nil, err end
-  return percent(v, t)
+  return percent_dollar(v, t)
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -586,7 +652,9 @@ local function host_line_matches(patterns, name)
   for _, p in ipairs(patterns) do
     local negate = p:sub(1, 1) == "!"
     if negate then p = p:sub(2) end
-    if glob_match(name, p) then
+    local hit
+    if p:find("[%*%?]") then hit = glob_match(name, p) else hit = p == name end -- most are names
+    if hit then
       if negate then return false end
       matched = true
     end
@@ -689,7 +757,10 @@ local HOSTKEY_CHECK = { yes = "true", ["true"] = "true", no = "false", ["false"]
 
 --- A time as ssh's convtime reads it ("90", "1m30s", "1h"): seconds, or nil.
 local function convtime(v)
-  if v:match("^%d+$") then return tonumber(v) end
+  if v:match("^%d+$") then
+    local n = tonumber(v)
+    return n <= 2147483647 and math.tointeger(n) or nil
+  end
   local total, pos = 0, 1
   local mult = { s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
   while pos <= #v do
@@ -709,8 +780,8 @@ end
 --- Parses a ProxyJump value as ssh does: the hops as written, the last one split into user,
 --- host and port; or nil. Debian's ssh takes the value up to its first blank.
 local function parse_jump(v)
+  if v:lower() == "none" then return { none = true } end -- the value as written, as ssh
   v = v:match("^[^#]*"):match("^[^ \t]*")
-  if v:lower() == "none" then return { none = true } end
   local hops = {}
   for part in (v .. ","):gmatch("([^,]*),") do hops[#hops + 1] = part end
   if #hops == 0 then return nil end
@@ -719,6 +790,7 @@ local function parse_jump(v)
     local user, host, port
     local uri = h:match("^ssh://(.*)$")
     local body = uri or h
+    if uri then body = body:gsub("/$", "") end
     if uri and body:find("/") then return nil end
     user, host = body:match("^(.*)@([^@]*)$")
     if not user then host = body end
@@ -727,7 +799,7 @@ local function parse_jump(v)
     if bracketed then
       host, port = bracketed, p
     else
-      local hh, pp = host:match("^([^:]+):(%d+)$")
+      local hh, pp = host:match("^([^:]+):(%d*)$")
       if hh then host, port = hh, pp elseif host:find(":") then return nil end
     end
     if host == "" then return nil end
@@ -771,6 +843,7 @@ local function check_value(key, args, where)
     return { tostring(n) }
   elseif key == "serveralivecountmax" then
     if not v:match("^%d+$") then return nil, ("%s: integer value invalid."):format(where) end
+    if tonumber(v) > 2147483647 then return nil, ("%s: integer value too large."):format(where) end
     return { tostring(tonumber(v)) }
   elseif ALGS[key] then
     local ok, err = M.algorithms(key, v)
@@ -779,20 +852,19 @@ local function check_value(key, args, where)
     local j = parse_jump(v)
     if not j then return nil, ("%s: Invalid ProxyJump \"%s\""):format(where, v) end
     return { v, parsed = j }
-  elseif key == "userknownhostsfile" then
-    if #args > 1 then
-      for _, a in ipairs(args) do
-        if a == "none" then
-          return nil, ("%s: keyword userknownhostsfile \"none\" argument must appear alone."):format(where)
-        end
+  elseif key == "userknownhostsfile" or key == "globalknownhostsfile" then
+    for _, a in ipairs(args) do
+      if a == "" then return nil, ("%s: keyword %s empty argument"):format(where, key) end
+      if #args > 1 and a:lower() == "none" then
+        return nil, ('%s: keyword %s "none" argument must appear alone.'):format(where, key)
       end
     end
-  elseif key == "identityagent" then
+  elseif key == "identityagent" or (key == "forwardagent" and not YESNO[v:lower()]) then
     local name = v:match("^%$([^{].*)$")
     if name and not name:match("^[%w_]+$") then return nil, ("%s: Invalid environment name %s."):format(where, v) end
     if v ~= "none" and v ~= "SSH_AUTH_SOCK" and not name then
-      local _, err = dollar(v)
-      if err then return nil, ("%s: Invalid environment expansion %s."):format(where, v:match("%${[^}]*}") or v) end
+      local _, err = percent_dollar((v:gsub("%%", "")), {})
+      if err then return nil, ("%s: Invalid environment expansion %s."):format(where, v) end
     end
   end
   return args
@@ -802,12 +874,21 @@ local function store(ctx, key, args, where)
   local o = ctx.o
   if MULTI[key] then
     o[key] = o[key] or {}
+    ctx.seen[key] = ctx.seen[key] or {}
     for _, a in ipairs(key == "sendenv" and args or { table.concat(args, " ") }) do
-      local dup = false
-      if key == "identityfile" or key == "certificatefile" then -- ssh keeps one of each
-        for _, x in ipairs(o[key]) do if x == a then dup = true end end
+      if key == "sendenv" and a:sub(1, 1) == "-" then -- takes names out again, as ssh
+        local keep = {}
+        for _, x in ipairs(o[key]) do
+          if not x:match(glob_to_pattern(a:sub(2))) then keep[#keep + 1] = x end
+        end
+        o[key] = keep
+      elseif key == "sendenv" or not ctx.seen[key][a] then -- one of each file, as ssh
+        ctx.seen[key][a] = true
+        o[key][#o[key] + 1] = a
+        if #o[key] > 100 and (key == "identityfile" or key == "certificatefile") then
+          return ("Too many %s files specified (max 100)."):format(key == "identityfile" and "identity" or "certificate")
+        end
       end
-      if not dup then o[key][#o[key] + 1] = a end
     end
     ctx.where[key] = ctx.where[key] or {}
     ctx.where[key][#ctx.where[key] + 1] = where
@@ -838,6 +919,26 @@ local function store(ctx, key, args, where)
 end
 
 local eval_file
+local glob_cache = {}
+
+--- The files a glob names, sorted (the shell expands it, once per process: M.flush() forgets);
+--- a path without * ? [ is itself. nil: an empty list.
+function M.glob(p)
+  if not p then return {} end
+  if not p:find("[%*%?%[]") then return { p } end
+  local list = glob_cache[p]
+  if list then return list end
+  list = {}
+  local pipe = io.popen("for f in " .. p:gsub("([^%w%*%?%[%]/%._%-])", "\\%1")
+    .. "; do [ -e \"$f\" ] && printf '%s\\n' \"$f\"; done 2>/dev/null")
+  if pipe then
+    for line in pipe:lines() do list[#list + 1] = line end
+    pipe:close()
+  end
+  table.sort(list)
+  glob_cache[p] = list
+  return list
+end
 
 local function include(ctx, args, active, nevermatch, depth, where)
   if depth >= 16 then return nil, "Too many recursive configuration includes (" .. where .. ": a loop?)" end
@@ -845,20 +946,7 @@ local function include(ctx, args, active, nevermatch, depth, where)
     local p = a
     if p:sub(1, 1) == "~" and ctx.system then return nil, ("%s: bad include path %s."):format(where, a) end
     if p:sub(1, 1) ~= "/" and p:sub(1, 1) ~= "~" then p = (ctx.system and "/etc/ssh/" or "~/.ssh/") .. p end
-    local list = {}
-    local t = tilde(p, ctx.li)
-    if not t then return nil, ("%s: glob failed for %s."):format(where, a) end
-    if t:find("[%*%?%[]") then
-      local pipe = io.popen("for f in " .. t:gsub("([^%w%*%?%[%]/%._%-])", "\\%1")
-        .. "; do [ -e \"$f\" ] && printf '%s\\n' \"$f\"; done 2>/dev/null")
-      if pipe then
-        for line in pipe:lines() do list[#list + 1] = line end
-        pipe:close()
-      end
-      table.sort(list)
-    else
-      list[1] = t
-    end
+    local list = M.glob(tilde(p, ctx.li)) -- ~nosuchuser: matches nothing, as ssh's glob
     for _, f in ipairs(list) do
       local lines, rerr = read_lines(f)
       if lines then
@@ -872,10 +960,46 @@ local function include(ctx, args, active, nevermatch, depth, where)
   return true
 end
 
+-- Whether a line can be passed over when its block does not apply: a known keyword with a value
+-- ssh takes, that would say nothing (no error, no note, no include).
+local function plain_line(l)
+  if l.bad or l.rest == "" then return false end
+  local key = ALIAS[l.key] or l.key
+  local kind = KIND[key]
+  if not kind or kind == "unsupported" or key == "include" or key == "host" or key == "match" then return false end
+  if kind == "deprecated" then return true end
+  if (not MANY[key] and #l.args > 1) or #l.args == 0 or (l.args[1] == "" and key ~= "proxycommand") then
+    return false
+  end
+  if l.checked == nil then l.checked, l.check_err = check_value(key, l.args, l.where) end
+  return l.checked ~= nil
+end
+
+-- Marks each Host and Match line with where its block ends and whether the block is plain (then
+-- a host it does not apply to skips it at once: a config of 10,000 Host blocks is read in a
+-- time that does not grow with the blocks that do not apply).
+local function index_blocks(lines)
+  local header, plain = nil, true
+  for i = 1, #lines + 1 do
+    local l = lines[i]
+    if not l or l.key == "host" or l.key == "match" then
+      if header then header.block_end, header.plain_block = i, plain end
+      header, plain = l, true
+    elseif not plain_line(l) then
+      plain = false
+    end
+  end
+  lines.indexed = true
+end
+
 function eval_file(ctx, path, lines, active, nevermatch, depth)
   local bad = {}
-  for _, l in ipairs(lines) do
-    local where = ("%s line %d"):format(path, l.n)
+  if not lines.indexed then index_blocks(lines) end
+  local i = 1
+  while i <= #lines do
+    local l = lines[i]
+    i = i + 1
+    local where = l.where
     local key = l.key and (ALIAS[l.key] or l.key)
     local kind = key and KIND[key]
     local err
@@ -893,12 +1017,14 @@ function eval_file(ctx, path, lines, active, nevermatch, depth)
         if a == "" then err = ("%s: keyword host empty argument"):format(where) end
       end
       active = not nevermatch and host_line_matches(l.args, ctx.host)
+      if not active and not err and l.plain_block then i = l.block_end end
     elseif key == "match" then
       local r, merr = match_line(ctx, l.args, where)
       if r == nil then
         err = merr
       else
         active = not nevermatch and r
+        if not active and l.plain_block then i = l.block_end end
       end
     elseif key == "include" then
       if not ctx.no_include then -- (opts.include = false: not followed)
@@ -915,7 +1041,9 @@ function eval_file(ctx, path, lines, active, nevermatch, depth)
       elseif #l.args == 0 or (l.args[1] == "" and key ~= "proxycommand") then
         err = ("%s: Missing argument."):format(where)
       else
-        local value, verr = check_value(key, l.args, where)
+        -- the check depends on the line alone: done once per file read
+        if l.checked == nil then l.checked, l.check_err = check_value(key, l.args, where) end
+        local value, verr = l.checked, l.check_err
         if value == nil then
           err = verr
         elseif value and active then
@@ -925,7 +1053,8 @@ function eval_file(ctx, path, lines, active, nevermatch, depth)
               ctx.note(l.word, where)
             end
           end
-          store(ctx, key, value, where)
+          local serr = store(ctx, key, value, where)
+          if serr then return nil, where .. ": " .. serr end
         end
       end
     end
@@ -996,7 +1125,7 @@ function M.effective(name, opts)
   opts = opts or {}
   local li = local_info()
   local pending = {}
-  local ctx = { li = li, original = name, host = name, o = {}, where = {}, final = false,
+  local ctx = { li = li, original = name, host = name, o = {}, where = {}, final = false, seen = {},
     no_exec = opts.exec == false, no_include = opts.include == false }
   ctx.note = function(keyword, where) pending[#pending + 1] = { keyword, where } end
   if opts.user then ctx.o.user = { opts.user } end
@@ -1013,7 +1142,9 @@ function M.effective(name, opts)
     host = h
   end
   if not is_addr(host) then host = host:lower() end
-  if ctx.want_final then
+  local ch = o.canonicalizehostname and o.canonicalizehostname[1]:lower()
+  local canon = ch == "yes" or ch == "always"
+  if ctx.want_final or canon then -- ssh's final pass (canonicalization itself is not done)
     o.hostname = { host }
     ctx.final, ctx.host = true, host
     ok, err = pass(ctx, files)
@@ -1034,7 +1165,7 @@ function M.effective(name, opts)
     e.proxycommand = o.proxycommand[1]
   end
   local kh = {}
-  if o.userknownhostsfile and o.userknownhostsfile[1] == "none" then
+  if o.userknownhostsfile and o.userknownhostsfile[1]:lower() == "none" then
     kh = { "none" }
   else
     for _, p in ipairs(o.userknownhostsfile or { "~/.ssh/known_hosts", "~/.ssh/known_hosts2" }) do
@@ -1045,6 +1176,7 @@ function M.effective(name, opts)
   end
   e.userknownhostsfile = kh
   e.globalknownhostsfile = o.globalknownhostsfile or { "/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2" }
+  if e.globalknownhostsfile[1]:lower() == "none" then e.globalknownhostsfile = { "none" } end
   e.stricthostkeychecking = o.stricthostkeychecking and o.stricthostkeychecking[1] or "ask"
   e.identitiesonly = o.identitiesonly and o.identitiesonly[1] or "no"
   local function agent_path(v, where)
@@ -1118,8 +1250,9 @@ local SPEC_ALGS = { kexalgorithms = "kex", hostkeyalgorithms = "hostkeys", ciphe
   pubkeyacceptedalgorithms = "pubkeys" }
 
 local function split_target(name)
-  name = name:gsub("^ssh://", "") -- ProxyJump also takes ssh://[user@]host[:port]
-  local user, rest = name:match("^([^@]+)@(.+)$")
+  if type(name) == "table" then return name.user, name.host, name.port end -- a parsed jump
+  name = name:gsub("^ssh://", ""):gsub("/$", "") -- also ssh://[user@]host[:port][/]
+  local user, rest = name:match("^(.+)@([^@]+)$") -- the user: up to the last @, as ssh
   rest = rest or name
   local alias, port = rest:match("^%[(.-)%]:(%d+)$")
   if not alias then alias = rest:match("^%[(.-)%]$") end
@@ -1133,8 +1266,8 @@ local function file_readable(p)
   return false
 end
 
---- A host spec for `name` (a Host alias or [user@]host[:port]) and its ProxyJump hops (a list of
---- "[user@]host[:port]" as written; nil when none); or nil, message.
+--- A host spec for `name` (a Host alias or [user@]host[:port], or {user=, host=, port=}) and its
+--- ProxyJump hops (a list of such tables; nil when none); or nil, message.
 function M.spec_for(name, opts)
   local user, alias, port = split_target(name)
   local e, err = M.effective(alias, { config = opts and opts.config, system_config = opts and opts.system_config,
@@ -1190,7 +1323,7 @@ function M.spec_for(name, opts)
   if e._options.globalknownhostsfile then
     local g = {}
     for _, p in ipairs(e.globalknownhostsfile) do
-      if p ~= "none" then g[#g + 1] = tilde(p, li) or p end
+      if p:lower() ~= "none" then g[#g + 1] = tilde(p, li) or p end
     end
     spec.global_known_hosts = #g > 0 and g or "/dev/null"
   end
@@ -1241,7 +1374,7 @@ function M.spec_for(name, opts)
   if e.batchmode == "yes" then spec.batch = true end
   if not e._jump then return spec end
   local hops = {}
-  for i, h in ipairs(e._jump.hops) do hops[i] = h.text end
+  for i, h in ipairs(e._jump.hops) do hops[i] = { user = h.user, host = h.host, port = h.port } end
   return spec, hops
 end
 
@@ -1250,7 +1383,9 @@ end
 --- b's does not.
 function M.chain(name, opts, depth)
   depth = depth or 0
-  if depth > 10 then return nil, "ProxyJump loop or chain deeper than 10 at " .. name end
+  if depth > 10 then
+    return nil, "ProxyJump loop or chain deeper than 10 at " .. (type(name) == "table" and name.host or name)
+  end
   local spec, jumps = M.spec_for(name, opts)
   if not spec then return nil, jumps end
   if not jumps then return { spec } end
@@ -1298,10 +1433,12 @@ function M.host_names(path)
       elseif l.key == "include" then
         local li = local_info()
         for _, a in ipairs(l.args) do
-          local f = tilde(a, li) or a
-          if f:sub(1, 1) ~= "/" then f = li.home .. "/.ssh/" .. f end
-          local ok, ierr = walk(f, depth + 1)
-          if not ok then return nil, ierr end
+          local f = a
+          if f:sub(1, 1) ~= "/" and f:sub(1, 1) ~= "~" then f = "~/.ssh/" .. f end
+          for _, g in ipairs(M.glob(tilde(f, li))) do
+            local ok, ierr = walk(g, depth + 1)
+            if not ok then return nil, ierr end
+          end
         end
       end
     end
@@ -1348,7 +1485,22 @@ function M.main_G(args)
     io.stderr:write("usage: sshlua -G [-F configfile] [-l user] [-p port] [user@]host\n")
     return 2
   end
-  local user, alias, port = split_target(host)
+  -- the destination as ssh takes it: ssh://[user@]host[:port], or [user@]host (no :port)
+  local user, alias, port
+  local uri = host:match("^ssh://(.*)$")
+  if uri then
+    user, alias, port = split_target(uri)
+  else
+    user, alias = host:match("^(.+)@([^@]+)$")
+    alias = alias or host
+  end
+  if opts.port then
+    local n = tostring(opts.port):match("^%d+$") and tonumber(opts.port)
+    if not n or n < 1 or n > 65535 then
+      io.stderr:write("sshlua -G: Bad port '" .. tostring(opts.port) .. "'\n")
+      return 255
+    end
+  end
   opts.user = opts.user or user
   opts.port = opts.port or port
   local e, err = M.effective(alias, opts)

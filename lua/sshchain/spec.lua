@@ -134,7 +134,7 @@ function M.normalize(spec, defaults, level)
   end
   if s.send_env then
     for i, p in ipairs(s.send_env) do
-      if type(p) ~= "string" or not p:match("^%-?[%w_%*%?]+$") then
+      if type(p) ~= "string" or p == "" or p:find("[=%s%z]") then
         error(("host spec field 'send_env' must list variable name patterns (item %d)"):format(i), level)
       end
     end

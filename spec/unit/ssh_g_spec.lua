@@ -8,7 +8,7 @@ local config = require "sshchain.config"
 local FIELDS = { "hostname", "user", "port", "identityfile", "certificatefile", "proxyjump", "proxycommand",
   "userknownhostsfile", "globalknownhostsfile", "stricthostkeychecking", "identitiesonly", "identityagent",
   "forwardagent", "connecttimeout", "serveraliveinterval", "serveralivecountmax", "kexalgorithms",
-  "hostkeyalgorithms", "ciphers", "macs", "pubkeyacceptedalgorithms" }
+  "hostkeyalgorithms", "ciphers", "macs", "pubkeyacceptedalgorithms", "sendenv" }
 
 local HOSTS = { "alpha", "beta.example", "Gamma", "10.1.2.3", "web-7" }
 local N_CONFIGS = tonumber(os.getenv("SSH_G_CORPUS") or "") or 300
@@ -66,6 +66,14 @@ local OPTIONS = {
   function(r) return "UserKnownHostsFile " .. pick(r, { "/k=%k_h=%h_n=%n_r=%r_p=%p_C=%C", "none", '"/with space/kh"' }) end,
   function(r) return pick(r, { "Port=2201", "hOsTnAmE=MiXeD.%h", "User \"q u\"", "Port 2202 # a comment",
     "IdentityFile 'single quoted'", "ProxyCommand sh -c \"nc %h %p\" # raw" }) end,
+  -- from a review: quoting, raw values, none forms, lists
+  function(r) return pick(r, { 'ProxyJump "j"', "ProxyJump none # c", "ProxyJump j:", "ProxyJump ssh://j/",
+    "ProxyJump first.user@corp@jump:2222", "ProxyCommand == nc %h", "UserKnownHostsFile NONE",
+    "Ciphers -aes*,!aes128*", "Ciphers aes128-ctr,,bogus", '"User" bob', "SendEnv LANG LC_*",
+    "SendEnv -LC_*", "CanonicalizeHostname yes", "GlobalKnownHostsFile ~/g_%h ${HOME}/g2",
+    "ConnectTimeout 2147483648", "ServerAliveCountMax 2147483648", "Ciphers +",
+    "IdentityFile ${HOME}/id_%h", "UserKnownHostsFile /k/${}", "UserKnownHostsFile /k/${HOME",
+    "ForwardAgent $a-b" }) end,
   -- lines both must refuse (a few per corpus)
   function(r) return pick(r, { "Nonsense x", "Port 0", "User a b", "Ciphers aes*", "StrictHostKeyChecking maybe",
     "ServerAliveCountMax x", "ConnectTimeout NONE", "HostName %p", "UserKnownHostsFile none /x",
@@ -85,6 +93,7 @@ local HEADERS = {
   function(r) return "Match host " .. pick(r, { "alpha", "*" }) .. " user " .. pick(r, { "u1", "root" }) end,
   function(r) return "Match final host " .. pick(r, { "*.internal", "alpha" }) end,
   function() return "Match canonical all" end,
+  function(r) return pick(r, { "Match canonical host *.internal", 'Match host alpha #"x', 'Match exec "true" # c' }) end,
   function(r) return "Match exec " .. pick(r, { '"test %C = x"', '"test %k = mixed"', '"true %d %u %i %L %l %r %p"' }) end,
   function(r) return pick(r, { "Match host=alpha", "Match !all", "Match host alpha all", "Match user root exec false host *" }) end,
   -- headers both must refuse
