@@ -484,6 +484,7 @@ function M.tokenize(line)
   return key, args, word, rest
 end
 local file_cache = {} -- path -> its lines (parse_lines); M.flush() forgets them
+local glob_cache = {} -- Include pattern -> the files it named (M.glob)
 
 --- The lines of a config text: {n=, key=, args=, word=, rest=} (or {n=, bad=} for bad quotes).
 local function parse_lines(text, path)
@@ -919,7 +920,6 @@ local function store(ctx, key, args, where)
 end
 
 local eval_file
-local glob_cache = {}
 
 --- The files a glob names, sorted (the shell expands it, once per process: M.flush() forgets);
 --- a path without * ? [ is itself. nil: an empty list.
