@@ -29,9 +29,10 @@ typedef struct {
     char **known_hosts_files; /* every file checked, the user's then the global ones; none: */
     int n_known_hosts_files;  /* ~/.ssh/known_hosts{,2}, /etc/ssh/ssh_known_hosts{,2} */
     int hostkey_mode;
-    double timeout;      /* seconds for the whole connect of this hop */
-    double keepalive;    /* seconds between keepalives once connected; 0 off */
-    int keepalive_count; /* keepalives without an answer before the connection is lost */
+    int hash_known_hosts; /* a learned key's name is hashed (HashKnownHosts) */
+    double timeout;       /* seconds for the whole connect of this hop */
+    double keepalive;     /* seconds between keepalives once connected; 0 off */
+    int keepalive_count;  /* keepalives without an answer before the connection is lost */
 } sc_hostspec;
 
 void sc_hostspec_free(sc_hostspec *spec);

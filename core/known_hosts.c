@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,4 +211,26 @@ kh_result kh_check(const char *const *files, int n_files, const char *name, cons
         fclose(f);
     }
     return best;
+}
+
+int kh_format_line(char *out, size_t cap, const char *name, const char *type, const char *key_b64,
+                   int hashed)
+{
+    int n;
+    if (!hashed) {
+        n = snprintf(out, cap, "%s %s %s\n", name, type, key_b64);
+        return n > 0 && (size_t)n < cap ? n : -1;
+    }
+    unsigned char salt[20], mac[EVP_MAX_MD_SIZE];
+    unsigned maclen = 0;
+    if (RAND_bytes(salt, sizeof salt) != 1 ||
+        !HMAC(EVP_sha1(), salt, (int)sizeof salt, (const unsigned char *)name, strlen(name), mac,
+              &maclen) ||
+        maclen != 20)
+        return -1;
+    char bsalt[64], bmac[64];
+    EVP_EncodeBlock((unsigned char *)bsalt, salt, (int)sizeof salt);
+    EVP_EncodeBlock((unsigned char *)bmac, mac, (int)maclen);
+    n = snprintf(out, cap, "|1|%s|%s %s %s\n", bsalt, bmac, type, key_b64);
+    return n > 0 && (size_t)n < cap ? n : -1;
 }

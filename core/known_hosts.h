@@ -48,4 +48,9 @@ typedef enum {
 kh_result kh_check(const char *const *files, int n_files, const char *name, const char *type,
                    const char *key_b64, char *where, size_t where_cap);
 
+/* The known_hosts line for name's key (with its newline), the name hashed as ssh's
+ * HashKnownHosts does (|1|salt|HMAC-SHA1) when hashed: its length, or -1. */
+int kh_format_line(char *out, size_t cap, const char *name, const char *type, const char *key_b64,
+                   int hashed);
+
 #endif

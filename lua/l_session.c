@@ -178,7 +178,9 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
     spec->identities_only = lua_toboolean(L, -1);
     lua_getfield(L, t, "forward_agent");
     spec->forward_agent = lua_toboolean(L, -1);
-    lua_pop(L, 2);
+    lua_getfield(L, t, "hash_known_hosts");
+    spec->hash_known_hosts = lua_toboolean(L, -1);
+    lua_pop(L, 3);
     {
         enum { MAXC = 32 };
         char *certs[MAXC];

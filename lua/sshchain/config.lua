@@ -24,7 +24,7 @@ local IMPL = {
   "stricthostkeychecking", "identitiesonly", "identityagent", "forwardagent", "connecttimeout",
   "serveraliveinterval", "serveralivecountmax", "kexalgorithms", "hostkeyalgorithms", "ciphers",
   "macs", "pubkeyacceptedalgorithms", "ignoreunknown", "hostkeyalias", "batchmode", "loglevel",
-  "sendenv",
+  "sendenv", "hashknownhosts",
 }
 local KNOWN = {
   "forwardx11", "forwardx11trusted", "forwardx11timeout", "exitonforwardfailure", "xauthlocation",
@@ -35,7 +35,7 @@ local KNOWN = {
   "dynamicforward", "preferredauthentications", "casignaturealgorithms", "bindaddress",
   "bindinterface", "clearallforwardings", "enablesshkeysign", "verifyhostkeydns",
   "nohostauthenticationforlocalhost", "rekeylimit", "addressfamily", "setenv", "controlpath",
-  "controlmaster", "controlpersist", "hashknownhosts", "tunnel", "tunneldevice", "localcommand",
+  "controlmaster", "controlpersist", "tunnel", "tunneldevice", "localcommand",
   "permitlocalcommand", "remotecommand", "visualhostkey", "ipqos", "requesttty", "sessiontype",
   "stdinnull", "forkafterauthentication", "proxyusefdpass", "canonicaldomains",
   "canonicalizefallbacklocal", "canonicalizehostname", "canonicalizemaxdots",
@@ -67,7 +67,7 @@ local NOOP = {
   permitlocalcommand = "no", visualhostkey = "no", requesttty = "no", stdinnull = "no",
   forkafterauthentication = "no", proxyusefdpass = "no", canonicalizehostname = "no",
   updatehostkeys = "no", gssapiauthentication = "no", gssapidelegatecredentials = "no",
-  gssapikeyexchange = "no", hashknownhosts = "no", passwordauthentication = "yes",
+  gssapikeyexchange = "no", passwordauthentication = "yes",
   kbdinteractiveauthentication = "yes", pubkeyauthentication = "yes", controlpath = "none",
   controlpersist = "no", fingerprinthash = "sha256", syslogfacility = true, logverbose = true,
   xauthlocation = true, forwardx11trusted = true, forwardx11timeout = true, escapechar = true,
@@ -1372,6 +1372,7 @@ function M.spec_for(name, opts)
   end
   if e.sendenv then spec.send_env = e.sendenv end
   if e.batchmode == "yes" then spec.batch = true end
+  if e._options.hashknownhosts and e._options.hashknownhosts[1] == "yes" then spec.hash_known_hosts = true end
   if not e._jump then return spec end
   local hops = {}
   for i, h in ipairs(e._jump.hops) do hops[i] = { user = h.user, host = h.host, port = h.port } end

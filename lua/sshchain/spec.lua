@@ -7,7 +7,8 @@
 --     proxy_command=CMD (%h %p %r %n %k), kex=, hostkeys=, ciphers=, macs=, pubkeys= (OpenSSH's
 --     lists, +x -x ^x),
 --     send_env={PATTERN...} (SendEnv: local variables sent with each command), batch=true (no
---     question is asked on the terminal: BatchMode),
+--     question is asked on the terminal: BatchMode), hash_known_hosts=true (a learned key's
+--     name is hashed: HashKnownHosts),
 --     max_sessions=N, name= }   or a string "user@host:port"
 --
 -- A field of the wrong type or out of range is misuse: it raises, naming the field.
@@ -36,6 +37,7 @@ M.FIELDS = {
   keepalive_count = { type = "number", integer = true, min = 1, max = 1000 },
   send_env = "table",
   batch = "boolean",
+  hash_known_hosts = "boolean",
   known_hosts = { types = { "string", "table" } },
   global_known_hosts = { types = { "string", "table" } },
   host_key = { type = "string", values = { "strict", "accept-new", "off" } },

@@ -115,6 +115,19 @@ Match all
     os.execute("rm -rf " .. d)
   end)
 
+  it("reads the system file after the user's, as ssh does without -F", function()
+    local d = tmpdir()
+    write(d .. "/system", "Host sshchain-sys-test\n  Port 2345\n  User fromsystem\n")
+    local e = assert(config.effective("sshchain-sys-test", { system_config = d .. "/system" }))
+    assert.are.equal("2345", e.port)
+    assert.are.equal("fromsystem", e.user)
+    -- with a config file given (ssh -F), the system file is not read
+    write(d .. "/user", "Host other\n")
+    e = assert(config.effective("sshchain-sys-test", { config = d .. "/user", system_config = d .. "/system" }))
+    assert.are.equal("22", e.port)
+    os.execute("rm -rf " .. d)
+  end)
+
   it("refuses an unknown keyword, naming the file and line, unless IgnoreUnknown lists it", function()
     local d = tmpdir()
     write(d .. "/bad", "Host x\n  Port 22\nHost y\n  Bogus yes\n")
