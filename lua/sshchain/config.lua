@@ -821,10 +821,55 @@ local function jump_text(j)
     .. (j.last.port and ":" .. tonumber(j.last.port) or "")
 end
 
+-- The values ssh takes for keywords sshchain only says (checked all the same, as ssh does).
+local FLAG = { yes = 1, no = 1, ["true"] = 1, ["false"] = 1 }
+local function states(...)
+  local t = { yes = 1, no = 1, ["true"] = 1, ["false"] = 1 }
+  for _, v in ipairs { ... } do t[v] = 1 end
+  return t
+end
+local VALUES = {
+  controlmaster = states("ask", "auto", "autoask"), requesttty = states("force", "auto"),
+  pubkeyauthentication = states("unbound", "host-bound"), canonicalizehostname = states("always"),
+  verifyhostkeydns = states("ask"), updatehostkeys = states("ask"),
+  tunnel = states("point-to-point", "ethernet"),
+  addressfamily = { any = 1, inet = 1, inet6 = 1 }, sessiontype = { none = 1, subsystem = 1, default = 1 },
+}
+for _, k in ipairs { "forwardx11", "forwardx11trusted", "exitonforwardfailure", "gatewayports",
+  "passwordauthentication", "kbdinteractiveauthentication", "hostbasedauthentication", "checkhostip",
+  "compression", "tcpkeepalive", "clearallforwardings", "enablesshkeysign", "nohostauthenticationforlocalhost",
+  "permitlocalcommand", "visualhostkey", "streamlocalbindunlink", "forkafterauthentication", "stdinnull",
+  "proxyusefdpass", "gssapiauthentication", "gssapidelegatecredentials", "gssapikeyexchange", "gssapitrustdns",
+  "gssapirenewalforcesrekey", "canonicalizefallbacklocal", "enableescapecommandline" } do
+  VALUES[k] = FLAG
+end
+local INTEGER = { connectionattempts = true, numberofpasswordprompts = true, canonicalizemaxdots = true,
+  requiredrsasize = true }
+local LOGLEVELS = { quiet = 1, fatal = 1, error = 1, info = 1, verbose = 1, debug = 1, debug1 = 1, debug2 = 1,
+  debug3 = 1 }
+
 -- Checks a value of a keyword sshchain reads (ssh checks these on every line, applying or not):
 -- the value to store, or nil and ssh's message.
 local function check_value(key, args, where)
   local v = args[1]
+  if VALUES[key] then
+    if not VALUES[key][v:lower()] then return nil, ('%s: unsupported option "%s".'):format(where, v) end
+    return args
+  elseif INTEGER[key] then
+    if not v:match("^%d+$") then return nil, ("%s: integer value invalid."):format(where) end
+    return args
+  elseif key == "forwardx11timeout" then
+    if v ~= "none" and not convtime(v) then return nil, ("%s: invalid time value."):format(where) end
+    return args
+  elseif key == "loglevel" then
+    if not LOGLEVELS[v:lower()] then return nil, ("%s: unsupported log level '%s'"):format(where, v) end
+    return args
+  elseif key == "fingerprinthash" then
+    if v:lower() ~= "md5" and v:lower() ~= "sha256" then
+      return nil, ('%s: Invalid hash algorithm "%s".'):format(where, v)
+    end
+    return args
+  end
   if key == "port" then
     local n = v:match("^%d+$") and tonumber(v)
     if not n or n < 1 or n > 65535 then return nil, ("%s: Bad port '%s'."):format(where, v) end

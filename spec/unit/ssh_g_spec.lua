@@ -74,6 +74,12 @@ local OPTIONS = {
     "ConnectTimeout 2147483648", "ServerAliveCountMax 2147483648", "Ciphers +",
     "IdentityFile ${HOME}/id_%h", "UserKnownHostsFile /k/${}", "UserKnownHostsFile /k/${HOME",
     "ForwardAgent $a-b" }) end,
+  -- values of keywords sshchain only says, good and bad, checked as ssh checks them
+  function(r) return pick(r, { "Compression maybe", "Compression yes", "ControlMaster autoask", "ControlMaster bad",
+    "RequestTTY force", "RequestTTY x", "ConnectionAttempts x", "PubkeyAuthentication unbound",
+    "CanonicalizeHostname none", "AddressFamily inet6", "AddressFamily x", "Tunnel point-to-point",
+    "SessionType x", "NumberOfPasswordPrompts x", "ForwardX11Timeout x", "LogLevel DEBUG3", "LogLevel x",
+    "GSSAPIAuthentication maybe", "FingerprintHash md5", "FingerprintHash x", "StdinNull maybe" }) end,
   -- lines both must refuse (a few per corpus)
   function(r) return pick(r, { "Nonsense x", "Port 0", "User a b", "Ciphers aes*", "StrictHostKeyChecking maybe",
     "ServerAliveCountMax x", "ConnectTimeout NONE", "HostName %p", "UserKnownHostsFile none /x",
