@@ -679,7 +679,6 @@ local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 local function run_exec(cmd)
   local shell = os.getenv("SHELL")
   if not shell or shell == "" then shell = "/bin/sh" end
-  if M.exec_hook then M.exec_hook(cmd) end
   local ok, how = os.execute("exec " .. shell_quote(shell) .. " -c " .. shell_quote(cmd) .. " </dev/null >/dev/null")
   if how == "signal" then return nil end
   return ok == true
