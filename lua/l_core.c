@@ -1,6 +1,8 @@
 /* l_core.c - the module "sshchain.core": opens every type, turns the loop, and small utilities
  * for the recipes. The Lua half (sshchain/ files) builds the public API on these primitives. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <openssl/evp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -279,6 +281,34 @@ static int core_user_home(lua_State *L)
     return 1;
 }
 
+/* core.numeric_host(s) -> the canonical text of s when it is a numeric address (127.1 ->
+ * 127.0.0.1, 0x7f.1 -> 127.0.0.1, fe80:0::1 -> fe80::1), else nil: how ssh prints a HostName
+ * that is an address */
+static int core_numeric_host(lua_State *L)
+{
+    const char *s = luaL_checkstring(L, 1);
+    char out[INET6_ADDRSTRLEN];
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_aton(s, &a4) && inet_ntop(AF_INET, &a4, out, sizeof out))
+        lua_pushstring(L, out);
+    else if (inet_pton(AF_INET6, s, &a6) == 1 && inet_ntop(AF_INET6, &a6, out, sizeof out))
+        lua_pushstring(L, out);
+    else
+        return 0;
+    return 1;
+}
+
+/* core.service_port(name) -> the TCP port of a service name (/etc/services), or nil */
+static int core_service_port(lua_State *L)
+{
+    struct servent *se = getservbyname(luaL_checkstring(L, 1), "tcp");
+    if (!se)
+        return 0;
+    lua_pushinteger(L, ntohs((uint16_t)se->s_port));
+    return 1;
+}
+
 /* core.sha1_hex(s) -> the SHA-1 of s in lowercase hex (ssh_config's %C) */
 static int core_sha1_hex(lua_State *L)
 {
@@ -298,6 +328,8 @@ static int core_sha1_hex(lua_State *L)
 static const luaL_Reg core_functions[] = {
     {"local_info", core_local_info},
     {"environ", core_environ},
+    {"numeric_host", core_numeric_host},
+    {"service_port", core_service_port},
     {"libssh_log", core_libssh_log},
     {"libssh_log_drain", core_libssh_log_drain},
     {"user_home", core_user_home},

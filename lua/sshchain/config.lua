@@ -773,8 +773,17 @@ local function convtime(v)
   return total
 end
 
+--- A port as ssh's a2port reads it (a number from 1 to 65535, or a service name): the number,
+--- or nil.
+function M.port_number(v)
+  local n = v:match("^[ \t]*%+?%d+$") and tonumber((v:gsub("[ \t+]", "")))
+  if not n and v:match("^[%w%-]+$") then n = core.service_port(v) end
+  if not n or n < 1 or n > 65535 then return nil end
+  return math.tointeger(n)
+end
+
 local function is_addr(h)
-  return h:find("[:%%]") ~= nil or h:match("^[%d%.]+$") ~= nil
+  return h:find("[:%%]") ~= nil or h:match("^[%d%.]+$") ~= nil or core.numeric_host(h) ~= nil
 end
 
 --- Parses a ProxyJump value as ssh does: the hops as written, the last one split into user,
@@ -799,12 +808,16 @@ local function parse_jump(v)
     if bracketed then
       host, port = bracketed, p
     else
-      local hh, pp = host:match("^([^:]+):(%d*)$")
+      local hh, pp = host:match("^([^:]+):([%w%-]*)$")
       if hh then host, port = hh, pp elseif host:find(":") then return nil end
     end
     if host == "" then return nil end
     if port == "" then port = nil end
-    if port and (tonumber(port) < 1 or tonumber(port) > 65535) then return nil end
+    if port then
+      port = M.port_number(port)
+      if not port then return nil end
+      port = tostring(port)
+    end
     parsed[i] = { user = user, host = host, port = port, text = h }
   end
   local last = parsed[#parsed]
@@ -870,8 +883,8 @@ local function check_value(key, args, where)
     return args
   end
   if key == "port" then
-    local n = v:match("^%d+$") and tonumber(v)
-    if not n or n < 1 or n > 65535 then return nil, ("%s: Bad port '%s'."):format(where, v) end
+    local n = M.port_number(v)
+    if not n then return nil, ("%s: Bad port '%s'."):format(where, v) end
     return { tostring(n) }
   elseif key == "identitiesonly" or key == "batchmode" or key == "hashknownhosts" then
     local x = YESNO[v:lower()]
@@ -1185,7 +1198,12 @@ function M.effective(name, opts)
     if not h then return nil, ("%s: %s in hostname"):format(ctx.where.hostname, herr) end
     host = h
   end
-  if not is_addr(host) then host = host:lower() end
+  if not is_addr(host) then
+    host = host:lower()
+  else -- an address is printed in its canonical form, as ssh does (127.1: 127.0.0.1)
+    local canonical = core.numeric_host(host)
+    if canonical and canonical:lower() ~= host:lower() then host = canonical end
+  end
   local ch = o.canonicalizehostname and o.canonicalizehostname[1]:lower()
   local canon = ch == "yes" or ch == "always"
   if ctx.want_final or canon then -- ssh's final pass (canonicalization itself is not done)

@@ -24,6 +24,8 @@ static void setup(void)
         "  local_info = function() return { user = 'fuzz', uid = 1000, home = '/home/fuzz',\n"
         "    hostname = 'fuzz.example' } end,\n"
         "  user_home = function(u) if u == 'root' then return '/root' end end,\n"
+        "  numeric_host = function(s) if s:match('^%d+%.%d+%.%d+%.%d+$') then return s end end,\n"
+        "  service_port = function(s) if s == 'ssh' then return 22 end end,\n"
         "  sha1_hex = function(s) return ('%040x'):format(#s) end } end\n";
     if (luaL_dostring(L, facts) != LUA_OK)
         __builtin_trap();

@@ -74,6 +74,9 @@ local OPTIONS = {
     "ConnectTimeout 2147483648", "ServerAliveCountMax 2147483648", "Ciphers +",
     "IdentityFile ${HOME}/id_%h", "UserKnownHostsFile /k/${}", "UserKnownHostsFile /k/${HOME",
     "ForwardAgent $a-b" }) end,
+  -- addresses in their canonical form, ports by service name
+  function(r) return pick(r, { "HostName 127.1", "HostName 0x7f.1", "HostName FE80:0::1", "HostName 0X7F000001",
+    "HostName 123", "Port ssh", "Port +22", "ProxyJump j:ssh", "Port nosuchservice" }) end,
   -- values of keywords sshchain only says, good and bad, checked as ssh checks them
   function(r) return pick(r, { "Compression maybe", "Compression yes", "ControlMaster autoask", "ControlMaster bad",
     "RequestTTY force", "RequestTTY x", "ConnectionAttempts x", "PubkeyAuthentication unbound",
