@@ -267,7 +267,7 @@ local function names_cat(a, b)
   return out
 end
 
--- OpenSSH's match_pattern_list == 1: some pattern matches and no negated one does
+-- OpenSSH's match_pattern_list == 1: some pattern (of a list) matches and no negated one does
 local function matches_any(name, patterns)
   local matched = false
   for _, p in ipairs(patterns) do
@@ -633,18 +633,8 @@ local function glob_match(name, p) return name:match(glob_to_pattern(p)) ~= nil 
 --- Whether name matches an ssh pattern list (comma-separated; * ?; a matching negated pattern
 --- fails the whole list; only negations never match). lower: compare case-insensitively.
 local function pattern_list_matches(list, name, lower)
-  if lower then name = name:lower() end
-  local matched = false
-  for p in list:gmatch("[^,]+") do
-    if lower then p = p:lower() end
-    local negate = p:sub(1, 1) == "!"
-    if negate then p = p:sub(2) end
-    if glob_match(name, p) then
-      if negate then return false end
-      matched = true
-    end
-  end
-  return matched
+  if lower then list, name = list:lower(), name:lower() end
+  return matches_any(name, split_commas(list))
 end
 
 --- Whether a Host line's patterns (each an argument; case-sensitive, as ssh) take name.
@@ -1311,21 +1301,15 @@ local HOSTKEY_MODES = { ["true"] = "strict", ask = "strict", ["accept-new"] = "a
 local SPEC_ALGS = { kexalgorithms = "kex", hostkeyalgorithms = "hostkeys", ciphers = "ciphers", macs = "macs",
   pubkeyacceptedalgorithms = "pubkeys" }
 
-local function split_target(name)
-  if type(name) == "table" then return name.user, name.host, name.port end -- a parsed jump
-  name = name:gsub("^ssh://", ""):gsub("/$", "") -- also ssh://[user@]host[:port][/]
-  local user, rest = name:match("^(.+)@([^@]+)$") -- the user: up to the last @, as ssh
-  rest = rest or name
-  local alias, port = rest:match("^%[(.-)%]:(%d+)$")
-  if not alias then alias = rest:match("^%[(.-)%]$") end
-  if not alias then alias, port = rest:match("^([^:]+):(%d+)$") end
-  return user, alias or rest, port
+local specs_module -- sshchain.spec (which needs this module: looked up when first used)
+local function specs()
+  specs_module = specs_module or require "sshchain.spec"
+  return specs_module
 end
 
-local function file_readable(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
+local function split_target(name)
+  if type(name) == "table" then return name.user, name.host, name.port end -- a parsed jump
+  return specs().split(name)
 end
 
 --- A host spec for `name` (a Host alias or [user@]host[:port], or {user=, host=, port=}) and its
@@ -1366,7 +1350,7 @@ function M.spec_for(name, opts)
       local v, perr = expand_path(p, t, li)
       if not v then return nil, ("%s: %s in identityfile"):format(e._where.identityfile and e._where.identityfile[1] or "", perr) end
       -- the default list: only the files there are (ssh skips the rest without a word)
-      if not e.identityfile_default or file_readable(v) then ids[#ids + 1] = v end
+      if not e.identityfile_default or specs().file_exists(v) then ids[#ids + 1] = v end
     end
   end
   if not e.identityfile_default or #ids > 0 then spec.identity = ids end

@@ -67,10 +67,11 @@ end
 M.file_exists = file_exists
 
 --- Splits "user@host:port" (also "host", "host:port", "[v6addr]:port", "user@[v6addr]",
---- "ssh://user@host:port") into user, host, port (each may be nil; port a string of digits).
+--- "ssh://user@host:port[/]") into user, host, port (each may be nil; port a string of digits).
+--- The user is what comes before the last @, as ssh reads it.
 function M.split(str)
-  str = str:gsub("^ssh://", "")
-  local user, rest = str:match("^([^@]+)@(.+)$")
+  str = str:gsub("^ssh://", ""):gsub("/$", "")
+  local user, rest = str:match("^(.+)@([^@]+)$")
   rest = rest or str
   local host, port = rest:match("^%[(.-)%]:(%d+)$")
   if not host then host = rest:match("^%[(.-)%]$") end
