@@ -98,6 +98,16 @@ static int core_now(lua_State *L)
     return 1;
 }
 
+/* core.wall() -> seconds since the epoch, to the microsecond (time stamps in files) */
+static int core_wall(lua_State *L)
+{
+    uv_timeval64_t tv;
+    if (uv_gettimeofday(&tv) != 0)
+        return luaL_error(L, "gettimeofday failed");
+    lua_pushnumber(L, (double)tv.tv_sec + (double)tv.tv_usec / 1e6);
+    return 1;
+}
+
 /* core.isatty(fd) -> whether fd (0, 1, 2) is a terminal (recipes: progress bars, colours) */
 static int core_isatty(lua_State *L)
 {
@@ -341,6 +351,7 @@ static const luaL_Reg core_functions[] = {
     {"step", core_step},
     {"stats", core_stats},
     {"now", core_now},
+    {"wall", core_wall},
     {"isatty", core_isatty},
     {"read_fd", core_read_fd},
     {"term_width", core_term_width},

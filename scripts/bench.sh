@@ -252,8 +252,8 @@ rx() { # label N: stress with N users at once on t4 -> a table row
   /usr/bin/python3 -c 'import json, sys
 f = json.loads(sys.argv[1]); rss = int(sys.argv[3]) / 1024
 print("| %s | %d/%d | %d | %.1f | %.0f / %.0f ms | %.1f / %.1f / %.1f ms | %.1f s | %.0f MiB |" % (sys.argv[2],
-  f["sessions"], f["users"], f["peak_sessions"], f["connects_per_s"], f["login_p50"], f["login_p99"],
-  f["p50"], f["p99"], f["max"], f["duration_s"], rss))' "$js" "$1" "$(cat "$work/rss")"
+  f["sessions"], f["users"], f["peak_sessions"], f["logins_per_s"], f["logins_p50_ms"], f["logins_p99_ms"],
+  f["p50_ms"], f["p99_ms"], f["max_ms"], f["duration_s"], rss))' "$js" "$1" "$(cat "$work/rss")"
 }
 . "$lab/inventory.env"
 read -r n kb0 kb1 <<<"$("$build/sshlua" scripts/bench/idle.lua "${BENCH_IDLE:-1000}")"
@@ -267,6 +267,23 @@ read -r n kb0 kb1 <<<"$("$build/sshlua" scripts/bench/idle.lua "${BENCH_IDLE:-10
   echo "|---|---|---|---|---|---|---|---|"
   rx "100 users" 100
   rx "500 users" 500
+  rx "1000 users" 1000
+  echo
+  # inventories at scale: 10,000 hosts in both forms (load, select, every chain), and exec over
+  # 1,000 inventory hosts mapped onto the lab's 16 nodes
+  echo "| 10,000-host inventory: load + select + every chain | seconds | Lua heap | RSS growth |"
+  echo "|---|---|---|---|"
+  "$build/sshlua" scripts/bench/inventory.lua 10000 "$work" |
+    awk '{ printf "| %s form | %.2f s | %.1f MiB | %.1f MiB |\n", $1, $2, $3, $4 }'
+  echo
+  lua5.4 scripts/bench/many_hosts.lua "$lab/inventory.lua" 1000 "$work/inv1000.lua"
+  t1k0=$(date +%s.%N)
+  /usr/bin/time -o "$work/rss" -f '%M' "$build/sshlua" -r exec -i "$work/inv1000.lua" -n -q --json --limit 64 'h*' \
+    -- true >"$work/e1000.jsonl" 2>/dev/null || true
+  t1k1=$(date +%s.%N)
+  ok1k=$(grep -c '"ok":true' "$work/e1000.jsonl" || true)
+  awk -v ok="$ok1k" -v a="$t1k0" -v b="$t1k1" -v rss="$(cat "$work/rss")" 'BEGIN {
+    printf "exec recipe over 1,000 inventory hosts (16 lab nodes, --limit 64): %d/1000 ok in %.1f s, peak RSS %.0f MiB\n", ok, b - a, rss / 1024 }'
   echo
   awk -v n="$n" -v a="$kb0" -v b="$kb1" 'BEGIN { printf "memory per idle session through a shared jump: %.1f KiB (%d sessions: RSS %.1f MiB -> %.1f MiB)\n", (b - a) / n, n, a / 1024, b / 1024 }'
 } | tee -a "$out"

@@ -12,7 +12,7 @@ case "$what" in
   test|demo|bench)
     pkgs+=(lua-busted lua-cjson lua-argparse openssh-server openssh-client iproute2 python3 sudo
            procps psmisc curl luarocks lua-luv lua-cqueues netcat-openbsd)
-    [ "$what" = test ] && pkgs+=(clang libclang-rt-14-dev clang-format cppcheck lua-check)
+    [ "$what" = test ] && pkgs+=(clang libclang-rt-14-dev clang-format cppcheck lua-check chromium parallel)
     [ "$what" = bench ] && pkgs+=(iperf3 python3-paramiko python3-scp time linux-perf)
     ;;
   *) echo "usage: $0 [build|unit|test|fuzz|lint|bench|demo]" >&2; exit 2 ;;

@@ -121,8 +121,9 @@ function M.chains(inv, names, args, opts)
 end
 
 --- What a recipe needs to start: the inventory, the hosts the selectors pick (every host when
---- there is none and all_if_none), and their chains, secrets asked now. On a problem it prints
---- "recipe: message" and returns nil and the exit status.
+--- there is none and opts.all_if_none; only part K of N of them with opts.shard = {K, N}), their
+--- chains, secrets asked now, and how many were selected before the shard was taken. On a
+--- problem it prints "recipe: message" and returns nil and the exit status.
 function M.hosts(recipe, args, selectors, opts)
   local inv, err = M.open_inventory(args)
   if not inv then
@@ -135,12 +136,88 @@ function M.hosts(recipe, args, selectors, opts)
     M.eprintf("%s: %s\n", recipe, serr)
     return nil, M.USAGE
   end
+  local selected = #names
+  if opts and opts.shard then names = M.take_shard(names, opts.shard[1], opts.shard[2]) end
   local chains, cerr = M.chains(inv, names, args, opts)
   if not chains then
     M.eprintf("%s: %s\n", recipe, cerr)
     return nil, M.USAGE
   end
-  return names, chains, inv
+  return names, chains, inv, selected
+end
+
+---------------------------------------------------------------------------------------------------
+-- Shards: one part of the work, for job arrays (Kubernetes Indexed Jobs, Slurm arrays, GNU
+-- parallel). The i-th item (host in selection order, or user) goes to part (i-1) mod N + 1, so
+-- the N parts are disjoint and together cover everything.
+
+--- Adds --shard to a parser; `what` names the items split ("hosts", "users").
+function M.shard_option(p, what)
+  p:option("--shard", ("Run part K of N of the %s (K from 1; the i-th goes to part (i-1) mod N + 1). "
+    .. "Default: from JOB_COMPLETION_INDEX and SSHCHAIN_SHARDS (Kubernetes Indexed Job), or "
+    .. "SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT (Slurm job array); 1/1 turns that off."):format(what), nil)
+    :argname("K/N")
+end
+
+local function whole(s) return s and s:match("^%s*%d+%s*$") and math.tointeger(tonumber(s)) or nil end
+
+--- The part to run: k, n and where they came from (nil when the whole); or nil, nil, message
+--- for a bad --shard or environment. getenv: os.getenv (specs pass their own).
+function M.shard(args, getenv)
+  getenv = getenv or os.getenv
+  local function check(k, n, source)
+    if not k or not n or n < 1 or k < 1 or k > n then
+      return nil, nil, ("bad shard from %s: K/N needs 1 <= K <= N, e.g. --shard 2/4"):format(source)
+    end
+    return k, n, source
+  end
+  if args.shard then
+    local k, n = args.shard:match("^(%d+)/(%d+)$")
+    return check(whole(k), whole(n), ("--shard %q"):format(args.shard))
+  end
+  local idx = getenv("JOB_COMPLETION_INDEX")
+  if idx and idx ~= "" then
+    local count = getenv("SSHCHAIN_SHARDS")
+    local source = ("JOB_COMPLETION_INDEX=%s and SSHCHAIN_SHARDS=%s"):format(idx, tostring(count))
+    if not count then
+      return nil, nil, "JOB_COMPLETION_INDEX is set but SSHCHAIN_SHARDS (the Job's completions) is not: "
+        .. "set it, or give --shard K/N (1/1 for all)"
+    end
+    local i = whole(idx)
+    return check(i and i + 1, whole(count), source)
+  end
+  local tid = getenv("SLURM_ARRAY_TASK_ID")
+  if tid and tid ~= "" then
+    local count, min, step = getenv("SLURM_ARRAY_TASK_COUNT"), getenv("SLURM_ARRAY_TASK_MIN") or "0",
+      getenv("SLURM_ARRAY_TASK_STEP") or "1"
+    local source = ("SLURM_ARRAY_TASK_ID=%s, SLURM_ARRAY_TASK_MIN=%s, SLURM_ARRAY_TASK_COUNT=%s"):format(tid, min,
+      tostring(count))
+    local i, lo, st = whole(tid), whole(min), whole(step)
+    if not i or not lo or not st or st < 1 or (i - lo) % st ~= 0 then return check(nil, nil, source) end
+    return check((i - lo) // st + 1, whole(count), source)
+  end
+  return nil
+end
+
+--- The items of part k of n (all when k is nil), in their order.
+function M.take_shard(list, k, n)
+  if not k or n == 1 then return list end
+  local out = {}
+  for i = k, #list, n do out[#out + 1] = list[i] end
+  return out
+end
+
+--- For recipes: the shard from args and the environment, said once on stderr when it came from
+--- the environment (unless quiet). Returns k, n (nil, nil: the whole) or false after printing a
+--- usage error.
+function M.shard_or_usage(recipe, args, quiet)
+  local k, n, source = M.shard(args)
+  if not k and source then
+    M.eprintf("%s: %s\n", recipe, source)
+    return false
+  end
+  if k and not args.shard and not quiet then M.eprintf("%s: shard %d/%d (from %s)\n", recipe, k, n, source) end
+  return k, n
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -228,6 +305,25 @@ end
 function M.json_line(obj, out)
   local cjson = M.need("cjson", "lua-cjson")
   ;(out or io.stdout):write(cjson.encode(utf8_values(obj)), "\n")
+end
+
+-- The keys every recipe's JSON rows have, with the same meaning (null when they do not apply):
+-- host (the inventory name), address and port (the host's network address), ok, code and error
+-- (the failure's CODE and message), seconds (how long the row's work took).
+M.ROW_KEYS = { "host", "address", "port", "ok", "code", "error", "seconds" }
+
+--- A recipe's JSON row: fields, with every key of M.ROW_KEYS present; spec (the host's last hop)
+--- gives address and port.
+function M.row(fields, spec)
+  local cjson = M.need("cjson", "lua-cjson")
+  if spec then
+    if fields.address == nil then fields.address = spec.host end
+    if fields.port == nil then fields.port = spec.port or 22 end
+  end
+  for _, k in ipairs(M.ROW_KEYS) do
+    if fields[k] == nil then fields[k] = cjson.null end
+  end
+  return fields
 end
 
 --- Server text made safe to print: line ends kept (a pty's \r\n as \n), other control

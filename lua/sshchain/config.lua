@@ -1025,6 +1025,18 @@ end
 -- Marks each Host and Match line with where its block ends and whether the block is plain (then
 -- a host it does not apply to skips it at once: a config of 10,000 Host blocks is read in a
 -- time that does not grow with the blocks that do not apply).
+--
+-- Consecutive plain blocks whose Host lines are names only (no wildcard, no negation) form a
+-- run: its first header maps each name to the headers that name it, so a lookup goes straight
+-- to the blocks for its host and past the others (10,000 Host blocks cost a table look-up).
+local function literal_host(l)
+  if l.key ~= "host" or not l.plain_block or #l.args == 0 then return false end
+  for _, a in ipairs(l.args) do
+    if a == "" or a:find("^!") or a:find("[%*%?]") then return false end
+  end
+  return true
+end
+
 local function index_blocks(lines)
   local header, plain = nil, true
   for i = 1, #lines + 1 do
@@ -1036,6 +1048,28 @@ local function index_blocks(lines)
       plain = false
     end
   end
+  local i = 1
+  while i <= #lines do
+    local l = lines[i]
+    if (l.key == "host" or l.key == "match") and literal_host(l) then
+      local map, j = {}, i
+      while lines[j] and literal_host(lines[j]) do
+        for _, a in ipairs(lines[j].args) do
+          local list = map[a]
+          if not list then
+            list = {}
+            map[a] = list
+          end
+          if list[#list] ~= j then list[#list + 1] = j end
+        end
+        j = lines[j].block_end
+      end
+      if j - i > 1 then l.run_map, l.run_end = map, j end
+      i = j
+    else
+      i = (l.key == "host" or l.key == "match") and l.block_end or i + 1
+    end
+  end
   lines.indexed = true
 end
 
@@ -1043,9 +1077,31 @@ function eval_file(ctx, path, lines, active, nevermatch, depth)
   local bad = {}
   if not lines.indexed then index_blocks(lines) end
   local i = 1
+  local hits, hit, run_end -- in a run of name-only Host blocks: the blocks naming this host
   while i <= #lines do
     local l = lines[i]
+    if hits and i >= run_end then hits = nil end
+    if l.run_map and not hits then -- a run starts: go to its first block for this host, or past it
+      hits = not nevermatch and l.run_map[ctx.host]
+      if not hits then
+        i = l.run_end
+        goto next_line
+      end
+      hit, run_end = 1, l.run_end
+      i = hits[1]
+      l = lines[i]
+    elseif hits and l.key == "host" and i ~= hits[hit] then -- a block for this host ended
+      hit = hit + 1
+      if hits[hit] then
+        i = hits[hit]
+        l = lines[i]
+      else
+        i, hits = run_end, nil
+        goto next_line
+      end
+    end
     i = i + 1
+    do
     local where = l.where
     local key = l.key and (ALIAS[l.key] or l.key)
     local kind = key and KIND[key]
@@ -1106,6 +1162,8 @@ function eval_file(ctx, path, lines, active, nevermatch, depth)
       end
     end
     if err then bad[#bad + 1] = err end
+    end
+    ::next_line::
   end
   if #bad > 0 then
     bad[#bad + 1] = ("%s: terminating, %d bad configuration options"):format(path, #bad)
@@ -1314,6 +1372,20 @@ end
 
 --- A host spec for `name` (a Host alias or [user@]host[:port], or {user=, host=, port=}) and its
 --- ProxyJump hops (a list of such tables; nil when none); or nil, message.
+-- Which default identity files exist, looked at again after a second (10,000 hosts looked up in
+-- a row do not stat the same seven files 10,000 times).
+local exists_seen, exists_at = {}, nil
+local function default_exists(path)
+  local now = core.now()
+  if not exists_at or now - exists_at > 1 then exists_seen, exists_at = {}, now end
+  local v = exists_seen[path]
+  if v == nil then
+    v = specs().file_exists(path)
+    exists_seen[path] = v
+  end
+  return v
+end
+
 function M.spec_for(name, opts)
   local user, alias, port = split_target(name)
   local e, err = M.effective(alias, { config = opts and opts.config, system_config = opts and opts.system_config,
@@ -1350,7 +1422,7 @@ function M.spec_for(name, opts)
       local v, perr = expand_path(p, t, li)
       if not v then return nil, ("%s: %s in identityfile"):format(e._where.identityfile and e._where.identityfile[1] or "", perr) end
       -- the default list: only the files there are (ssh skips the rest without a word)
-      if not e.identityfile_default or specs().file_exists(v) then ids[#ids + 1] = v end
+      if not e.identityfile_default or default_exists(v) then ids[#ids + 1] = v end
     end
   end
   if not e.identityfile_default or #ids > 0 then spec.identity = ids end
@@ -1436,8 +1508,30 @@ function M.chain(name, opts, depth)
   local spec, jumps = M.spec_for(name, opts)
   if not spec then return nil, jumps end
   if not jumps then return { spec } end
-  local chain, err = M.chain(jumps[1], opts, depth + 1)
-  if not chain then return nil, err end
+  -- opts.cache (a table the caller keeps, e.g. an inventory's): the chain to a jump host is
+  -- the same for every host behind it, so it is made once
+  local key = opts and opts.cache and ("%s@%s:%s"):format(jumps[1].user or "", jumps[1].host, jumps[1].port or "")
+  local chain, err
+  if key and opts.cache[key] then
+    chain = {}
+    for i, s in ipairs(opts.cache[key]) do
+      local c = {}
+      for k, v in pairs(s) do c[k] = v end
+      chain[i] = c
+    end
+  else
+    chain, err = M.chain(jumps[1], opts, depth + 1)
+    if not chain then return nil, err end
+    if key then
+      local keep = {}
+      for i, s in ipairs(chain) do
+        local c = {}
+        for k, v in pairs(s) do c[k] = v end
+        keep[i] = c
+      end
+      opts.cache[key] = keep
+    end
+  end
   for i = 2, #jumps do
     local s, serr = M.spec_for(jumps[i], opts)
     if not s then return nil, serr end

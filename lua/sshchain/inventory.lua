@@ -244,7 +244,8 @@ end
 function Inventory:chain(name, opts)
   local keep = opts and opts.secrets == false
   if self.kind == "ssh_config" then
-    local chain, err = config.chain(name, { config = self.path })
+    self.chain_cache = self.chain_cache or {}
+    local chain, err = config.chain(name, { config = self.path, cache = self.chain_cache })
     if not chain then return nil, "ssh_config: " .. err end
     return chain
   end

@@ -42,6 +42,7 @@ local function parser()
   p:flag("--sftp", "Speak SFTP (for servers without an scp binary) instead of SCP.")
   p:option("--to", "Copy to PATH on each of these hosts.", nil):args("+"):count("*"):argname("HOST")
   p:option("-l --limit", "Copies at once (with --to).", "16", tonumber):argname("N")
+  cli.shard_option(p, "--to hosts")
   p:flag("-j --json", "One JSON object per copy.")
   p:flag("-q --quiet", "No progress bar and no summary (failures are still shown).")
   return p
@@ -84,6 +85,9 @@ function R.main(argv)
     for _, list in ipairs(args.to) do for _, h in ipairs(list) do selectors[#selectors + 1] = h end end
     local names, serr = inv:select(selectors)
     if not names then return usage(serr) end
+    local shard_k, shard_n = cli.shard_or_usage("copy", args, args.quiet)
+    if shard_k == false then return cli.USAGE end
+    names = cli.take_shard(names, shard_k, shard_n)
     if split_remote(dst_path) then return usage("with --to, DST is a path on each host (no HOST:)") end
     for _, n in ipairs(names) do
       for _, src in ipairs(paths) do
@@ -92,6 +96,7 @@ function R.main(argv)
       end
     end
   else
+    if args.shard then return usage("--shard splits the hosts of --to") end
     local dh, dp = split_remote(dst_path)
     if #paths > 1 and not dh and not os.execute("test -d " .. sshchain.shell_quote(dp)) then
       return usage(dst_path .. " is not a directory (several sources)")
@@ -185,7 +190,9 @@ function R.main(argv)
   local limit = #args.to > 0 and math.max(1, args.limit) or 1 -- plain SRC... DST: one after another
   local ok_n, bytes, files, verified = 0, 0, 0, 0
   local ran, results = pcall(sshchain.parallel, jobs, function(j, i)
+    local c0 = sshchain.core.now()
     local ok, info, ecode = run(j, i)
+    j.seconds = sshchain.core.now() - c0
     release(j.src_host)
     release(j.dst_host)
     if ok then
@@ -212,10 +219,12 @@ function R.main(argv)
       cli.eprintf("copy: %s: %s\n", j.label, cli.clean(r.err))
     end
     if args.json then
-      cli.json_line { src = j.src, src_host = j.src_host, dst = j.dst, dst_host = j.dst_host, ok = r.ok,
-        bytes = r.ok and r.value.bytes or nil, files = r.ok and r.value.files or nil,
-        seconds = r.ok and r.value.seconds or nil, verified = r.ok and r.value.verified or nil,
-        error = not r.ok and r.err or nil, code = not r.ok and r.code or nil }
+      local host = j.dst_host or j.src_host -- the remote end (the destination between two servers)
+      local chain = host == j.dst_host and j.dst_host_chain or j.src_host_chain
+      cli.json_line(cli.row({ host = host, src = j.src, src_host = j.src_host, dst = j.dst, dst_host = j.dst_host,
+        ok = r.ok, bytes = r.ok and r.value.bytes or nil, files = r.ok and r.value.files or nil,
+        seconds = r.ok and r.value.seconds or j.seconds, verified = r.ok and r.value.verified or nil,
+        error = not r.ok and r.err or nil, code = not r.ok and r.code or nil }, chain and chain[#chain]))
     end
   end
   sessions:close_all()

@@ -16,7 +16,11 @@ inventory, any name ssh_config resolves.
 
 Output (standard output): a table of host, status, time and output, in the order selected;
 with --lines every output line prefixed by its host as soon as it arrives; with --json one JSON
-object per host ({"host","stdout","stderr","status","signal","seconds","error","code"}).
+object per host as it finishes: host, address, port, ok, code, error, seconds (the keys of every
+recipe's rows), stdout, stderr, status, signal.
+
+--shard K/N runs part K of N of the selected hosts (for job arrays; sshlua -r merge joins the
+parts' --json outputs).
 Progress and the summary go to standard error.
 
 Standard input, when it is not a terminal, goes to the command as ssh sends it (-n: not at
@@ -62,6 +66,7 @@ local function parser()
     :argname("PATTERN")
   p:mutex(p:flag("-j --json", "One JSON object per host."),
     p:flag("--lines", "Each output line prefixed with its host."))
+  cli.shard_option(p, "hosts")
   p:flag("-q --quiet", "No progress line and no summary.")
   return p
 end
@@ -179,7 +184,9 @@ function R.main(argv)
   end
   local cmd = table.concat(command, " ")
   if args.json then cli.need("cjson", "lua-cjson") end
-  local names, chains = cli.hosts("exec", args, args.targets)
+  local shard_k, shard_n = cli.shard_or_usage("exec", args, args.quiet)
+  if shard_k == false then return cli.USAGE end
+  local names, chains, _, selected = cli.hosts("exec", args, args.targets, { shard = shard_k and { shard_k, shard_n } })
   if not names then return chains end
   local progress = cli.progress(args.quiet or args.json and not cli.isatty(2))
   local t0 = sshchain.core.now()
@@ -189,8 +196,8 @@ function R.main(argv)
   local function report(r)
     if args.json or args.lines then progress:finish() end
     if args.json then
-      cli.json_line { host = r.host, stdout = r.stdout, stderr = r.stderr, status = r.status, signal = r.signal,
-        seconds = r.seconds, error = r.error, code = r.code }
+      cli.json_line(cli.row({ host = r.host, ok = not failed(r), stdout = r.stdout, stderr = r.stderr,
+        status = r.status, signal = r.signal, seconds = r.seconds, error = r.error, code = r.code }, r.spec))
       io.stdout:flush()
     elseif args.lines then
       print_status(r)
@@ -198,7 +205,7 @@ function R.main(argv)
     end
   end
   local function run(name, i)
-    local r = { host = name }
+    local r = { host = name, spec = chains[i][#chains[i]] }
     local h0 = sshchain.core.now()
     local s, msg, ecode = sshchain.connect(chains[i])
     if s then
@@ -240,7 +247,7 @@ function R.main(argv)
   if not ok and not interrupted then error(out, 0) end
   for i, o in ipairs(ok and out or {}) do -- a task that raised: a bug, but report the host, do not lose it
     if not o.ok and not results[i] then
-      results[i] = { host = names[i], error = o.err, code = o.code, seconds = 0 }
+      results[i] = { host = names[i], spec = chains[i][#chains[i]], error = o.err, code = o.code, seconds = 0 }
       nfailed = nfailed + 1
       report(results[i])
     end
@@ -253,8 +260,9 @@ function R.main(argv)
   if not args.quiet or interrupted then
     local unreachable = 0
     for _, r in ipairs(done) do if r.unreachable then unreachable = unreachable + 1 end end
-    cli.eprintf("%s%d hosts: %d ok, %d failed (%d unreachable) in %.2f s\n",
-      interrupted and ("interrupted: " .. #done .. " of ") or "", #names, #done - nfailed, nfailed,
+    cli.eprintf("%s%d hosts%s: %d ok, %d failed (%d unreachable) in %.2f s\n",
+      interrupted and ("interrupted: " .. #done .. " of ") or "", #names,
+      shard_k and (" (shard %d/%d of %d)"):format(shard_k, shard_n, selected) or "", #done - nfailed, nfailed,
       unreachable, sshchain.core.now() - t0)
   end
   if interrupted then return 130 end

@@ -28,6 +28,7 @@ local function parser()
   cli.connection_options(p)
   p:flag("-j --json", "One JSON object per node, parents first.")
   p:flag("-n --no-probe", "Only draw the tree.")
+  cli.shard_option(p, "hosts")
   return p
 end
 
@@ -63,6 +64,9 @@ function R.main(argv)
   if not args then return code end
   local hopts = { all_if_none = true }
   if args.no_probe then hopts.secrets = false end -- nothing is asked when nothing is probed
+  local shard_k, shard_n = cli.shard_or_usage("tree", args, args.json)
+  if shard_k == false then return cli.USAGE end
+  hopts.shard = shard_k and { shard_k, shard_n }
   local names, chains = cli.hosts("tree", args, args.targets, hopts)
   if not names then return chains end
   local roots = build_forest(chains)
@@ -116,11 +120,12 @@ function R.main(argv)
         node.info and (ms(info.total_ms) .. " ms") or "",
         node.info and ("%s/%s/%s"):format(ms(info.connect_ms), ms(info.handshake_ms), ms(info.auth_ms)) or "",
         info.auth or "", node.error and cli.clean(node.error) or info.host_key or "" }
-      objects[#objects + 1] = { name = node.name, host = spec.host, port = spec.port or 22, user = spec.user,
+      objects[#objects + 1] = cli.row({ name = node.name, host = node.name, address = spec.host,
+        port = spec.port or 22, user = spec.user, seconds = info.total_ms and info.total_ms / 1000,
         depth = depth, parent = parent_name, ok = node.info ~= nil, skipped = node.skipped or nil,
         error = node.error, code = node.code, auth = info.auth, host_key = info.host_key,
         banner = info.banner, connect_ms = round(info.connect_ms), handshake_ms = round(info.handshake_ms),
-        auth_ms = round(info.auth_ms), total_ms = round(info.total_ms) }
+        auth_ms = round(info.auth_ms), total_ms = round(info.total_ms) })
       walk(node.children, prefix .. (depth == 0 and "" or (last and "   " or "│  ")), depth + 1, node.name)
     end
   end

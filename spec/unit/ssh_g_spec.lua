@@ -90,6 +90,9 @@ local OPTIONS = {
 }
 
 local HEADERS = {
+  -- names only: consecutive blocks of these are looked up through an index (config.lua)
+  function(r) return "Host " .. pick(r, { "alpha", "Gamma", "web-7 alpha", "10.1.2.3", "beta.example", "gamma web-7" }) end,
+  function(r) return "Host " .. pick(r, { "alpha", "Gamma", "beta.example alpha", "web-7" }) end,
   function(r) return "Host " .. pick(r, { "*", "alpha", "a*", "!beta* *", "*.example", "web-?", "gamma", "10.1.*",
     "alpha beta.example", "!alpha" }) end,
   function(r) return "Match host " .. pick(r, { "alpha", "*.internal", "real-*", "fixed.example", "!gamma,*" }) end,
