@@ -41,7 +41,7 @@ describe("sshlua -r", function()
   it("lists the recipes with one line each, and refuses an unknown one", function()
     local out, _, status = recipe("")
     assert.are.equal(0, status)
-    for _, name in ipairs { "exec", "stress", "copy", "forward", "tree" } do
+    for _, name in ipairs { "exec", "stress", "copy", "forward", "tree", "merge", "report" } do
       assert.matches("\n  " .. name .. " +%a", out)
     end
     local _, err, st2 = recipe("nosuch")
@@ -50,7 +50,7 @@ describe("sshlua -r", function()
   end)
 
   it("gives every recipe a manual-style --help, and exit 2 on a bad command line", function()
-    for _, name in ipairs { "exec", "stress", "copy", "forward", "tree" } do
+    for _, name in ipairs { "exec", "stress", "copy", "forward", "tree", "merge", "report" } do
       local out, _, status = recipe(name .. " --help")
       assert.are.equal(0, status, name)
       for _, section in ipairs { "Usage: sshlua %-r " .. name, "Options:", "Examples:", "Exit status:" } do
