@@ -273,8 +273,9 @@ read -r n kb0 kb1 <<<"$("$build/sshlua" scripts/bench/idle.lua "${BENCH_IDLE:-10
   # 1,000 inventory hosts mapped onto the lab's 16 nodes
   echo "| 10,000-host inventory: load + select + every chain | seconds | Lua heap | RSS growth |"
   echo "|---|---|---|---|"
-  "$build/sshlua" scripts/bench/inventory.lua 10000 "$work" |
+  /usr/bin/time -o "$work/rss" -f '%M' "$build/sshlua" scripts/bench/inventory.lua 10000 "$work" |
     awk '{ printf "| %s form | %.2f s | %.1f MiB | %.1f MiB |\n", $1, $2, $3, $4 }'
+  awk -v rss="$(cat "$work/rss")" 'BEGIN { printf "(peak RSS of the process that did both: %.0f MiB)\n", rss / 1024 }'
   echo
   lua5.4 scripts/bench/many_hosts.lua "$lab/inventory.lua" 1000 "$work/inv1000.lua"
   t1k0=$(date +%s.%N)
