@@ -51,8 +51,16 @@ sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spe
     if (!parent) {
         if (s->spec.proxy_command)
             sc_proxy_start(s);
+        else if (s->spec.mux_path)
+            sc_mux_start(s);
         else
             sc_session_connect_tcp(s);
+        return s;
+    }
+    if (s->spec.mux_path) {
+        sc_session_failf(s, SC_ECONNECT, "connect", "mux",
+                         "a mux reaches a first hop only (this hop goes through hop %d)",
+                         parent->hop);
         return s;
     }
     if (s->spec.proxy_command) {

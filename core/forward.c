@@ -301,6 +301,18 @@ static void on_accept(uv_poll_t *h, int status, int events)
         c->fw = fw;
         c->fd = fd;
         if (ss.ss_family == AF_UNIX) {
+            /* the socket is 0600; a client that is another user anyway (the mode changed since,
+             * or a socket passed on) is turned away */
+            struct ucred cred;
+            socklen_t cl = sizeof cred;
+            if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != getuid()) {
+                queue_error(fw, SC_EIO, "peer",
+                            "%s: a connection from uid %d turned away (not ours)", fw->from,
+                            cl == sizeof cred ? (int)cred.uid : -1);
+                close(fd);
+                free(c);
+                continue;
+            }
             snprintf(c->peer, sizeof c->peer, "127.0.0.1"); /* a direct-tcpip needs an origin */
         } else if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;

@@ -21,6 +21,7 @@ void sc_hostspec_free(sc_hostspec *spec)
         free(spec->certificates[i]);
     free(spec->certificates);
     free(spec->proxy_command);
+    free(spec->mux_path);
     free(spec->kex);
     free(spec->hostkeys);
     free(spec->ciphers);

@@ -23,6 +23,7 @@ typedef struct {
     char **certificates; /* user certificates (CertificateFile), tried with their keys */
     int n_certificates;
     char *proxy_command; /* the first hop is reached through this command's stdin/stdout */
+    char *mux_path;      /* the first hop is reached through the mux at this socket (mux.c) */
     /* algorithm lists for libssh (OpenSSH's syntax, "+x", "-x", "^x" too), or NULL: defaults */
     char *kex, *hostkeys, *ciphers, *macs, *pubkeys;
     char *known_hosts;        /* where a learned key is recorded (the first user file), or NULL */

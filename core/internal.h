@@ -20,6 +20,9 @@ void sc_agentfwd_attach(sc_session *s);
 /* Starts s's ProxyCommand (proxy.c) and the handshake over its stdin/stdout. */
 void sc_proxy_start(sc_session *s);
 
+/* Connects s through the mux at s->spec.mux_path (mux.c), then starts the handshake. */
+void sc_mux_start(sc_session *s);
+
 /* Starts the SSH handshake on fd, a connected socket (TCP, or a hop's socketpair end) that
  * becomes s's own. 0, or -1 with s failed. */
 int sc_session_begin_handshake(sc_session *s, int fd);

@@ -109,6 +109,12 @@ struct sc_session {
  * (connect.c: the hop through a parent is built there.) */
 sc_session *sc_session_start(sc_loop *loop, sc_session *parent, sc_hostspec *spec, sc_op **op);
 
+/* A mux socket (mux.c): 0 when path is a socket of this user's, closed to others, in a directory
+ * others cannot write; 1 when there is nothing at path; -1 when it is refused. why: the reason. */
+int sc_mux_check(const char *path, char *why, size_t cap);
+/* As sc_mux_check, and 2 when it is refused no longer but nothing answers (a dead mux). */
+int sc_mux_probe(const char *path, char *why, size_t cap);
+
 /* Closes the session and, first, its children: their work ends with ECLOSED. Idempotent. */
 void sc_session_close(sc_session *s);
 void sc_session_ref(sc_session *s);

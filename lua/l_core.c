@@ -98,6 +98,22 @@ static int core_now(lua_State *L)
     return 1;
 }
 
+/* core.mux_probe(path) -> "ok" | "absent" | "dead", or nil and why it is refused (another
+ * user's socket, or one open to others) */
+static int core_mux_probe(lua_State *L)
+{
+    char why[512] = "";
+    int rc = sc_mux_probe(luaL_checkstring(L, 1), why, sizeof why);
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, why);
+        return 2;
+    }
+    lua_pushstring(L, rc == 0 ? "ok" : rc == 1 ? "absent" : "dead");
+    lua_pushstring(L, why);
+    return 2;
+}
+
 /* core.wall() -> seconds since the epoch, to the microsecond (time stamps in files) */
 static int core_wall(lua_State *L)
 {
@@ -352,6 +368,7 @@ static const luaL_Reg core_functions[] = {
     {"stats", core_stats},
     {"now", core_now},
     {"wall", core_wall},
+    {"mux_probe", core_mux_probe},
     {"isatty", core_isatty},
     {"read_fd", core_read_fd},
     {"term_width", core_term_width},

@@ -139,8 +139,8 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
     double timeout = lsc_opt_number(L, t, "timeout", 30, 0.001, 1e7);
     double keepalive = lsc_opt_number(L, t, "keepalive", 0, 0, 1e6);
     int keepalive_count = (int)lsc_opt_integer(L, t, "keepalive_count", 3, 1, 1000);
-    const char *strs[] = {"user",     "password", "passphrase", "proxy_command", "kex",
-                          "hostkeys", "ciphers",  "macs",       "pubkeys"};
+    const char *strs[] = {"user", "password", "passphrase", "proxy_command", "mux_path",
+                          "kex",  "hostkeys", "ciphers",    "macs",          "pubkeys"};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         lsc_opt_string(L, t, strs[i], NULL); /* type and NUL checks before anything is copied */
     const char *lists[] = {"known_hosts", "global_known_hosts", "certificate"};
@@ -159,6 +159,7 @@ static void read_spec(lua_State *L, int t, sc_hostspec *spec)
     spec->keepalive = keepalive;
     spec->keepalive_count = keepalive_count;
     spec->proxy_command = dup_opt(L, t, "proxy_command");
+    spec->mux_path = dup_opt(L, t, "mux_path");
     spec->kex = dup_opt(L, t, "kex");
     spec->hostkeys = dup_opt(L, t, "hostkeys");
     spec->ciphers = dup_opt(L, t, "ciphers");

@@ -84,10 +84,33 @@ want connect && {
   ssh -F "$work/cm.cfg" -o BatchMode=yes j2 true # start the ControlMasters of j1 and j2
   b=$(measure "$work/ssh-run" seq "$S" "$work/cm.cfg" t4 "$work/fail")
   row "2 jumps, $S in sequence, vs \`ssh -J\` with ControlMaster on the jumps" "$a" "$b" "ssh failures: $(fails)"
+  # reuse across runs: $S separate sshlua processes in sequence, directly and through a mux
+  # (sshlua -r mux) that holds j1 and j2, against the same ControlMaster runs
+  cat > "$work/sc-runs" <<SH
+#!/usr/bin/env bash
+for _ in \$(seq "\$1"); do BENCH_CONTROL=\$2 "$build/sshlua" scripts/bench/connect.lua seq 1 j1:key j2 t4:key || exit 1; done
+SH
+  chmod +x "$work/sc-runs"
+  a=$(measure "$work/sc-runs" "$S" "")
+  row "2 jumps: $S \`sshlua\` runs in sequence (a process each), vs ControlMaster \`ssh -J\`" "$a" "$b" "ssh failures: $(fails)"
+  (. "$lab/inventory.env" && "$build/sshlua" -r mux start -i "$lab/inventory.lua" --persist 120 j2 2>/dev/null)
+  a=$(measure "$work/sc-runs" "$S" 1)
+  "$build/sshlua" -r mux stop -i "$lab/inventory.lua" j2 2>/dev/null || true
+  row "2 jumps: $S \`sshlua\` runs through \`sshlua -r mux\` holding j1 and j2, vs ControlMaster \`ssh -J\`" "$a" "$b" "ssh failures: $(fails)"
   a=$(sc par "$C" j1:key j2 t4:key); b=$(measure "$work/ssh-run" par "$C" "$cfg" t4 "$work/fail")
   row "2 jumps: $C sessions at once (stock limits), vs $C \`ssh -J\`" "$a" "$b" "ssh failures: $(fails)/$C"
   b=$(measure "$work/ssh-run" par "$C" "$work/cm.cfg" t4 "$work/fail")
   row "2 jumps: $C at once, vs ControlMaster \`ssh -J\`" "$a" "$b" "ssh failures: $(fails)/$C"
+  echo
+  # where a chain's time goes, hop by hop: with the IGNORE nudge (the default) and without it
+  # (SSHCHAIN_NO_NUDGE=1), so a TCP stall (~40 ms: Nagle against a delayed ACK) shows in one column
+  echo "| 2-jump chain + \`exec true\`, medians of $S (ms) | j1 TCP | j1 kex | j1 auth | j2 channel | j2 kex | j2 auth | t4 channel | t4 kex | t4 auth | exec | total |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for off in 0 1; do
+    SSHCHAIN_NO_NUDGE=$off "$build/sshlua" scripts/bench/latency.lua "$S" |
+      awk -v label="$([ "$off" = 0 ] && echo "sshchain" || echo "sshchain without the nudge (SSHCHAIN_NO_NUDGE=1)")" '{
+        printf "| %s |", label; for (i = 2; i <= NF; i += 2) printf " %.1f |", $i; printf "\n" }'
+  done
 } | tee "$out"
 
 # ---- port forwarding through j1 -> j2 to t1: iperf3 throughput, connection rate, memory

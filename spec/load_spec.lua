@@ -313,6 +313,48 @@ describe("sharding", function()
     assert.are.same(whole, merged_run(dir .. "/slurm.jsonl"))
   end)
 
+  it("splits copy --to's hosts and tree's hosts the same way, with the same row keys", function()
+    local dir = H.tmpname()
+    assert(os.execute("mkdir -p " .. q(dir)))
+    finally(function() os.execute("rm -rf " .. q(dir)) end)
+    H.writefile(dir .. "/shard.txt", "part\n")
+    local seen = {}
+    for k = 1, 3 do
+      local text, err, status = recipe(("copy -i %s -q --json --shard %d/3 --to 'n0[1-7]' -- %s/shard.txt /tmp/")
+        :format(q(INV), k, q(dir)))
+      assert.are.equal(0, status, err)
+      for _, r in ipairs(json_lines(text)) do
+        assert.is_nil(seen[r.host], r.host)
+        seen[r.host] = true
+        assert.are.same({ true, r.dst_host, cjson.null, cjson.null, 22 }, { r.ok, r.host, r.code, r.error, r.port })
+        assert.matches("^10%.231%.3%.10%d$", r.address)
+        assert.is_true(r.seconds > 0)
+      end
+    end
+    local all = {}
+    for h in pairs(seen) do all[#all + 1] = h end
+    table.sort(all)
+    assert.are.same({ "n01", "n02", "n03", "n04", "n05", "n06", "n07" }, all)
+    -- tree: each part probes the jump hosts above its hosts; merge keeps one row of each
+    local files = {}
+    for k = 1, 2 do
+      files[k] = ("%s/tree%d.jsonl"):format(dir, k)
+      local text, err, status = recipe(("tree -i %s --json --shard %d/2 'n0[1-5]'"):format(q(INV), k))
+      assert.are.equal(0, status, err)
+      H.writefile(files[k], text)
+    end
+    local merged, merr, mstatus = recipe("merge " .. table.concat(files, " "))
+    assert.are.equal(0, mstatus, merr)
+    assert.is_nil(merr:find("overlap", 1, true))
+    local names = {}
+    for _, r in ipairs(json_lines(merged)) do
+      names[#names + 1] = r.host
+      assert.are.equal(r.name, r.host)
+      assert.is_string(r.address)
+    end
+    assert.are.same({ "j1", "j2", "n01", "n02", "n03", "n04", "n05" }, names)
+  end)
+
   it("splits stress users over shards; merge recomputes the run from every shard's samples", function()
     local dir = H.tmpname()
     assert(os.execute("mkdir -p " .. q(dir)))
@@ -371,6 +413,8 @@ print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
       if r.ok then ok = ok + 1 end
     end
     assert.are.same({ 1000, 1000 }, { n, ok })
-    assert.is_true(tonumber(kib) < 64 * 1024, "peak RSS " .. kib .. " KiB")
+    -- (under AddressSanitizer, SSHCHAIN_RUNNER set, its allocator and shadow memory add to it)
+    local bound = os.getenv("SSHCHAIN_RUNNER") and 256 or 64
+    assert.is_true(tonumber(kib) < bound * 1024, "peak RSS " .. kib .. " KiB")
   end)
 end)

@@ -6,6 +6,7 @@ local core = require "sshchain.core"
 local errors = require "sshchain.errors"
 local specs = require "sshchain.spec"
 local jumps = require "sshchain.jumps"
+local mux = require "sshchain.mux"
 local session = require "sshchain.session"
 
 local M = {}
@@ -68,6 +69,12 @@ function M.connect(hops, opts)
   opts = errors.check_options(opts, CONNECT_OPTS, "connect", 2)
   local list, err = M.resolve(hops, opts, 3)
   if not list then return errors.fail("EIO", { stage = "config" }, "%s", err) end
+  local routed, why, at = mux.route(list)
+  if not routed then
+    return errors.fail("ECONNECT", { label = list[at].name or list[at].host, stage = "connect", reason = "mux", hop = at },
+      "mux socket %s", why)
+  end
+  list = routed
   local chain, parent = {}, nil
   for i, spec in ipairs(list) do
     local s, msg, code, info

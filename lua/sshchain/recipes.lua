@@ -3,7 +3,7 @@
 -- sshlua) returning { summary = "one line", main = function(argv) -> exit status }.
 local M = {}
 
-M.names = { "exec", "stress", "copy", "forward", "tree", "merge", "report" }
+M.names = { "exec", "stress", "copy", "forward", "tree", "merge", "report", "mux" }
 
 --- The recipe NAME, or nil when there is none; one that exists but fails to load raises (so the
 --- user sees why).

@@ -9,7 +9,8 @@
 --     send_env={PATTERN...} (SendEnv: local variables sent with each command), batch=true (no
 --     question is asked on the terminal: BatchMode), hash_known_hosts=true (a learned key's
 --     name is hashed: HashKnownHosts),
---     max_sessions=N, name= }   or a string "user@host:port"
+--     control=true|SOCKET (on a jump host: chains go through its mux when one answers there,
+--     see sshchain.mux), max_sessions=N, name= }   or a string "user@host:port"
 --
 -- A field of the wrong type or out of range is misuse: it raises, naming the field.
 local errors = require "sshchain.errors"
@@ -29,6 +30,7 @@ M.FIELDS = {
   forward_agent = "boolean",
   certificate = { types = { "string", "table" } },
   proxy_command = "string",
+  control = { types = { "boolean", "string" } },
   kex = "string",
   hostkeys = "string",
   ciphers = "string",
