@@ -121,15 +121,15 @@ describe("mux", function()
 import socket
 s = socket.socket(socket.AF_UNIX)
 s.connect(%q)
-s.sendall(bytes([5, 1, 0, 5, 1, 0, 3, 11]) + b"10.231.3.14" + bytes([0, 22]))
-try:
+try:  # the mux closes at once: the write or the read may see it first
+    s.sendall(bytes([5, 1, 0, 5, 1, 0, 3, 11]) + b"10.231.3.14" + bytes([0, 22]))
     data = s.recv(100)
-except ConnectionResetError:
+except (BrokenPipeError, ConnectionResetError):
     data = b""
 print(repr(data))
 ]]):format(sock)
     local out = H.sh("runuser -u nobody -- python3 -c " .. q(py) .. " 2>&1")
-    assert.are.equal("b''", out:match("%S+")) -- closed: no SOCKS answer, no SSH banner
+    assert.are.equal("b''", out:match("%S+"), out) -- closed: no SOCKS answer, no SSH banner
     assert(os.execute("chmod 600 " .. q(sock) .. " && chmod 700 " .. q(dir)))
     local log = H.readfile(sock .. ".log") or ""
     assert.matches("a connection from uid %d+ turned away", log)
