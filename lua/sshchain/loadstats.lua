@@ -286,6 +286,29 @@ function M.threshold(expr)
   return { expr = expr, key = key, op = op, value = value }
 end
 
+--- Parses a list of threshold expressions: the list, or nil and the first one's message.
+function M.thresholds(exprs)
+  local list = {}
+  for _, expr in ipairs(exprs) do
+    local th, err = M.threshold(expr)
+    if not th then return nil, err end
+    list[#list + 1] = th
+  end
+  return list
+end
+
+M.THRESHOLDS_FAILED = 99 -- as k6
+
+--- A load run's exit status: 99 when a threshold failed; else 1 when something failed and no
+--- threshold is on failures (a threshold on them is the gate); else 0.
+function M.status(fig, thresholds)
+  if not fig.thresholds_ok then return M.THRESHOLDS_FAILED end
+  for _, th in ipairs(thresholds) do
+    if th.key == "failures" or th.key == "failures_pct" then return 0 end
+  end
+  return fig.failures > 0 and 1 or 0
+end
+
 --- Checks thresholds against figures: sets figures.thresholds (an object keyed by the threshold
 --- as written: {metric, value, ok}) and figures.thresholds_ok. A metric with no value (no
 --- samples) fails.

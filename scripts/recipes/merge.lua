@@ -106,14 +106,10 @@ function R.main(argv)
   local args, code = cli.parse(p, argv)
   if not args then return code end
   local cjson = cli.need("cjson", "lua-cjson")
-  local thresholds = {}
-  for _, expr in ipairs(args.threshold) do
-    local th, err = loadstats.threshold(expr)
-    if not th then
-      io.stderr:write(p:get_usage(), "\n\nError: ", err, "\n")
-      return cli.USAGE
-    end
-    thresholds[#thresholds + 1] = th
+  local thresholds, terr = loadstats.thresholds(args.threshold)
+  if not thresholds then
+    io.stderr:write(p:get_usage(), "\n\nError: ", terr, "\n")
+    return cli.USAGE
   end
   local first, ferr = first_object(cjson, args.files[1])
   if not first then
@@ -132,7 +128,7 @@ function R.main(argv)
     end
     return status
   end
-  local fig, series, passed = loadstats.load(args.files, thresholds)
+  local fig, series = loadstats.load(args.files, thresholds)
   if not fig then
     cli.eprintf("merge: %s\n", series)
     return cli.USAGE
@@ -145,10 +141,7 @@ function R.main(argv)
       return cli.FAILED
     end
   end
-  if not passed then return 99 end
-  local gated = false
-  for _, th in ipairs(thresholds) do if th.key == "failures" or th.key == "failures_pct" then gated = true end end
-  return (fig.failures > 0 and not gated) and cli.FAILED or cli.OK
+  return loadstats.status(fig, thresholds)
 end
 
 return R

@@ -35,14 +35,10 @@ function R.main(argv)
   local args, code = cli.parse(p, argv)
   if not args then return code end
   cli.need("cjson", "lua-cjson")
-  local thresholds = {}
-  for _, expr in ipairs(args.threshold) do
-    local th, err = loadstats.threshold(expr)
-    if not th then
-      io.stderr:write(p:get_usage(), "\n\nError: ", err, "\n")
-      return cli.USAGE
-    end
-    thresholds[#thresholds + 1] = th
+  local thresholds, terr = loadstats.thresholds(args.threshold)
+  if not thresholds then
+    io.stderr:write(p:get_usage(), "\n\nError: ", terr, "\n")
+    return cli.USAGE
   end
   local fig, series, passed = loadstats.load(args.files, thresholds)
   if not fig then
@@ -56,7 +52,7 @@ function R.main(argv)
     return cli.USAGE
   end
   cli.eprintf("report: %s (%d samples files, %.1f s, %d commands)\n", out, #args.files, fig.duration_s, fig.commands)
-  return passed and cli.OK or 99
+  return passed and cli.OK or loadstats.THRESHOLDS_FAILED
 end
 
 return R

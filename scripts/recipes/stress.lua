@@ -6,7 +6,6 @@ local loadstats = require "sshchain.loadstats"
 
 local R = { summary = "load a target with hundreds of concurrent SSH users, with latency figures" }
 
-R.THRESHOLDS_FAILED = 99 -- as k6
 
 local DESCRIPTION = [[
 Starts --users concurrent users. Each logs into TARGET through its jump hosts (its own SSH
@@ -105,12 +104,9 @@ local function plan_of(args, command)
   for _, c in ipairs(args.command) do cmds[#cmds + 1] = c end
   if command and #command > 0 then cmds[#cmds + 1] = table.concat(command, " ") end
   if #cmds == 0 then return nil, "no command (give -c CMD, or COMMAND after --)" end
-  local plan = { cmds = cmds, thresholds = {} }
-  for _, expr in ipairs(args.threshold) do
-    local th, err = loadstats.threshold(expr)
-    if not th then return nil, err end
-    plan.thresholds[#plan.thresholds + 1] = th
-  end
+  local thresholds, terr = loadstats.thresholds(args.threshold)
+  if not thresholds then return nil, terr end
+  local plan = { cmds = cmds, thresholds = thresholds }
   local function time_of(name, v)
     local secs = loadstats.seconds(v)
     if not secs then return nil, ("bad %s %q: write seconds, or a number with s, m or h (90, 90s, 5m)"):format(name, v) end
@@ -413,13 +409,8 @@ function R.main(argv)
     for expr, t in pairs(fig.thresholds) do if not t.ok then names[#names + 1] = expr end end
     table.sort(names)
     cli.eprintf("stress: threshold%s failed: %s\n", #names > 1 and "s" or "", table.concat(names, ", "))
-    return R.THRESHOLDS_FAILED
   end
-  local gated = false
-  for _, th in ipairs(plan.thresholds) do
-    if th.key == "failures" or th.key == "failures_pct" then gated = true end
-  end
-  return (fig.failures > 0 and not gated) and cli.FAILED or cli.OK
+  return loadstats.status(fig, plan.thresholds)
 end
 
 return R
