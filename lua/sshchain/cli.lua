@@ -60,6 +60,30 @@ function M.connection_options(p)
   p:option("--host-key", "Host key policy for every hop: strict, accept-new or off.", nil)
     :choices({ "strict", "accept-new", "off" }):argname("MODE")
   p:option("--connect-timeout", "Seconds each hop may take to connect.", nil, tonumber):argname("S")
+  p:option("--keepalive", ("Seconds between keepalive probes on every hop whose inventory entry sets none "
+    .. "(ServerAliveInterval); a hop silent for %d probes is lost, and the failure names it. 0: off."):format(
+    M.KEEPALIVE_COUNT), tostring(M.KEEPALIVE), tonumber):argname("S")
+end
+
+--- Keepalive in the recipes, unless the inventory or --keepalive says otherwise: a stalled link
+--- fails in about KEEPALIVE * KEEPALIVE_COUNT seconds instead of TCP's minutes.
+M.KEEPALIVE, M.KEEPALIVE_COUNT = 15, 3
+
+--- Adds --retries to a parser (recipes whose work is per host).
+function M.retries_option(p)
+  p:option("--retries", "Tries each host again up to N times, with backoff (0.5 s doubling to 10 s, "
+    .. "with jitter), when it failed in a way of the network (ECONNECT, ETIMEDOUT, ECLOSED, a channel "
+    .. "refused); never after EAUTH, EHOSTKEY or a command that ran and failed.", "0", tonumber):argname("N")
+end
+
+--- The retry policy of --retries (nil: none); nil, message when the value is bad.
+function M.retry_policy(args)
+  local n = args.retries
+  if n == nil or n == 0 then return nil end
+  if math.type(n) ~= "integer" and n ~= math.floor(n) or n < 0 or n > 1000 then
+    return nil, ("--retries must be a whole number from 0 to 1000 (got %s)"):format(tostring(n))
+  end
+  return require("sshchain.retry").policy(math.tointeger(n), "--retries")
 end
 
 --- Parses argv; returns the arguments, or nil and the exit status after printing the error.
@@ -99,6 +123,10 @@ function M.chain(inv, name, args, opts)
     if args.known_hosts then s.known_hosts = args.known_hosts end
     if args.host_key then s.host_key = args.host_key end
     if args.connect_timeout then s.timeout = args.connect_timeout end
+    if s.keepalive == nil and args.keepalive and args.keepalive > 0 then
+      s.keepalive = args.keepalive
+      if s.keepalive_count == nil then s.keepalive_count = M.KEEPALIVE_COUNT end
+    end
     local ok, perr = pcall(sshchain.normalize_spec, s)
     if not ok then
       return nil, ("inventory %s: host %s: %s"):format(tostring(inv.path), s.name or s.host or "?",

@@ -1448,7 +1448,9 @@ function M.spec_for(name, opts)
   if e._options.stricthostkeychecking then spec.host_key = HOSTKEY_MODES[e.stricthostkeychecking] end
   if e.connecttimeout ~= "none" then spec.timeout = tonumber(e.connecttimeout) end
   local k = tonumber(e.serveraliveinterval)
-  if k and k > 0 then spec.keepalive = k end
+  if k and (k > 0 or e._options.serveraliveinterval) then spec.keepalive = k end -- 0 said: off
+  local kc = math.tointeger(tonumber(e.serveralivecountmax))
+  if e._options.serveralivecountmax and kc and kc >= 1 then spec.keepalive_count = math.min(kc, 1000) end
   if e.identitiesonly == "yes" then spec.identities_only = true end
   if e.identityagent then
     local v = e.identityagent

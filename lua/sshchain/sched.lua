@@ -257,31 +257,54 @@ end
 
 local code_of = errors.code_of
 
---- Runs fn(item, i) for every item, at most opts.limit at once; results in item order:
---- {ok=true, value=v} or {ok=false, err=msg, code=CODE}.
+--- The result of one call of fn: r is what xpcall returned (packed).
+local function outcome(r)
+  if not r[1] then
+    local e = r[2].err
+    if errors.is_interrupted(e) then error(e, 0) end -- Ctrl-C ends the whole run
+    return { ok = false, err = tostring(e), code = code_of(e), traceback = r[2].tb,
+      stage = type(e) == "table" and e.stage or nil, reason = type(e) == "table" and e.reason or nil,
+      hop = type(e) == "table" and e.hop or nil }
+  elseif r[2] == nil and r[3] ~= nil then
+    local info = type(r[5]) == "table" and r[5] or {}
+    return { ok = false, err = tostring(r[3]), code = r[4] or code_of(r[3]),
+      stage = info.stage, reason = info.reason, hop = info.hop }
+  end
+  return { ok = true, value = r[2] }
+end
+
+local PARALLEL_OPTS = { limit = { type = "number", min = 1 }, retries = "any", on_retry = "function" }
+
+--- Runs fn(item, i, attempt) for every item, at most opts.limit at once; results in item order:
+--- {ok=true, value=v} or {ok=false, err=msg, code=CODE, stage=, reason=, hop=} (with retries,
+--- also attempts=N). opts.retries (sshchain.retry's policy: N or {count=, backoff=, max_backoff=})
+--- calls fn again, after a backoff, when it failed in a way of the network (ECONNECT,
+--- ETIMEDOUT, ECLOSED, ECHANNEL on open), never for EAUTH, EHOSTKEY or a value it returned;
+--- opts.on_retry(item, i, attempt, result, wait) hears each retry.
 function M.parallel(items, fn, opts)
   if type(items) ~= "table" then error("bad argument #1 to 'parallel' (table expected)", 2) end
   if type(fn) ~= "function" then error("bad argument #2 to 'parallel' (function expected)", 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("bad argument #3 to 'parallel' (table expected)", 2) end
+  opts = errors.check_options(opts, PARALLEL_OPTS, "parallel", 2)
+  local retry = require "sshchain.retry"
+  local policy = retry.policy(opts.retries, "parallel", 2)
   local n = #items
-  local limit = opts and opts.limit or math.max(n, 1)
-  if type(limit) ~= "number" or limit < 1 then error("parallel: limit must be a positive number", 2) end
+  local limit = opts.limit or math.max(n, 1)
   local results, next_i = {}, 0
   local function worker()
     while next_i < n do
       next_i = next_i + 1
       local i = next_i
-      local r = table.pack(xpcall(fn, task_error, items[i], i))
-      if not r[1] then
-        local e = r[2].err
-        if errors.is_interrupted(e) then error(e, 0) end -- Ctrl-C ends the whole run
-        results[i] = { ok = false, err = tostring(e), code = code_of(e), traceback = r[2].tb,
-          stage = type(e) == "table" and e.stage or nil, hop = type(e) == "table" and e.hop or nil }
-      elseif r[2] == nil and r[3] ~= nil then
-        local info = type(r[5]) == "table" and r[5] or {}
-        results[i] = { ok = false, err = tostring(r[3]), code = r[4] or code_of(r[3]),
-          stage = info.stage, reason = info.reason, hop = info.hop }
-      else
-        results[i] = { ok = true, value = r[2] }
+      local attempt = 1
+      while true do
+        local res = outcome(table.pack(xpcall(fn, task_error, items[i], i, attempt)))
+        if policy then res.attempts = attempt end
+        results[i] = res
+        if res.ok or not policy or attempt > policy.count or not retry.retryable(res.code, res) then break end
+        local wait = retry.delay(policy, attempt)
+        if opts.on_retry then opts.on_retry(items[i], i, attempt, res, wait) end
+        M.sleep(wait)
+        attempt = attempt + 1
       end
     end
   end

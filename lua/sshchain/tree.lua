@@ -11,7 +11,11 @@
 -- order within a host. handler(r) gets {host=, cmd=, stdout=, stderr=, status=, ok=} per command,
 -- or {host=, cmd=nil, error=, code=} when a host cannot be reached (its subtree is skipped, each
 -- host reported once with the parent's failure). Returns the list of results and whether all
--- succeeded.
+-- succeeded. opts: limit (hosts connecting at once, 64), defaults (spec fields for every host),
+-- retries (sshchain.retry's policy: a host's connect, and a command cut by the network, are
+-- tried again with backoff; never after EAUTH or EHOSTKEY, nor a command that ran and failed).
+local retry = require "sshchain.retry"
+local errors = require "sshchain.errors"
 local sched = require "sshchain.sched"
 local specs = require "sshchain.spec"
 local connect = require "sshchain.connect"
@@ -33,7 +37,9 @@ local function tree(nodes, handler, opts)
   if handler ~= nil and type(handler) ~= "function" then
     error("bad argument #2 to 'tree' (function expected)", 2)
   end
-  opts = opts or {}
+  opts = errors.check_options(opts, { limit = { type = "number", integer = true, min = 1 }, defaults = "table",
+    retries = "any" }, "tree", 2)
+  local policy = retry.policy(opts.retries, "tree", 2)
   if nodes[1] == nil then nodes = { nodes } end
   local results, all_ok = {}, true
   local hosts = sched.semaphore(opts.limit or 64)
@@ -52,25 +58,37 @@ local function tree(nodes, handler, opts)
 
   local run_node
   run_node = function(node, parent)
-    hosts:acquire()
     local spec = specs.normalize(split(node), opts.defaults, 2)
-    local s, msg, code, info
-    if parent then
-      s, msg, code, info = parent:connect(spec)
-    else
-      s, msg, code, info = connect.connect(spec)
+    local function open()
+      hosts:acquire()
+      local ok, s, msg, code, info = pcall(function()
+        if parent then return parent.s:connect(spec) end
+        return connect.connect(spec)
+      end)
+      hosts:release()
+      if not ok then error(s, 0) end
+      return s, msg, code, info
     end
-    hosts:release()
+    local s, msg, code, info = retry.run(policy, open)
     if not s then return skip(node, msg, code, info) end
+    local me = { s = s } -- the children connect through whichever session is current
     local kids = {}
-    for _, child in ipairs(node.children or {}) do kids[#kids + 1] = sched.spawn(run_node, child, s) end
+    for _, child in ipairs(node.children or {}) do kids[#kids + 1] = sched.spawn(run_node, child, me) end
     for _, c in ipairs(node.commands or {}) do
       local cmd, copts = c, nil
       if type(c) == "table" then
         cmd, copts = c[1], {}
         for k, v in pairs(c) do if k ~= 1 then copts[k] = v end end
       end
-      local r, emsg, ecode, einfo = s:exec(cmd, copts)
+      local r, emsg, ecode, einfo = retry.run(policy, function(attempt)
+        if attempt > 1 and me.s:state() ~= "ready" then -- cut by the network: a new session
+          local fresh, fmsg, fcode, finfo = retry.run(policy, open)
+          if not fresh then return nil, fmsg, fcode, finfo end
+          me.s:close()
+          me.s = fresh
+        end
+        return me.s:exec(cmd, copts)
+      end)
       if r then
         report({ host = label(node), cmd = cmd, stdout = r.stdout, stderr = r.stderr,
           status = r.status, signal = r.signal, ok = r.ok })
@@ -80,7 +98,7 @@ local function tree(nodes, handler, opts)
       end
     end
     for _, k in ipairs(kids) do k:wait() end
-    s:close()
+    me.s:close()
   end
 
   local roots = {}

@@ -3,6 +3,7 @@ local sshchain = require "sshchain"
 local cli = require "sshchain.cli"
 local process = require "sshchain.process"
 local sched = require "sshchain.sched"
+local retry = require "sshchain.retry"
 
 local R = { summary = "run a command on many hosts in parallel, through their jump hosts" }
 
@@ -18,6 +19,11 @@ Output (standard output): a table of host, status, time and output, in the order
 with --lines every output line prefixed by its host as soon as it arrives; with --json one JSON
 object per host as it finishes: host, address, port, ok, code, error, seconds (the keys of every
 recipe's rows), stdout, stderr, status, signal.
+
+--retries N tries a host again when it failed in a way of the network (not once a streamed
+standard input, for one host, was read: that input is gone). Every hop gets keepalive probes
+(--keepalive, unless its inventory entry sets ServerAliveInterval), so a link that stalls fails
+in bounded time.
 
 --shard K/N runs part K of N of the selected hosts (for job arrays; sshlua -r merge joins the
 parts' --json outputs).
@@ -66,6 +72,7 @@ local function parser()
     :argname("PATTERN")
   p:mutex(p:flag("-j --json", "One JSON object per host."),
     p:flag("--lines", "Each output line prefixed with its host."))
+  cli.retries_option(p)
   cli.shard_option(p, "hosts")
   p:flag("-q --quiet", "No progress line and no summary.")
   return p
@@ -136,15 +143,20 @@ end
 local function stdin_of(args, nhosts)
   if args.no_stdin or args.shell or cli.isatty(0) then return nil end
   if nhosts > 1 then return io.stdin:read("a") end
+  local read = { any = false }
   return function()
     for _ = 1, 1000 do -- a readable fd with nothing to read ("" from read_fd): wait again
       sched.await(sshchain.core.readable(0)) -- the other hosts' work goes on meanwhile
       local chunk, err = sshchain.core.read_fd(0, 65536)
       if err then error("exec: reading standard input: " .. err, 0) end
-      if chunk ~= "" then return chunk end
+      if chunk == nil then return nil end
+      if chunk ~= "" then
+        read.any = true
+        return chunk
+      end
     end
     error("exec: standard input is readable but gives nothing", 0)
-  end
+  end, read
 end
 
 local function print_status(r)
@@ -192,23 +204,34 @@ function R.main(argv)
   local t0 = sshchain.core.now()
   local finished, nfailed = 0, 0
   local results = {}
-  local stdin = stdin_of(args, #names)
+  local stdin, stdin_read = stdin_of(args, #names)
   local function report(r)
     if args.json or args.lines then progress:finish() end
     if args.json then
       cli.json_line(cli.row({ host = r.host, ok = not failed(r), stdout = r.stdout, stderr = r.stderr,
-        status = r.status, signal = r.signal, seconds = r.seconds, error = r.error, code = r.code }, r.spec))
+        status = r.status, signal = r.signal, seconds = r.seconds, error = r.error, code = r.code,
+        attempts = r.attempts }, r.spec))
       io.stdout:flush()
     elseif args.lines then
       print_status(r)
       io.stdout:flush()
     end
   end
+  local policy, perr = cli.retry_policy(args)
+  if perr then
+    io.stderr:write(p:get_usage(), "\n\nError: ", perr, "\n")
+    return cli.USAGE
+  end
   local function run(name, i)
     local r = { host = name, spec = chains[i][#chains[i]] }
     local h0 = sshchain.core.now()
-    local s, msg, ecode = sshchain.connect(chains[i])
-    if s then
+    local function once()
+      local s, msg, ecode, info = sshchain.connect(chains[i])
+      if not s then
+        r.unreachable = true
+        return nil, msg, ecode, info
+      end
+      r.unreachable = nil
       local x
       local xopts = { timeout = args.timeout > 0 and args.timeout or nil, pty = args.pty, stdin = stdin }
       local out_end, err_end
@@ -218,20 +241,29 @@ function R.main(argv)
         xopts.on_stderr, err_end = line_printer(name, "! ")
       end
       if args.shell then
-        x, msg, ecode = run_shell(s, cmd, args, xopts.on_stdout)
+        x, msg, ecode, info = run_shell(s, cmd, args, xopts.on_stdout)
       else
-        x, msg, ecode = s:exec(cmd, xopts)
+        x, msg, ecode, info = s:exec(cmd, xopts)
       end
       if out_end then
         out_end()
         err_end()
       end
       s:close()
-      if x then
-        r.stdout, r.stderr, r.status, r.signal = x.stdout, x.stderr, x.status, x.signal
-      end
-    else
-      r.unreachable = true
+      return x, msg, ecode, info
+    end
+    local hp = policy and stdin_read and setmetatable({ allow = function() return not stdin_read.any end },
+      { __index = policy }) or policy -- streamed input, once read, is gone: not tried again
+    local x, msg, ecode, _, attempts = retry.run(hp, once,
+      function(n, m, _, _, wait)
+        if args.quiet then return end
+        progress:finish()
+        cli.eprintf("exec: %s: attempt %d of %d failed (%s); again in %.1f s\n", name, n, policy.count + 1,
+          cli.clean(m), wait)
+      end)
+    r.attempts = attempts
+    if x then
+      r.stdout, r.stderr, r.status, r.signal = x.stdout, x.stderr, x.status, x.signal
     end
     if msg then r.error, r.code = msg, ecode end
     r.seconds = sshchain.core.now() - h0

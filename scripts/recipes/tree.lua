@@ -1,6 +1,7 @@
 -- tree: show the jump-host tree of an inventory and probe every hop of it.
 local sshchain = require "sshchain"
 local cli = require "sshchain.cli"
+local retry = require "sshchain.retry"
 
 local R = { summary = "show the jump-host tree of an inventory and probe every hop" }
 
@@ -28,6 +29,7 @@ local function parser()
   cli.connection_options(p)
   p:flag("-j --json", "One JSON object per node, parents first.")
   p:flag("-n --no-probe", "Only draw the tree.")
+  cli.retries_option(p)
   cli.shard_option(p, "hosts")
   return p
 end
@@ -67,6 +69,11 @@ function R.main(argv)
   local shard_k, shard_n = cli.shard_or_usage("tree", args, args.json)
   if shard_k == false then return cli.USAGE end
   hopts.shard = shard_k and { shard_k, shard_n }
+  local policy, perr = cli.retry_policy(args)
+  if perr then
+    io.stderr:write(p:get_usage(), "\n\nError: ", perr, "\n")
+    return cli.USAGE
+  end
   local names, chains = cli.hosts("tree", args, args.targets, hopts)
   if not names then return chains end
   local roots = build_forest(chains)
@@ -84,13 +91,16 @@ function R.main(argv)
         probe(node.children, false)
         return
       end
-      local s, msg, ecode
-      if parent then
-        s, msg, ecode = parent:connect(node.spec)
-      else
-        s, msg, ecode = sshchain.connect(node.spec, { share = false })
-      end
-      node.session = s
+      local s, msg, ecode, _, attempts = retry.run(policy, function()
+        if parent then return parent:connect(node.spec) end
+        return sshchain.connect(node.spec, { share = false })
+      end, function(n, m, _, _, wait)
+        if args.json then return end
+        progress:finish()
+        cli.eprintf("tree: %s: attempt %d of %d failed (%s); again in %.1f s\n", node.name, n, policy.count + 1,
+          cli.clean(m), wait)
+      end)
+      node.session, node.attempts = s, attempts
       if s then
         node.info = s:info()
       else
@@ -123,7 +133,7 @@ function R.main(argv)
       objects[#objects + 1] = cli.row({ name = node.name, host = node.name, address = spec.host,
         port = spec.port or 22, user = spec.user, seconds = info.total_ms and info.total_ms / 1000,
         depth = depth, parent = parent_name, ok = node.info ~= nil, skipped = node.skipped or nil,
-        error = node.error, code = node.code, auth = info.auth, host_key = info.host_key,
+        error = node.error, code = node.code, attempts = node.attempts, auth = info.auth, host_key = info.host_key,
         banner = info.banner, connect_ms = round(info.connect_ms), handshake_ms = round(info.handshake_ms),
         auth_ms = round(info.auth_ms), total_ms = round(info.total_ms) })
       walk(node.children, prefix .. (depth == 0 and "" or (last and "   " or "│  ")), depth + 1, node.name)
