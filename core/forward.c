@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "listener.h"
 #include "pump.h"
 #include "socks5.h"
 
@@ -454,36 +456,6 @@ static int connect_local(const char *host, int port)
     return fd;
 }
 
-/* A non-blocking Unix socket, and *sa set to path; -1 with errno (ENAMETOOLONG: past sun_path). */
-static int unix_socket(const char *path, struct sockaddr_un *sa)
-{
-    memset(sa, 0, sizeof *sa);
-    sa->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof sa->sun_path) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(sa->sun_path, path, strlen(path) + 1);
-    return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-}
-
-/* Opens a non-blocking connection to the Unix socket at path; -1 on failure (errno set). */
-static int connect_unix(const char *path)
-{
-    struct sockaddr_un sa;
-    int fd = unix_socket(path, &sa);
-    if (fd < 0)
-        return -1;
-    /* a Unix socket connects at once or not at all: EAGAIN is a full backlog, a refusal */
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
 /* A channel the server opens: a remote forward's connection when it is forwarded-tcpip to our
  * port (1: taken, accepted or refused; 0: not ours). */
 static int forward_incoming(sc_chanuser *u, ssh_message msg)
@@ -498,7 +470,8 @@ static int forward_incoming(sc_chanuser *u, ssh_message msg)
             return 0;
         const char *orig = ssh_message_channel_request_open_originator(msg);
         int orig_port = ssh_message_channel_request_open_originator_port(msg);
-        int fd = fw->to_path ? connect_unix(fw->to_path) : connect_local(fw->to_host, fw->to_port);
+        int fd =
+            fw->to_path ? sc_connect_unix(fw->to_path) : connect_local(fw->to_host, fw->to_port);
         if (fd < 0) {
             char dest[300];
             if (fw->to_path)
@@ -554,86 +527,6 @@ static void forward_destroy(sc_op *op)
     free(fw);
 }
 
-static int make_listener(const char *bind_addr, int port, int *out_port, sc_err *err)
-{
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    const char *addr = bind_addr;
-    if (strcmp(addr, "localhost") == 0)
-        addr = "127.0.0.1";
-    else if (strcmp(addr, "*") == 0)
-        addr = "0.0.0.0";
-    int family = AF_INET;
-    if (uv_ip4_addr(addr, port, (struct sockaddr_in *)&ss) != 0) {
-        if (uv_ip6_addr(addr, port, (struct sockaddr_in6 *)&ss) != 0) {
-            sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "bind address must be numeric: %s",
-                          bind_addr);
-            return -1;
-        }
-        family = AF_INET6;
-    }
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    socklen_t sl = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 256) < 0) {
-        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "cannot listen on %s:%d: %s",
-                      bind_addr, port, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    sl = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    *out_port = ntohs(family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                        : ((struct sockaddr_in6 *)&ss)->sin6_port);
-    return fd;
-}
-
-/* path made absolute (a later chdir must not change which file the forward removes) */
-static char *absolute_path(const char *path)
-{
-    char cwd[4096];
-    if (path[0] == '/' || !getcwd(cwd, sizeof cwd))
-        return sc_strdup(path);
-    size_t n = strlen(cwd) + strlen(path) + 2;
-    char *p = malloc(n);
-    if (p)
-        snprintf(p, n, "%s/%s", cwd, path);
-    return p;
-}
-
-/* A listening Unix socket at path, 0600 before anyone may connect (as ssh's umask 0177). An
- * existing file is not replaced (ssh's StreamLocalBindUnlink no). */
-static int make_unix_listener(const char *path, sc_err *err)
-{
-    struct sockaddr_un sa;
-    int fd = unix_socket(path, &sa);
-    if (fd < 0) {
-        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "socket %s: %s", path,
-                      strerror(errno));
-        return -1;
-    }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "cannot listen on %s: %s", path,
-                      strerror(errno));
-        close(fd);
-        return -1;
-    }
-    /* bound, not listening yet: nobody can connect before the mode is set */
-    if (chmod(path, 0600) < 0 || listen(fd, 256) < 0) {
-        sc_err_format(err, SC_EIO, NULL, 0, "forward", NULL, "cannot listen on %s: %s", path,
-                      strerror(errno));
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    return fd;
-}
-
 sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
 {
     if (s->state != SS_READY) {
@@ -648,17 +541,24 @@ sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
                       "remote Unix-socket forwards are not supported");
         return NULL;
     }
-    if (!o->remote && o->path)
-        lfd = make_unix_listener(o->path, err);
-    else if (!o->remote)
-        lfd = make_listener(bind_addr, o->port, &port, err);
+    if (o->listener && !o->remote) { /* a kept listener: serve a dup of its socket */
+        lfd = fcntl(sc_listener_fd(o->listener), F_DUPFD_CLOEXEC, 0);
+        port = sc_listener_port(o->listener);
+        if (lfd < 0)
+            sc_err_format(err, SC_EIO, s->label, s->hop, "forward", NULL, "listener: %s",
+                          sc_listener_fd(o->listener) < 0 ? "closed" : strerror(errno));
+    } else if (!o->remote && o->path) {
+        lfd = sc_listen_unix(o->path, err);
+    } else if (!o->remote) {
+        lfd = sc_listen_tcp(bind_addr, o->port, &port, err);
+    }
     if (!o->remote && lfd < 0)
         return NULL;
     sc_forward *fw = calloc(1, sizeof *fw);
     if (!fw) {
         if (lfd >= 0)
             close(lfd);
-        if (o->path)
+        if (o->path && !o->listener)
             unlink(o->path);
         sc_err_format(err, SC_EIO, s->label, s->hop, "forward", NULL, "out of memory");
         return NULL;
@@ -671,19 +571,21 @@ sc_op *sc_forward_start(sc_session *s, const sc_forward_opts *o, sc_err *err)
     fw->bind = sc_strdup(bind_addr);
     fw->to_host = sc_strdup(o->to_host ? o->to_host : "");
     fw->to_port = o->to_port;
-    fw->path = o->path ? absolute_path(o->path) : NULL;
+    fw->path = o->path && !o->listener ? sc_absolute_path(o->path) : NULL; /* the file it removes */
     struct stat st;
     if (fw->path && lstat(fw->path, &st) == 0) {
         fw->sock_dev = st.st_dev;
         fw->sock_ino = st.st_ino;
     }
     fw->to_path = o->to_path ? sc_strdup(o->to_path) : NULL;
-    if (fw->path)
+    if (o->listener && sc_listener_path(o->listener))
+        snprintf(fw->from, sizeof fw->from, "%s", sc_listener_path(o->listener));
+    else if (fw->path)
         snprintf(fw->from, sizeof fw->from, "%s", fw->path);
     else
         snprintf(fw->from, sizeof fw->from, "%s:%d", bind_addr, port);
     fw->socks = o->socks;
-    fw->port = o->path ? 0 : port;
+    fw->port = o->path || (o->listener && sc_listener_path(o->listener)) ? 0 : port;
     fw->lfd = lfd;
     fw->remote = o->remote;
     fw->phase = R_REQUEST;

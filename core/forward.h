@@ -14,6 +14,8 @@ typedef struct {
     const char *to_path; /* set: connections go to this Unix socket on the server */
     int socks;           /* a SOCKS5 proxy: the destination comes from each client */
     int remote; /* ssh -R: the server listens on bind:port, connections come to to_host:to_port */
+    sc_op *listener; /* set (local forwards and SOCKS): serve this kept listener (listener.h)
+                      * instead of binding; bind, port and path are then its own */
 } sc_forward_opts;
 
 /* Starts listening. Returns the forward's op (done when the forward has closed: by

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "listener.h"
 
 typedef struct {
     uv_poll_t poll;
@@ -71,35 +72,12 @@ int sc_mux_check(const char *path, char *why, size_t cap)
     return rc;
 }
 
-/* A non-blocking connection to the socket at path: the fd, or -1 with errno. */
-static int connect_path(const char *path)
-{
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof sa.sun_path) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
 int sc_mux_probe(const char *path, char *why, size_t cap)
 {
     int rc = sc_mux_check(path, why, cap);
     if (rc != 0)
         return rc;
-    int fd = connect_path(path);
+    int fd = sc_connect_unix(path);
     if (fd < 0) {
         snprintf(why, cap, "no mux answers at %s (%s)", path, strerror(errno));
         return 2;
@@ -190,7 +168,7 @@ void sc_mux_start(sc_session *s)
         sc_session_failf(s, SC_ECONNECT, "connect", "mux", "host name longer than 255 bytes");
         return;
     }
-    int fd = connect_path(path);
+    int fd = sc_connect_unix(path);
     if (fd < 0) {
         int e = errno;
         sc_session_failf(s, SC_ECONNECT, "connect", "mux", "no mux answers at %s (%s)", path,

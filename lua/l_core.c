@@ -392,5 +392,6 @@ __attribute__((visibility("default"))) int luaopen_sshchain_core(lua_State *L)
     luaL_setfuncs(L, lsc_session_functions, 0);
     luaL_setfuncs(L, lsc_transfer_functions, 0);
     luaL_setfuncs(L, lsc_sleep_functions, 0);
+    luaL_setfuncs(L, lsc_forward_functions, 0);
     return 1;
 }

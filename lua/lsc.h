@@ -20,6 +20,7 @@
 #define LSC_CONNECT_MT  "sshchain.connect_op"
 #define LSC_EXEC_MT     "sshchain.exec_op"
 #define LSC_FORWARD_MT  "sshchain.forward_op"
+#define LSC_LISTENER_MT "sshchain.listener_op"
 #define LSC_TRANSFER_MT "sshchain.transfer_op"
 #define LSC_SLEEP_MT    "sshchain.sleep_op"
 
@@ -86,6 +87,7 @@ void lsc_open_sleep(lua_State *L);
 extern const luaL_Reg lsc_session_functions[];
 extern const luaL_Reg lsc_exec_session_methods[];
 extern const luaL_Reg lsc_forward_session_methods[];
+extern const luaL_Reg lsc_forward_functions[];
 extern const luaL_Reg lsc_transfer_functions[];
 extern const luaL_Reg lsc_sleep_functions[];
 

@@ -8,6 +8,7 @@ local specs = require "sshchain.spec"
 local jumps = require "sshchain.jumps"
 local mux = require "sshchain.mux"
 local session = require "sshchain.session"
+local retry = require "sshchain.retry"
 
 local M = {}
 
@@ -52,7 +53,8 @@ function M.resolve(hops, opts, level)
   return list
 end
 
-local CONNECT_OPTS = { config = "string", share = "boolean" }
+local CONNECT_OPTS = { config = "string", share = "boolean", reconnect = { types = { "boolean", "table" } },
+  on_event = "function" }
 for k, rule in pairs(specs.FIELDS) do CONNECT_OPTS[k] = rule end
 
 local function release_owned(owned)
@@ -61,14 +63,9 @@ local function release_owned(owned)
   end
 end
 
---- connect(hops [, opts]): a session to the last hop, reached through the others in order;
---- or nil, msg, CODE, err. opts.config: ssh_config path (hops may then be a Host name);
---- opts.share = false: private jump sessions; other fields: defaults for every hop.
-function M.connect(hops, opts)
-  if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'connect' (table expected)", 2) end
-  opts = errors.check_options(opts, CONNECT_OPTS, "connect", 2)
-  local list, err = M.resolve(hops, opts, 3)
-  if not list then return errors.fail("EIO", { stage = "config" }, "%s", err) end
+--- The chain of normalized specs made into sessions, each through the one before: the last,
+--- owning the others; or nil, msg, CODE, err. share = false: private jump sessions.
+local function build(list, share)
   local routed, why, at = mux.route(list)
   if not routed then
     return errors.fail("ECONNECT", { label = list[at].name or list[at].host, stage = "connect", reason = "mux", hop = at },
@@ -78,7 +75,7 @@ function M.connect(hops, opts)
   local chain, parent = {}, nil
   for i, spec in ipairs(list) do
     local s, msg, code, info
-    if i < #list and opts.share ~= false then
+    if i < #list and share ~= false then
       local key = specs.key(spec, parent and parent._key)
       local p = parent
       s, msg, code, info = jumps.acquire(key, function() return session.open(spec, p) end)
@@ -95,6 +92,28 @@ function M.connect(hops, opts)
   end
   local target = table.remove(chain)
   target._owned = chain
+  return target
+end
+
+--- A session lost while this long is tried again for a minute by default.
+M.RECONNECT_MAX_WAIT = 60
+
+--- connect(hops [, opts]): a session to the last hop, reached through the others in order;
+--- or nil, msg, CODE, err. opts.config: ssh_config path (hops may then be a Host name);
+--- opts.share = false: private jump sessions; opts.reconnect = true | {max_wait=, backoff=,
+--- max_backoff=, attempts=}: a later call on the session, once it was lost, rebuilds the chain
+--- (opts.on_event(what, data) hears "lost", "reconnecting", "restored", "given up"); other
+--- fields: defaults for every hop.
+function M.connect(hops, opts)
+  if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'connect' (table expected)", 2) end
+  opts = errors.check_options(opts, CONNECT_OPTS, "connect", 2)
+  local policy = retry.reconnect_policy(opts.reconnect, "connect", { max_wait = M.RECONNECT_MAX_WAIT }, 2)
+  local list, err = M.resolve(hops, opts, 3)
+  if not list then return errors.fail("EIO", { stage = "config" }, "%s", err) end
+  local target, msg, code, info = build(list, opts.share)
+  if not target then return nil, msg, code, info end
+  target._reconnect, target._on_event = policy, opts.on_event
+  target._rebuild = function() return build(list, opts.share) end -- for reconnecting forwards too
   return target
 end
 

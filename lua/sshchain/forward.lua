@@ -1,8 +1,17 @@
 -- sshchain.forward: the Forward class. Local forwards (ssh -L), SOCKS5 proxies (ssh -D) and
 -- remote forwards (ssh -R) are served by the event loop whenever it runs (any waiting call, a
 -- task, sshchain.run()); connection failures go to on_error, the forward goes on.
+--
+-- With reconnect = true | {max_wait=, backoff=, max_backoff=, attempts=, hold=}, a forward
+-- outlives its session: when the session or a hop under it is lost, the local socket stays bound
+-- (new clients wait in its backlog, and after `hold` seconds are refused cleanly), the chain is
+-- rebuilt with backoff through the same jump hosts, and the forward serves again on the same
+-- port (a remote one is asked for again). on_event(what, data) hears "lost", "reconnecting"
+-- (data.attempt), "restored" (data.seconds: from the loss) and "given up".
+local core = require "sshchain.core"
 local sched = require "sshchain.sched"
 local errors = require "sshchain.errors"
+local retry = require "sshchain.retry"
 
 local M = {}
 local await = sched.await
@@ -12,9 +21,14 @@ Forward.__index = Forward
 M.Forward = Forward
 
 local PORT = { type = "number", integer = true, min = 0, max = 65535 }
+local RECONNECT = { types = { "boolean", "table" } }
 local FWD_OPTS = { bind = "string", port = PORT, path = "string", to_host = "string", to_port = PORT,
-  to_path = "string", on_error = "function" }
-local SOCKS_OPTS = { bind = "string", port = PORT, path = "string", on_error = "function" }
+  to_path = "string", on_error = "function", reconnect = RECONNECT, on_event = "function" }
+local SOCKS_OPTS = { bind = "string", port = PORT, path = "string", on_error = "function", reconnect = RECONNECT,
+  on_event = "function" }
+
+--- New clients of a forward being rebuilt wait this long in its backlog, then are refused.
+M.HOLD = 5
 
 --- Starts a forward of `kind` ("local", "socks", "remote") on session s: a Forward, or nil, msg,
 --- CODE, err. method names the public call in misuse errors.
@@ -41,54 +55,137 @@ function M.start(s, opts, kind, method)
       error(method .. ": a remote Unix socket (path) is not supported yet; to_path is", 3)
     end
   end
-  local op, msg, code, info = s._c:forward_start({ bind = opts.bind, port = opts.port, path = opts.path,
-    to_host = opts.to_host, to_port = opts.to_port, to_path = opts.to_path, socks = socks, remote = remote })
-  if not op then return nil, msg, code, info end
-  if remote then -- wait until the server listens (or refuses)
-    repeat await(op, true) until op:done() or op:listening()
-    if op:done() then
-      local ok, emsg, ecode, einfo = op:result()
-      if not ok then return nil, emsg, ecode, einfo end
-    end
+  local policy = retry.reconnect_policy(opts.reconnect, method, { hold = M.HOLD }, 3)
+  local revived, rmsg, rcode, rinfo = s:_revive()
+  if not revived then return nil, rmsg, rcode, rinfo end
+  local listener
+  if policy and not remote then -- the socket outlives each forward served on it
+    local lmsg, lcode, linfo
+    listener, lmsg, lcode, linfo = core.listen({ bind = opts.bind, port = opts.port, path = opts.path })
+    if not listener then return nil, lmsg, lcode, linfo end
   end
+  local want = { bind = opts.bind, port = opts.port, path = opts.path, to_host = opts.to_host,
+    to_port = opts.to_port, to_path = opts.to_path, socks = socks, remote = remote, listener = listener }
+  if listener then want.bind, want.port, want.path = nil, nil, nil end
+  local function start()
+    local op, msg, code, info = s._c:forward_start(want)
+    if not op then return nil, msg, code, info end
+    if remote then -- wait until the server listens (or refuses)
+      repeat await(op, true) until op:done() or op:listening()
+      if op:done() then
+        local ok, emsg, ecode, einfo = op:result()
+        if not ok then return nil, emsg, ecode, einfo end
+      end
+    end
+    return op
+  end
+  local op, msg, code, info = start()
+  if not op then
+    if listener then listener:cancel() end
+    return nil, msg, code, info
+  end
+  if remote and want.port == 0 then want.port = op:port() end -- asked for again: the same port
   local f = setmetatable({ port = not opts.path and op:port() or nil, path = opts.path,
     bind = not opts.path and (opts.bind or "127.0.0.1") or nil, session = s,
-    errors = 0, _op = op }, Forward)
-  local on_error = opts.on_error
-  -- a task per forward hands connection errors to on_error, and keeps run() going while open
-  f._task = sched.spawn(function()
+    errors = 0, _op = op, _listener = listener, _accepted = 0, restores = 0 }, Forward)
+  local on_error, on_event = opts.on_error, opts.on_event
+  local function event(what, data)
+    if on_event then on_event(what, data) end
+  end
+  --- Serves op until it ends; the end's failure (nil when closed on purpose).
+  local function serve()
     repeat
-      await(op, true)
+      await(f._op, true)
       while true do
-        local emsg, ecode, einfo = op:take_error()
+        local emsg, ecode, einfo = f._op:take_error()
         if not emsg then break end
         f.errors = f.errors + 1
         f.last_error = emsg
         if on_error then on_error(emsg, ecode, einfo) end
       end
-    until op:done()
-    -- the forward itself ended: closed (ECANCELED), or its session was lost
-    local ok, emsg, ecode, einfo = op:result()
-    if not ok and ecode ~= "ECANCELED" then
-      f.failed, f.last_error = emsg, emsg
-      if on_error then on_error(emsg, ecode, einfo) end
+    until f._op:done()
+    local ok, emsg, ecode, einfo = f._op:result()
+    if ok or ecode == "ECANCELED" then return nil end
+    return emsg, ecode, einfo
+  end
+  --- After a loss: the session rebuilt and the forward started again (true), or nil, msg, CODE, err.
+  local function restore(t0)
+    local settled = sched.cond()
+    if listener then
+      sched.spawn(function() -- new clients wait at most `hold` seconds, then are refused cleanly
+        if not settled:wait(policy.hold) and not f._closed then listener:refuse(true) end
+      end)
     end
+    local result = table.pack(pcall(function()
+      while true do
+        local back, bmsg, bcode, binfo = s:_revive(policy, event, t0)
+        if not back or f._closed then return back, bmsg, bcode, binfo end
+        local nop, nmsg, ncode, ninfo = start()
+        if nop then
+          f._accepted = f._accepted + select(2, f._op:counts())
+          f._op = nop
+          return true
+        end
+        if not retry.retryable(ncode, ninfo) then return nil, nmsg, ncode, ninfo end
+        sched.sleep(retry.delay(policy, 1)) -- lost again at once: the session will say so
+      end
+    end))
+    settled:signal()
+    if listener then listener:refuse(false) end
+    if not result[1] then error(result[2], 0) end
+    return table.unpack(result, 2, 5)
+  end
+  -- a task per forward hands connection errors to on_error, keeps run() going while open, and
+  -- (reconnect) rebuilds what was lost
+  f._task = sched.spawn(function()
+    while true do
+      local emsg, ecode, einfo = serve()
+      if not emsg then break end
+      if not policy or f._closed then
+        f.failed, f.last_error = emsg, emsg
+        if on_error then on_error(emsg, ecode, einfo) end
+        break
+      end
+      local t0 = core.now()
+      f.lost, f.last_error = emsg, emsg
+      event("lost", { error = emsg, code = ecode, hop = einfo and einfo.hop })
+      local back, bmsg, bcode, binfo = restore(t0)
+      f.lost = nil
+      if f._closed then break end
+      if not back then
+        f.failed, f.last_error = bmsg, bmsg
+        event("given up", { error = bmsg, code = bcode, hop = binfo and binfo.hop })
+        if on_error then on_error(bmsg, bcode, binfo) end
+        break
+      end
+      f.restores = f.restores + 1
+      f.restored_in = core.now() - t0
+      event("restored", { seconds = f.restored_in, attempt = f.restores })
+    end
+    if listener then listener:cancel() end
   end)
   return f
 end
 
 --- f:close(): stops accepting and closes its connections; safe twice.
 function Forward:close()
+  self._closed = true
   if not self._op:done() then self._op:cancel() end
+  if self._listener and not self._listener:done() then self._listener:cancel() end
 end
 Forward.__close = Forward.close
 
 --- f:stats() -> {active=, accepted=, errors=}
 function Forward:stats()
   local active, accepted = self._op:counts()
-  return { active = active, accepted = accepted, errors = self.errors }
+  return { active = active, accepted = self._accepted + accepted, errors = self.errors, restores = self.restores,
+    refused = self._listener and self._listener:refused() or 0 }
 end
 
-function Forward:is_open() return not self._op:done() end
+--- Whether it serves (a reconnecting forward being rebuilt counts as open: its port is kept).
+function Forward:is_open()
+  if self._listener then return not self._closed and not self.failed end
+  return not self._op:done()
+end
 
 return M

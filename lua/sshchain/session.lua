@@ -13,6 +13,8 @@ local jumps = require "sshchain.jumps"
 local forward = require "sshchain.forward"
 local transfer = require "sshchain.transfer"
 local process = require "sshchain.process"
+local retry = require "sshchain.retry"
+local log = require "sshchain.log"
 
 local M = {}
 local await = sched.await
@@ -73,7 +75,95 @@ end
 function Session:connect(spec, opts)
   local c = check(self, "connect")
   if c:state() == "closed" then error("sshchain: session is closed", 2) end
-  return M.open(specs.normalize(spec, opts, 2), self)
+  local revived, msg, code, info = self:_revive()
+  if not revived then return nil, msg, code, info end
+  local nspec = specs.normalize(spec, opts, 2)
+  local child, cmsg, ccode, cinfo = M.open(nspec, self)
+  if not child then return nil, cmsg, ccode, cinfo end
+  child._rebuild = function(p) -- through this session, itself rebuilt first when it was lost
+    local back, bmsg, bcode, binfo = self:_revive(p)
+    if not back then return nil, bmsg, bcode, binfo end
+    return M.open(nspec, self)
+  end
+  return child
+end
+
+---------------------------------------------------------------------------------------------------
+-- Coming back: a session made with reconnect = ... rebuilds its chain when a later call finds it
+-- lost (the calls in flight when it was lost failed with ECLOSED naming the hop).
+
+--- Tells the session's on_event what happened to it ("lost", "reconnecting", "restored",
+--- "given up"), with {attempt=, error=, code=, hop=, seconds=}.
+function Session:_event(what, data)
+  local on_event = self._on_event
+  if on_event then on_event(what, data) end
+  if log.level >= 1 then
+    log.say(1, self._c:label(), "%s%s", what, data.attempt and (" (attempt %d)"):format(data.attempt) or "")
+  end
+end
+
+--- Gives this session what fresh (a Session just made the same way) holds: its connections and
+--- the jump hosts it owns; the lost ones are closed and given back.
+function Session:_adopt(fresh)
+  for i = #self._conns, 1, -1 do self._conns[i].c:close() end
+  local owned = self._owned
+  self._c, self._conns, self._owned, self.parent = fresh._c, fresh._conns, fresh._owned, fresh.parent
+  fresh._conns, fresh._owned = {}, nil
+  if owned then
+    for i = #owned, 1, -1 do
+      if owned[i]._shared then jumps.release(owned[i]) else owned[i]:close() end
+    end
+  end
+  self._slot_free:signal()
+end
+
+--- When the session was lost and may come back: rebuilds its chain (through the same jump hosts,
+--- shared with any other user of them) with backoff, until it is back, a failure that is not the
+--- network's, p.attempts, or p.max_wait seconds from t0 (default: now). p: a reconnect policy
+--- (sshchain.retry; default the session's own), notify(what, data): who hears the events
+--- (default the session's on_event). true, or nil, msg, CODE, err.
+function Session:_revive(p, notify, t0)
+  p = p or self._reconnect
+  if not p then return true end
+  while self._reviving do self._reviving:wait() end
+  local state, lmsg, lcode, linfo = self._c:state()
+  if state == "closed" then
+    return errors.fail("ECLOSED", { label = self._c:label(), hop = self._c:hop(), stage = "closed" },
+      "session closed")
+  end
+  if state ~= "failed" then return true end
+  if not self._rebuild then return nil, lmsg, lcode, linfo end
+  if not notify then -- the session's own on_event (a forward being rebuilt said "lost" itself)
+    notify = function(what, data) self:_event(what, data) end
+    notify("lost", { error = lmsg, code = lcode, hop = linfo and linfo.hop })
+  end
+  self._reviving = sched.cond()
+  t0 = t0 or core.now()
+  local n = 0
+  local ok, r, msg, code, info = pcall(function()
+    while true do
+      n = n + 1
+      notify("reconnecting", { attempt = n })
+      local fresh, fmsg, fcode, finfo = self._rebuild(p)
+      if fresh then
+        self:_adopt(fresh)
+        notify("restored", { attempt = n, seconds = core.now() - t0 })
+        return true
+      end
+      local left = p.max_wait and p.max_wait - (core.now() - t0)
+      if not retry.retryable(fcode, finfo) or (p.attempts and n >= p.attempts) or (left and left <= 0) then
+        notify("given up", { attempt = n, error = fmsg, code = fcode, hop = finfo and finfo.hop })
+        return nil, fmsg, fcode, finfo
+      end
+      local wait = retry.delay(p, n)
+      sched.sleep(left and math.min(wait, left) or wait)
+    end
+  end)
+  local cond = self._reviving
+  self._reviving = nil
+  cond:signal()
+  if not ok then error(r, 0) end
+  return r, msg, code, info
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -84,6 +174,10 @@ end
 --- is opened (up to settings.max_connections), or the caller waits for a free slot, until
 --- `deadline` (core.now() seconds; nil: no limit). Returns the slot, or nil, msg, CODE, err.
 function Session:_take_slot(deadline, stage)
+  if self._reconnect then
+    local ok, msg, code, info = self:_revive()
+    if not ok then return nil, msg, code, info end
+  end
   while true do
     local state, msg, code, info = self._c:state()
     if state == "closed" then error("sshchain: session is closed", 3) end
@@ -315,6 +409,7 @@ end
 --- s:close(): closes s, its children first, and the jump hosts it owns; safe to call twice.
 function Session:close()
   check(self, "close")
+  self._reconnect = nil -- closed on purpose: it does not come back
   for i = #self._conns, 1, -1 do self._conns[i].c:close() end
   local owned = self._owned
   if owned then

@@ -15,7 +15,14 @@ leave from --via HOST, or else from the first forward's jump host.
 
 The table of local addresses is printed once everything listens; then the forwards are served
 until Ctrl-C (or --for seconds). Each failed connection is reported on standard error and the
-forward goes on.]]
+forward goes on.
+
+When a session or a jump host under it is lost (a hop rebooted, a link that flapped), each of
+its forwards keeps its local port, and the chain is rebuilt with backoff (0.5 s doubling to
+--max-backoff) for as long as it takes (--give-up S sets a limit); clients that come meanwhile
+wait --hold seconds in the port's backlog, then are refused until it is back. Each loss and
+restore is said on standard error. --no-persist: a lost forward ends instead (as ssh -L).
+Keepalive probes (--keepalive) find a silent link in bounded time.]]
 
 local EPILOG = [[
 Examples:
@@ -25,8 +32,8 @@ Examples:
 
 Exit status:
    0  served until Ctrl-C or --for
-   1  some forward could not be set up, or ended early (its session was lost); the others were
-      served
+   1  some forward could not be set up, or ended early (its session was lost with --no-persist,
+      or could not be rebuilt within --give-up); the others were served
    2  bad command line or inventory]]
 
 local function parser()
@@ -43,6 +50,11 @@ local function parser()
   p:option("--via", "The host SOCKS connections leave from.", nil):argname("HOST")
   p:option("--for", "Serve this many seconds, then stop (default: until Ctrl-C).", nil, tonumber)
     :argname("S")
+  p:flag("--no-persist", "A forward whose session is lost ends (default: rebuilt, same port).")
+  p:option("--hold", "Seconds new clients wait while a forward is rebuilt, before being refused.", "5", tonumber)
+    :argname("S")
+  p:option("--max-backoff", "Longest wait between two attempts to rebuild.", "10", tonumber):argname("S")
+  p:option("--give-up", "Seconds after a loss to stop trying (default: never).", nil, tonumber):argname("S")
   p:flag("-j --json", "The table as JSON lines.")
   return p
 end
@@ -101,9 +113,32 @@ function R.main(argv)
     end
   end
 
+  local reconnect
+  if not args.no_persist then
+    reconnect = { hold = args.hold, max_backoff = args.max_backoff, backoff = math.min(0.5, args.max_backoff),
+      max_wait = args.give_up }
+    local ok, perr = pcall(require("sshchain.retry").reconnect_policy, reconnect, "forward")
+    if not ok then
+      io.stderr:write(p:get_usage(), "\n\nError: ", tostring(perr):gsub("^[^:]*:%d+: ", ""), "\n")
+      return cli.USAGE
+    end
+  end
   local failures, sessions, forwards = 0, sshchain.jumps.once(), {}
   local function on_error(label)
     return function(msg) cli.eprintf("forward: %s: %s\n", label, cli.clean(msg)) end
+  end
+  local function on_event(label)
+    return function(what, data)
+      if what == "lost" then
+        cli.eprintf("forward: %s: lost (%s); keeping the port and rebuilding\n", label, cli.clean(data.error or "?"))
+      elseif what == "restored" then
+        cli.eprintf("forward: %s: restored in %.2f s\n", label, data.seconds)
+      elseif what == "reconnecting" and data.attempt > 1 and (data.attempt <= 3 or data.attempt % 10 == 0) then
+        cli.eprintf("forward: %s: reconnecting (attempt %d)\n", label, data.attempt)
+      elseif what == "given up" then
+        cli.eprintf("forward: %s: given up after %d attempts\n", label, data.attempt or 0)
+      end
+    end
   end
   -- one session per distinct chain (the chains share their jump hosts anyway)
   local function session_for(chain)
@@ -121,7 +156,8 @@ function R.main(argv)
     if not s then return nil, msg end
     local label = ("%s:%d"):format(w.host, w.port)
     local f, ferr = s:forward { bind = args.bind, port = args.base_port > 0 and args.base_port + i - 1 or 0,
-      to_host = to_host, to_port = w.port, on_error = on_error(label) }
+      to_host = to_host, to_port = w.port, on_error = on_error(label), reconnect = reconnect,
+      on_event = reconnect and on_event(label) }
     if not f then return nil, ferr end
     forwards[#forwards + 1] = f
     return { f = f, via = s:label() }
@@ -149,7 +185,10 @@ function R.main(argv)
     end
     local s, msg = session_for(chain)
     local f
-    if s then f, msg = s:socks { bind = args.bind, port = args.socks, on_error = on_error("socks") } end
+    if s then
+      f, msg = s:socks { bind = args.bind, port = args.socks, on_error = on_error("socks"), reconnect = reconnect,
+        on_event = reconnect and on_event("socks") }
+    end
     if f then
       forwards[#forwards + 1] = f
       local host = args.bind:find(":", 1, true) and ("[" .. args.bind .. "]") or args.bind
