@@ -31,7 +31,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LUA_CFLAGS   := $(shell pkg-config --cflags lua5.4 2>/dev/null)
 
-.PHONY: all lib install deps test test-asan test-unit fuzz fuzz-replay lint demo bench lab-up lab-down \
+.PHONY: all lib install deps test test-asan test-faults test-unit fuzz fuzz-replay lint demo bench lab-up lab-down \
         clean check-exports
 all: $(BUILD)/sshlua $(BUILD)/sshchain.so $(BUILD)/test_core
 
@@ -120,6 +120,13 @@ test:
 	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory lint all check-exports $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
 	@scripts/run-tests.sh $(BUILD)
+
+# The fault suite alone (it is part of `make test` too): faults on the lab's middle hop during
+# each operation; its figures table goes to $(SSHCHAIN_FAULTS_OUT) (default /tmp/sshchain-faults.md).
+test-faults:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory all
+	@SPECS="spec/reconnect_spec.lua spec/faults_spec.lua" FUZZ_SECONDS=0 scripts/run-tests.sh $(BUILD)
 
 # The fast tier: no root, no lab, seconds.
 test-unit:

@@ -18,7 +18,7 @@ local NODE_NS = "scl-" .. H.lab.nodes[NODE].name
 
 --- Kills the per-connection sshd processes of a lab user in a namespace (the listener stays).
 local function kill_sessions(ns, user, sig)
-  os.execute(("ip netns exec %s pkill -%s -f 'sshd: %s' 2>/dev/null"):format(ns, sig or "KILL", user))
+  os.execute(("ip netns exec %s pkill -%s -f '^sshd: %s' 2>/dev/null"):format(ns, sig or "KILL", user))
 end
 
 local function listener_pid(name) return H.readfile(H.lab.dir .. "/run/" .. name .. ".pid"):match("%d+") end
