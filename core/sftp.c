@@ -337,8 +337,10 @@ int sf_finish(xf_end *e)
 void sf_abort(xf_end *e)
 {
     xf_sftp *sf = (xf_sftp *)e;
-    if (e->sink && sf->tmp && xf_chan_is_open(&sf->c) && e->session->state == SS_READY) {
-        /* best effort: ask the server to remove the temporary file; the channel closes next */
+    if (e->sink && sf->tmp && !e->x->o.resume && xf_chan_is_open(&sf->c) &&
+        e->session->state == SS_READY) {
+        /* best effort: ask the server to remove the temporary file (a resumable transfer's
+         * partial stays for the next run); the channel closes next */
         size_t at;
         int slot = sf_req_begin(sf, FXP_REMOVE, &at);
         if (slot >= 0) {

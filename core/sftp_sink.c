@@ -113,7 +113,7 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
         const char *b = xf_base_name(sf->fpath);
         size_t dn = (size_t)(b - sf->fpath);
         char name[XF_NAME_MAX + 1];
-        xf_temp_name(name, sizeof name, b);
+        xf_sink_name(e->x, name, sizeof name, b);
         size_t n = dn + strlen(name) + 1;
         sf->tmp = malloc(n);
         if (!sf->tmp)
@@ -123,12 +123,18 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
     sf->cur_ent = *ent;
     size_t at;
     if (sf->cur < 0) {
-        sattrs a = {.flags = ATTR_PERMISSIONS, .perm = (ent->mode & 0777) | 0600};
+        /* resume: the partial is made new (0600 until complete; the caller removed a stale
+         * one), or, with a kept prefix the caller checked, appended to */
+        int resume = o->resume;
+        sattrs a = {.flags = ATTR_PERMISSIONS, .perm = resume ? 0600 : (ent->mode & 0777) | 0600};
+        uint32_t flags = FXF_WRITE | FXF_CREAT | FXF_EXCL;
+        if (resume && e->x->start_at)
+            flags = FXF_WRITE;
         sf->cur = sf_req_begin(sf, FXP_OPEN, &at);
         if (sf->cur < 0)
             return xf_fail(e, SC_EIO, "too many SFTP requests");
         sftp_put_str(&sf->out, sf->tmp, strlen(sf->tmp));
-        sftp_put_u32(&sf->out, FXF_WRITE | FXF_CREAT | FXF_EXCL);
+        sftp_put_u32(&sf->out, flags);
         sftp_put_attrs(&sf->out, &a);
         sf_req_end(sf, at);
     }
@@ -145,7 +151,7 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
     }
     r = sf_take_handle(sf, &sf->handle, &sf->hlen);
     sf_call_done(sf);
-    sf->next_off = 0;
+    sf->next_off = e->x->start_at;
     sf->ring_n = sf->ring_head = 0;
     return r;
 }
@@ -230,7 +236,8 @@ static int sink_end_file(xf_end *e, int commit)
     if (sf->step == SF_END_SETSTAT) { /* modes (and times) */
         /* Without preserve, the mode the server gave at OPEN (its umask applied) stays, unless
          * the owner bits had to be added to write the file: then the source's bits come back,
-         * as scp -t does. With preserve: the source's mode and times. */
+         * as scp -t does. With preserve: the source's mode and times. A resumed partial was
+         * 0600 until now: it gets the source's bits (the server's umask cannot be known). */
         int preserve = e->x->o.preserve;
         sattrs a = {.flags = ATTR_PERMISSIONS, .perm = sf->cur_ent.mode & 0777};
         if (preserve && sf->cur_ent.has_times) {
@@ -238,7 +245,7 @@ static int sink_end_file(xf_end *e, int commit)
             a.atime = (uint32_t)sf->cur_ent.atime;
             a.mtime = (uint32_t)sf->cur_ent.mtime;
         }
-        if (preserve || (sf->cur_ent.mode & 0600) != 0600) {
+        if (preserve || (sf->cur_ent.mode & 0600) != 0600 || e->x->o.resume) {
             CALL(sf, sf_req_handle(sf, FXP_FSETSTAT, sf->handle, sf->hlen, &a));
             sf_call_done(sf);
         }

@@ -247,7 +247,7 @@ static int src_accept(xf_end *e, const xf_entry *ent, int ok)
         return r;
     r = sf_take_handle(sf, &sf->handle, &sf->hlen);
     sf_call_done(sf);
-    sf->next_off = sf->delivered = 0;
+    sf->next_off = sf->delivered = e->x->start_at; /* resume: the rest only */
     sf->ring_n = sf->ring_head = 0;
     return r;
 }

@@ -73,8 +73,10 @@ typedef struct sc_xfer {
     double last_news;
     uv_timer_t timer;
     EVP_MD_CTX *md;
-    char digest[65]; /* the current file's, once its data is complete */
-    xf_vreq vreq[2]; /* the current file's remote digests: source, sink */
+    char digest[65];  /* the current file's, once its data is complete */
+    int prefix_blind; /* resumed with no local end: the digest misses the kept prefix, so the
+                         verify compares the two remote digests with each other */
+    xf_vreq vreq[2];  /* the current file's remote digests: source, sink */
     xf_file *files;
     size_t n_files, files_cap;
     int running, rerun;
@@ -231,7 +233,20 @@ static int verify_file(sc_xfer *t)
             return XF_AGAIN;
         }
     }
-    for (int side = 0; side < 2; side++) {
+    if (t->prefix_blind) {
+        xf_vreq *a = &t->vreq[0], *b = &t->vreq[1];
+        if (a->state != VQ_ANSWERED || b->state != VQ_ANSWERED || !a->sha256[0] || !b->sha256[0])
+            return driver_fail(t, SC_EIO, "verify", "verify: no SHA-256 of the resumed %s: %s",
+                               t->rel ? t->rel : "",
+                               a->state == VQ_ANSWERED && !a->sha256[0] ? a->why : b->why);
+        if (strcmp(a->sha256, b->sha256) != 0)
+            return driver_fail(t, SC_EIO, "verify",
+                               "verify: SHA-256 of the resumed %s differs between the source and "
+                               "the destination (nothing was kept)",
+                               t->rel ? t->rel : "");
+        memcpy(t->digest, a->sha256, sizeof t->digest);
+    }
+    for (int side = 0; side < 2 && !t->prefix_blind; side++) {
         xf_vreq *q = &t->vreq[side];
         if (q->state != VQ_ANSWERED)
             continue;
@@ -250,6 +265,24 @@ static int verify_file(sc_xfer *t)
 }
 
 /* ---- the driver ---- */
+
+static void feed_md(void *arg, const void *buf, size_t n) { EVP_DigestUpdate(arg, buf, n); }
+
+/* A resumed file: its kept prefix counts as done, and is hashed from whichever end is this
+ * machine's (else the verify compares the remote digests: prefix_blind). */
+static int resume_prefix(sc_xfer *t)
+{
+    uint64_t n = t->x.start_at;
+    t->done_bytes += n;
+    if (!t->md)
+        return XF_OK;
+    if (!t->src->session && t->src->src->prefix)
+        return t->src->src->prefix(t->src, n, feed_md, t->md);
+    if (!t->dst->session && t->dst->sink->prefix)
+        return t->dst->sink->prefix(t->dst, n, feed_md, t->md);
+    t->prefix_blind = 1;
+    return XF_OK;
+}
 
 static void maybe_news(sc_xfer *t)
 {
@@ -346,6 +379,15 @@ static void xfer_steps(sc_xfer *t)
                     goto out;
                 }
             }
+            /* resume: the top file starts where its partial ends */
+            t->x.start_at = t->ent.type == XE_FILE && t->depth == 1 ? t->o.offset : 0;
+            if (t->x.start_at > t->ent.size) {
+                r = driver_fail(t, SC_EIO, "resume",
+                                "resume: %s is %llu bytes now, shorter than the %llu kept",
+                                t->rel ? t->rel : "", (unsigned long long)t->ent.size,
+                                (unsigned long long)t->x.start_at);
+                goto out;
+            }
             t->phase = XP_BEGIN;
             break;
         case XP_BEGIN:
@@ -369,9 +411,12 @@ static void xfer_steps(sc_xfer *t)
             if (r != XF_OK)
                 goto out;
             if (t->ent.type == XE_FILE && t->accepted) {
-                t->remaining = t->ent.size;
+                t->remaining = t->ent.size - t->x.start_at;
                 t->buf_off = t->buf_len = 0;
                 hash_begin(t);
+                t->prefix_blind = 0;
+                if (t->x.start_at > 0 && (r = resume_prefix(t)) != XF_OK)
+                    goto out;
                 t->phase = XP_DATA;
                 break;
             }
@@ -603,6 +648,9 @@ sc_op *sc_xfer_start(const sc_xfer_opts *o)
     t->x.o.recursive = o->recursive;
     t->x.o.preserve = o->preserve;
     t->x.o.total_hint = o->total_hint;
+    t->x.o.resume = o->resume;
+    if (!o->resume)
+        t->o.offset = 0;
     t->x.wake = wake_sessions;
     if (t->o.progress_every <= 0)
         t->o.progress_every = 0.25;
@@ -638,6 +686,13 @@ sc_op *sc_xfer_start(const sc_xfer_opts *o)
         end_destroy(t->dst);
         t->src = t->dst = NULL;
         return fail_at_start(t, &err);
+    }
+    if (t->o.offset > 0 && t->o.protocol == SC_PROTO_SCP) {
+        sc_err err;
+        sc_err_format(&err, SC_EIO, t->x.label, any->hop, t->x.verb, "resume",
+                      "resume needs SFTP: SCP cannot start a file at an offset");
+        xfer_end(t, &err);
+        return &t->op;
     }
     for (int i = 0; i < t->n_cu; i++) {
         sc_session *s = t->users[i].cu.session;
@@ -719,6 +774,11 @@ int sc_xfer_sink_verifies_first(sc_op *op)
 {
     sc_xfer *t = (sc_xfer *)op;
     return t->dst && (!t->dst->session || t->dst->sink->settle != NULL);
+}
+
+void sc_xfer_partial_name(char *out, size_t cap, const char *name)
+{
+    xf_partial_name(out, cap, name);
 }
 
 const char *sc_xfer_dest_root(sc_op *op)

@@ -29,6 +29,11 @@ typedef struct {
     double progress_every; /* seconds between progress news (default 0.25) */
     uint64_t total_hint;   /* bytes expected, when the caller knows better than the source */
     const char *verb;      /* "upload", "download", "copy": names the stage in messages */
+    int resume;            /* the sink writes each file to its partial name (sc_xfer_partial_name,
+                              mode 0600), kept when the transfer fails, for a later run */
+    uint64_t offset;       /* with resume: the top file's first `offset` bytes are in its partial
+                              already (checked by the caller): the source starts there and the
+                              sink appends. SFTP or this machine only (SCP has no offsets) */
 } sc_xfer_opts;
 
 /* Starts a transfer; the op completes when every entry has been moved (or it failed: the first
@@ -59,6 +64,10 @@ void sc_xfer_verify_answer(sc_op *op, int side, const char *sha256, const char *
 /* Whether the sink is one that keeps nothing under the final name before the verify (local,
  * SFTP); an SCP sink writes in place, and is checked afterwards. */
 int sc_xfer_sink_verifies_first(sc_op *op);
+
+/* The name a resumable transfer writes `name` under until it is complete, beside it:
+ * ".NAME.sshchain-partial" (NAME cut to 200 bytes), into out (cap bytes). */
+void sc_xfer_partial_name(char *out, size_t cap, const char *name);
 
 /* Where the top entry landed on the sink, when the sink knows it (this machine, SFTP): a path,
  * or NULL. */

@@ -2,11 +2,13 @@
  * paths, temporary names, and the remote endpoints' channel (on the channel layer). */
 #include "xfer.h"
 
+#include <errno.h>
 #include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- failures and progress ---- */
 
@@ -91,6 +93,38 @@ void xf_temp_name(char *out, size_t cap, const char *name)
         memcpy(r, &counter, sizeof r);
     }
     snprintf(out, cap, ".%.200s.%02x%02x%02x.part", name, r[0], r[1], r[2]);
+}
+
+void xf_partial_name(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, ".%.200s.sshchain-partial", name);
+}
+
+void xf_sink_name(const xf_ctx *x, char *out, size_t cap, const char *name)
+{
+    if (x->o.resume)
+        xf_partial_name(out, cap, name);
+    else
+        xf_temp_name(out, cap, name);
+}
+
+int xf_fd_prefix(xf_end *e, int fd, uint64_t n, void (*feed)(void *, const void *, size_t),
+                 void *arg)
+{
+    char buf[65536];
+    uint64_t off = 0;
+    while (off < n) {
+        size_t want = n - off < sizeof buf ? (size_t)(n - off) : sizeof buf;
+        ssize_t got = pread(fd, buf, want, (off_t)off);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return xf_fail(e, SC_EIO, "local read of the first %llu bytes: %s",
+                           (unsigned long long)n, got < 0 ? strerror(errno) : "file too short");
+        feed(arg, buf, (size_t)got);
+        off += (uint64_t)got;
+    }
+    return XF_OK;
 }
 
 /* ---- the remote endpoints' channel ---- */

@@ -31,6 +31,7 @@ typedef struct {
     int recursive;       /* directories are copied with their contents */
     int preserve;        /* modes and times are kept */
     uint64_t total_hint; /* the caller knows the total: sources add nothing to it */
+    int resume;          /* sinks write to the partial name and keep it on failure */
 } xf_options;
 
 /* What the endpoints of one transfer share with its driver: the options, the errors, the
@@ -44,6 +45,7 @@ typedef struct xf_ctx {
     long n_soft;
     uint64_t total;
     double last_activity;
+    uint64_t start_at; /* the entry being opened starts at this offset (resume; 0 otherwise) */
     void (*wake)(struct xf_ctx *x); /* another round soon, on every session involved */
 } xf_ctx;
 
@@ -69,6 +71,8 @@ typedef struct {
     /* The transfer failed or was canceled: close. Idempotent. */
     void (*abort)(xf_end *e);
     void (*destroy)(xf_end *e);
+    /* May be NULL (remote ends): feeds the current file's first n bytes (resume). */
+    int (*prefix)(xf_end *e, uint64_t n, void (*feed)(void *, const void *, size_t), void *arg);
 } xf_source_ops;
 
 /* A sink of entries. */
@@ -85,9 +89,12 @@ typedef struct {
     /* The file's data is complete: keep it (commit) or throw it away. */
     int (*end_file)(xf_end *e, int commit);
     int (*finish)(xf_end *e);
-    /* The transfer failed or was canceled: remove temporary files, close. Idempotent. */
+    /* The transfer failed or was canceled: remove temporary files (with resume: keep the
+     * partial), close. Idempotent. */
     void (*abort)(xf_end *e);
     void (*destroy)(xf_end *e);
+    /* May be NULL: as the source's prefix, from the partial file begun. */
+    int (*prefix)(xf_end *e, uint64_t n, void (*feed)(void *, const void *, size_t), void *arg);
 } xf_sink_ops;
 
 struct xf_end {
@@ -147,6 +154,14 @@ const char *xf_base_name(const char *p);
 /* A temporary name for a file being written beside `name`: ".NAME.XXXXXX.part" with six random
  * hex digits, into out (cap bytes). */
 void xf_temp_name(char *out, size_t cap, const char *name);
+/* ".NAME.sshchain-partial" (sc_xfer_partial_name). */
+void xf_partial_name(char *out, size_t cap, const char *name);
+/* The sink's name for a file being written: with resume its partial name, else a temporary one (xf_temp_name). */
+void xf_sink_name(const xf_ctx *x, char *out, size_t cap, const char *name);
+/* Feeds the first n bytes of the open file fd (pread: its offset stays) to feed; XF_OK, or
+ * XF_ERR (e's transfer failed) when they cannot be read. */
+int xf_fd_prefix(xf_end *e, int fd, uint64_t n, void (*feed)(void *, const void *, size_t),
+                 void *arg);
 
 xf_end *xf_local_new(xf_ctx *x, const char *path, int is_src);
 xf_end *xf_scp_new(xf_ctx *x, sc_session *s, const char *path, int is_src);

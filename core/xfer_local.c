@@ -263,6 +263,11 @@ static int src_accept(xf_end *e, const xf_entry *ent, int ok)
         close(l->fd);
         l->fd = -1;
     }
+    if (ent->type == XE_FILE && ok && e->x->start_at > 0) { /* resume: the rest only */
+        if (lseek(l->fd, (off_t)e->x->start_at, SEEK_SET) < 0)
+            return xf_fail(e, SC_EIO, "local seek %s: %s", ent->name, strerror(errno));
+        l->left = ent->size - e->x->start_at;
+    }
     if (ent->type != XE_DIR || !ok)
         return XF_OK;
     int fd = l->depth ? openat(dirfd(l->stack[l->depth - 1].d), ent->name,
@@ -303,6 +308,15 @@ static int src_read(xf_end *e, char *buf, size_t len, size_t *got)
     *got = (size_t)n;
     l->left -= (uint64_t)n < l->left ? (uint64_t)n : l->left;
     return XF_OK;
+}
+
+static int local_prefix(xf_end *e, uint64_t n, void (*feed)(void *, const void *, size_t),
+                        void *arg)
+{
+    xf_local *l = (xf_local *)e;
+    if (l->fd < 0)
+        return xf_fail(e, SC_EIO, "local: no file open for its first bytes");
+    return xf_fd_prefix(e, l->fd, n, feed, arg);
 }
 
 static int src_file_done(xf_end *e, int ok)
@@ -378,6 +392,44 @@ static void set_dest_root(xf_local *l, const char *name)
                  l->e.path[strlen(l->e.path) - 1] == '/' ? "" : "/", name);
 }
 
+/* resume: the file's partial, ours alone (a regular file of this user, nobody else's bits),
+ * made (mode 0600) or emptied when nothing of it is kept, else cut to the kept prefix and
+ * appended to. Never followed through a symlink. */
+static int open_partial(xf_local *l, int dfd, const char *name)
+{
+    xf_end *e = &l->e;
+    uint64_t keep = e->x->start_at;
+    xf_partial_name(l->tmp, sizeof l->tmp, name);
+    l->fd = openat(dfd, l->tmp, O_RDWR | O_NOFOLLOW | O_CLOEXEC | (keep ? 0 : O_CREAT), 0600);
+    if (l->fd < 0) {
+        int er = errno;
+        l->tmp[0] = '\0';
+        return xf_fail(e, SC_EIO, "local partial of %s: %s", name, strerror(er));
+    }
+    struct stat st;
+    const char *bad = NULL;
+    if (fstat(l->fd, &st) != 0)
+        bad = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        bad = "not a regular file";
+    else if (st.st_uid != geteuid())
+        bad = "owned by another user";
+    else if ((uint64_t)st.st_size < keep)
+        bad = "shorter than when it was checked";
+    if (bad) {
+        close(l->fd); /* not ours to remove */
+        l->fd = -1;
+        char shown[XF_NAME_MAX + 1];
+        snprintf(shown, sizeof shown, "%s", l->tmp);
+        l->tmp[0] = '\0';
+        return xf_fail(e, SC_EIO, "local %s: %s (remove it to start again)", shown, bad);
+    }
+    if (fchmod(l->fd, 0600) != 0 || ftruncate(l->fd, (off_t)keep) != 0 ||
+        lseek(l->fd, (off_t)keep, SEEK_SET) < 0)
+        return xf_fail(e, SC_EIO, "local %s: %s", l->tmp, strerror(errno));
+    return XF_OK;
+}
+
 static int sink_begin(xf_end *e, const xf_entry *ent)
 {
     xf_local *l = (xf_local *)e;
@@ -445,6 +497,13 @@ static int sink_begin(xf_end *e, const xf_entry *ent)
     l->keep_mode = exists && S_ISREG(st.st_mode) ? (int)(st.st_mode & 0777) : -1;
     l->cur = *ent;
     snprintf(l->final, sizeof l->final, "%s", name);
+    if (e->x->o.resume) {
+        if (open_partial(l, dfd, name) != XF_OK)
+            return XF_ERR;
+        if (l->depth == 0)
+            set_dest_root(l, name);
+        return XF_OK;
+    }
     for (int attempt = 0; attempt < 100; attempt++) {
         xf_temp_name(l->tmp, sizeof l->tmp, name);
         l->fd = openat(dfd, l->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -537,6 +596,12 @@ static int sink_finish(xf_end *e)
 static void local_abort(xf_end *e)
 {
     xf_local *l = (xf_local *)e;
+    struct stat st;
+    if (e->sink && e->x->o.resume && l->fd >= 0 && fstat(l->fd, &st) == 0 && st.st_size > 0) {
+        close(l->fd); /* the partial stays for the next run */
+        l->fd = -1;
+        l->tmp[0] = '\0';
+    }
     if (e->sink)
         drop_tmp(l);
     else if (l->fd >= 0) {
@@ -570,6 +635,7 @@ static const xf_source_ops local_source = {
     .file_done = src_file_done,
     .abort = local_abort,
     .destroy = local_destroy,
+    .prefix = local_prefix,
 };
 
 static const xf_sink_ops local_sink = {
@@ -580,6 +646,7 @@ static const xf_sink_ops local_sink = {
     .finish = sink_finish,
     .abort = local_abort,
     .destroy = local_destroy,
+    .prefix = local_prefix,
 };
 
 xf_end *xf_local_new(xf_ctx *x, const char *path, int is_src)

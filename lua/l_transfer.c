@@ -1,7 +1,12 @@
 /* l_transfer.c - the transfer operation: core.transfer_start and its methods (progress, the
  * files moved with their digests, the remote digests a verify waits for, where the top entry
  * landed). The policy (paths, verification, progress callbacks) is in sshchain/transfer.lua. */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lsc.h"
 
@@ -18,7 +23,7 @@ static sc_session *opt_session(lua_State *L, int t, const char *k)
 }
 
 /* core.transfer_start{src=, src_path=, dst=, dst_path=, protocol=, recursive=, preserve=, hash=,
- * timeout=, total=, verb=} -> op. src/dst: sessions, or nil for this machine. */
+ * timeout=, total=, verb=, resume=, offset=} -> op. src/dst: sessions, or nil for this machine. */
 static int l_transfer_start(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -46,6 +51,8 @@ static int l_transfer_start(lua_State *L)
     o.progress_every = lsc_opt_number(L, 1, "progress_every", 0.25, 0, 3600);
     o.total_hint = (uint64_t)lsc_opt_integer(L, 1, "total", 0, 0, (lua_Integer)1 << 62);
     o.verb = lsc_opt_string(L, 1, "verb", NULL);
+    o.resume = lsc_opt_bool(L, 1, "resume", 0);
+    o.offset = (uint64_t)lsc_opt_integer(L, 1, "offset", 0, 0, (lua_Integer)1 << 62);
     sc_op *op = sc_xfer_start(&o);
     if (!op)
         return luaL_error(L, "out of memory");
@@ -151,8 +158,70 @@ static const luaL_Reg transfer_methods[] = {
     {NULL, NULL},
 };
 
+/* core.partial_name(name) -> the name a resumable transfer writes name under, beside it */
+static int l_partial_name(lua_State *L)
+{
+    char out[SC_NAME_MAX + 1];
+    sc_xfer_partial_name(out, sizeof out, luaL_checkstring(L, 1));
+    lua_pushstring(L, out);
+    return 1;
+}
+
+/* core.sha256_file(path [, n]) -> hex SHA-256 of the file's first n bytes (all without n), or
+ * nil, why. Reads in place (a local file; resume checks a kept prefix with it). */
+static int l_sha256_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer limit = luaL_optinteger(L, 2, -1);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md) {
+        close(fd);
+        return luaL_error(L, "out of memory");
+    }
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    static char buf[1 << 16];
+    uint64_t left = limit < 0 ? UINT64_MAX : (uint64_t)limit;
+    const char *why = NULL;
+    while (left > 0) {
+        ssize_t n = read(fd, buf, left < sizeof buf ? (size_t)left : sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            why = strerror(errno);
+        if (n < 0 || (n == 0 && limit >= 0))
+            why = why ? why : "shorter than asked";
+        if (n <= 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        left -= (uint64_t)n;
+    }
+    close(fd);
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned dlen = 0;
+    EVP_DigestFinal_ex(md, d, &dlen);
+    EVP_MD_CTX_free(md);
+    if (why) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, why);
+        return 2;
+    }
+    char hex[65];
+    for (unsigned i = 0; i < dlen && i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
 const luaL_Reg lsc_transfer_functions[] = {
     {"transfer_start", l_transfer_start},
+    {"partial_name", l_partial_name},
+    {"sha256_file", l_sha256_file},
     {NULL, NULL},
 };
 

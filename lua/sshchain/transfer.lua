@@ -7,13 +7,23 @@
 -- compared with the remote source's (sha256sum of the whole source, run alongside the transfer)
 -- and, for an SFTP destination, with its temporary file's: a mismatch keeps nothing under the
 -- final name. An SCP destination writes in place (as scp does): it is checked afterwards.
+--
+-- resume: a file is written to its partial name (".NAME.sshchain-partial" beside the final one,
+-- mode 0600 until complete), which a failed transfer keeps. The next transfer of the same file
+-- finds it, compares its bytes with the source's first as many (SHA-256 of each: sha256sum over
+-- an exec channel on a remote side), and sends only the rest; a partial that does not match is
+-- discarded, said once, and the file starts again. Over SFTP (SCP has no offsets). retries: a
+-- failure of the network is tried again (sshchain.retry), resuming where the last try stopped.
 local core = require "sshchain.core"
 local sched = require "sshchain.sched"
 local errors = require "sshchain.errors"
+local retry = require "sshchain.retry"
+local settings = require("sshchain.jumps").settings
 
 local XFER_OPTS = { recursive = "boolean", preserve = "boolean", progress = "function",
   verify = "boolean", protocol = { type = "string", values = { "scp", "sftp" } },
-  timeout = { type = "number", min = 0, max = 1e9 } }
+  timeout = { type = "number", min = 0, max = 1e9 }, resume = "boolean", retries = "any",
+  on_retry = "function", progress_every = { type = "number", min = 0.001, max = 3600 } }
 
 local DEFAULT_IDLE_TIMEOUT = 60 -- seconds without any progress before ETIMEDOUT
 
@@ -145,6 +155,113 @@ do
     return dir
   end
 
+  local function local_is_dir(path)
+    local f = io.open(path .. "/.") -- a file's "/." is ENOTDIR
+    if f then f:close() end
+    return f ~= nil
+  end
+
+  local function dirname(path)
+    local d = trim(path):match("^(.*)/[^/]*$")
+    if d == nil then return "." end
+    return d == "" and "/" or d
+  end
+
+  local function hex_of(out) return out:match("^\\?(%x+)  ") or out:match("^(%x+)") end
+
+  --- Where the sink keeps the top file's partial: this machine's, as the local sink names it
+  --- (the target directory and the source's name, or the target's own name): path, bytes in it.
+  local function local_partial(dst_path, src_base)
+    local dir, name = dst_path, src_base
+    if not local_is_dir(dst_path) then dir, name = dirname(dst_path), basename(dst_path) end
+    local path = (dir == "/" and "" or dir) .. "/" .. core.partial_name(name)
+    local f = io.open(path, "rb")
+    if not f then return path, 0 end
+    local size = f:seek("end") or 0
+    f:close()
+    return path, size
+  end
+
+  --- The same on a remote sink (SFTP): path, bytes, their SHA-256 (a partial that is not a
+  --- plain file of this user counts as none); or nil, msg, CODE, err.
+  local function remote_partial(s, dst_path, src_base)
+    local in_dir = trim(dst_path) .. "/" .. core.partial_name(src_base)
+    local beside = dirname(dst_path) .. "/" .. core.partial_name(basename(dst_path))
+    local r, msg, code, info = s:exec("if [ -d " .. remote_quote(dst_path) .. " ]; then p=" .. remote_quote(in_dir) ..
+      "; else p=" .. remote_quote(beside) .. "; fi; printf '%s\\n' \"$p\"; " ..
+      "if [ -f \"$p\" ] && [ ! -L \"$p\" ] && [ -O \"$p\" ]; then stat -c %s -- \"$p\" && sha256sum < \"$p\"; fi",
+      { timeout = 3600 })
+    if not r then return nil, msg, code, info end
+    local path, size, hex = r.stdout:match("^([^\n]*)\n(%d+)\n(%x+)")
+    if not path then return r.stdout:match("^([^\n]*)\n") or beside, 0 end
+    return path, tonumber(size), hex
+  end
+
+  --- The source's size and the SHA-256 of its first n bytes (this machine's when s is nil);
+  --- "dir" for a directory; or nil, msg, CODE, err.
+  local function source_prefix(s, verb, path, n)
+    if not s then
+      if local_is_dir(path) then return "dir" end
+      local f, ferr = io.open(path, "rb")
+      if not f then return errors.fail("EIO", { stage = verb, reason = "resume" }, "local %s", ferr) end
+      local size = f:seek("end")
+      f:close()
+      if n == 0 or n > size then return size end
+      local hex, why = core.sha256_file(path, n)
+      if not hex then return errors.fail("EIO", { stage = verb, reason = "resume" }, "local %s", why) end
+      return size, hex
+    end
+    local q = remote_quote(path)
+    local r, msg, code, info = s:exec("if [ -d " .. q .. " ]; then echo dir; else stat -L -c %s -- " .. q ..
+      (n > 0 and (" && head -c " .. n .. " -- " .. q .. " | sha256sum") or "") .. "; fi", { timeout = 3600 })
+    if not r then return nil, msg, code, info end
+    if r.stdout:match("^dir\n") then return "dir" end
+    local size, rest = r.stdout:match("^(%d+)\n(.*)$")
+    if not r.ok or not size then
+      return errors.fail("EIO", where(s, verb, "resume"), "remote %s: %s", path, (r.stderr:gsub("%c", " ")))
+    end
+    size = tonumber(size)
+    if n == 0 or n > size then return size end
+    return size, hex_of(rest)
+  end
+
+  --- Resume: how many bytes of the top file the sink keeps (0: it starts again; nil: the source
+  --- is a directory, copied whole), and a partial to remove first when it did not match; or
+  --- nil, msg, CODE, err (a question that could not be answered).
+  local function resume_point(verb, src, src_path, dst, dst_path)
+    local base = basename(src_path)
+    local ppath, psize, phex
+    if dst then
+      local a, b, c, d = remote_partial(dst, dst_path, base)
+      if not a then return nil, b, c, d end
+      ppath, psize, phex = a, b, c
+    else
+      ppath, psize = local_partial(dst_path, base)
+    end
+    local size, shex, scode, sinfo = source_prefix(src, verb, src_path, psize)
+    if not size then return nil, shex, scode, sinfo end
+    if size == "dir" then return false end
+    if psize == 0 then return 0 end
+    if not dst then
+      local hex, why = core.sha256_file(ppath)
+      if not hex then return errors.fail("EIO", { stage = verb, reason = "resume" }, "local %s", why) end
+      phex = hex
+    end
+    if psize <= size and shex and phex == shex then return psize, nil, ppath end
+    local why = psize > size and ("it holds %d bytes, the source %d"):format(psize, size)
+      or ("its %d bytes are not the source's first"):format(psize)
+    local warn = settings.on_warning
+    if warn then warn(("%s: the partial %s does not match %s (%s): discarded, starting again"):format(
+      verb, ppath, src_path, why)) end
+    if dst then
+      local r, msg, code, info = dst:exec("rm -f -- " .. remote_quote(ppath), { timeout = 60 })
+      if not r then return nil, msg, code, info end
+    else
+      os.remove(ppath)
+    end
+    return 0, true, ppath
+  end
+
   --- Answers the digests a verify waits for: the source's from the map computed alongside (the
   --- task `sums`), the destination's temporary file by sha256sum there.
   local function answer_verify(op, dst, sums)
@@ -205,7 +322,17 @@ do
       if not p then return nil, msg, code, info end
       src_path = p
     end
-    local proto = opts.protocol or "scp"
+    local proto = opts.protocol or (opts.resume and "sftp" or "scp")
+    local resume, offset, restarted = false, 0, nil
+    if opts.resume then
+      local off, discarded, rcode, rinfo = resume_point(verb, remote_src, src_path, remote_dst, dst_path)
+      if off == nil then return nil, discarded, rcode, rinfo end
+      if off then
+        resume, offset, restarted = true, off, discarded or nil
+      elseif settings.on_warning then
+        settings.on_warning(("%s: %s is a directory: copied whole (resume continues single files)"):format(verb, src_path))
+      end
+    end
     local dst_root_known
     if opts.verify and remote_dst and proto == "scp" then
       local into = remote_is_dir(remote_dst, dst_path)
@@ -234,6 +361,7 @@ do
       src = ends[1], src_path = src_path, dst = ends[2], dst_path = dst_path, protocol = proto,
       recursive = opts.recursive, preserve = opts.preserve, hash = opts.verify,
       verify = opts.verify, timeout = opts.timeout or DEFAULT_IDLE_TIMEOUT, total = total, verb = verb,
+      resume = resume, offset = offset, progress_every = opts.progress_every,
     })
     if not ok then release() error(op, 3) end
     local dok, derr = pcall(drive, op, opts.progress, remote_dst, sums)
@@ -243,7 +371,8 @@ do
     local r, msg, code, info = op:result()
     if not r then return nil, msg, code, info end
     local done, _, _, nfiles = op:progress()
-    local result = { files = nfiles, bytes = done, seconds = core.now() - t0 }
+    local result = { files = nfiles, bytes = done - offset, seconds = core.now() - t0 }
+    if resume then result.resumed, result.restarted = offset, restarted end
     if opts.verify then
       local files = op:files()
       if #files > 0 and remote_dst and not op:sink_verifies_first() then
@@ -349,14 +478,36 @@ do
       if not ok then return nil, r, rcode, rinfo end
       sum.files, sum.bytes, sum.seconds = sum.files + r.files, sum.bytes + r.bytes, sum.seconds + r.seconds
       if r.verified then sum.verified = (sum.verified or 0) + r.verified end
+      if r.resumed then sum.resumed = (sum.resumed or 0) + r.resumed end
+      sum.restarted = sum.restarted or r.restarted
     end
     return true, sum
   end
 
-  local function local_is_dir(path)
-    local f = io.open(path .. "/.") -- a file's "/." is ENOTDIR
-    if f then f:close() end
-    return f ~= nil
+  --- The options, checked (resume speaks SFTP), and the retries policy (nil: none).
+  local function checked(opts, what, level)
+    local o = check_opts(opts, what, level + 1)
+    if o.resume and o.protocol == "scp" then
+      error(what .. ": resume needs SFTP (SCP cannot start a file at an offset): leave protocol unset or \"sftp\"",
+        level + 1)
+    end
+    return o, retry.policy(o.retries, what, level + 1)
+  end
+
+  --- fn() until it succeeds or fails for good: a failure of the network is tried again (with
+  --- resume, from where it stopped) while every session can come back (a lost one only with
+  --- reconnect); the result says how many attempts it took.
+  local function with_retries(p, sessions, on_retry, fn)
+    if not p then return fn() end
+    local policy = setmetatable({ allow = function()
+      for _, s in ipairs(sessions) do
+        if s._c:state() ~= "ready" and not s._reconnect then return false end
+      end
+      return true
+    end }, { __index = p })
+    local ok, r, code, info, attempts = retry.run(policy, function() return fn() end, on_retry)
+    if ok then r.attempts = attempts end
+    return ok, r, code, info
   end
 
   local function check_path(p, n, what, level)
@@ -371,7 +522,8 @@ do
     check_session(s, "upload", level)
     check_path(lpath, 1, "upload", level)
     check_path(rpath, 2, "upload", level)
-    return transfer("upload", nil, lpath, s, rpath, check_opts(opts, "upload", level))
+    local o, p = checked(opts, "upload", level)
+    return with_retries(p, { s }, o.on_retry, function() return transfer("upload", nil, lpath, s, rpath, o) end)
   end
 
   --- download(s, remote, local [, opts]) -> true, info | nil, msg, CODE, err
@@ -380,8 +532,10 @@ do
     check_session(s, "download", level)
     check_path(rpath, 1, "download", level)
     check_path(lpath, 2, "download", level)
-    return transfer_each("download", s, rpath, nil, lpath, check_opts(opts, "download", level),
-      function() return local_is_dir(lpath) end)
+    local o, p = checked(opts, "download", level)
+    return with_retries(p, { s }, o.on_retry, function()
+      return transfer_each("download", s, rpath, nil, lpath, o, function() return local_is_dir(lpath) end)
+    end)
   end
 
   --- copy(src_session, src_path, dst_session, dst_path [, opts]): streams from one host to
@@ -392,8 +546,10 @@ do
     check_path(src_path, 2, "copy", level)
     check_session(dst, "copy", level)
     check_path(dst_path, 4, "copy", level)
-    return transfer_each("copy", src, src_path, dst, dst_path, check_opts(opts, "copy", level),
-      function() return remote_is_dir(dst, dst_path) end)
+    local o, p = checked(opts, "copy", level)
+    return with_retries(p, { src, dst }, o.on_retry, function()
+      return transfer_each("copy", src, src_path, dst, dst_path, o, function() return remote_is_dir(dst, dst_path) end)
+    end)
   end
 end
 

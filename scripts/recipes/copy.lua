@@ -1,6 +1,7 @@
 -- copy: copy files and directories to, from and between servers through their jump hosts.
 local sshchain = require "sshchain"
 local cli = require "sshchain.cli"
+local retry = require "sshchain.retry"
 
 local R = { summary = "copy files to, from and between servers (SCP or SFTP), with progress" }
 
@@ -11,6 +12,13 @@ is written HOST:PATH (HOST from the inventory; a colon before any slash makes it
 remote to remote streams from one server to the other through this machine, without a
 temporary file. Downloads are written under a temporary name and renamed only when complete:
 a failure never leaves half a file under the final name.
+
+With --resume, a file is written under a private partial name (.NAME.sshchain-partial, mode
+0600) that a failed copy keeps; the next copy of it checks the partial against the source's
+first bytes (SHA-256 on both sides) and sends only the rest, or says the partial does not match
+and starts again. Resuming speaks SFTP. --retries N tries a copy again when the network failed
+it (a hop lost, a connect that timed out), resuming with --resume; never after EAUTH, EHOSTKEY
+or a file the server refused.
 
 With --to, every SRC goes to the path DST on each host --to selects (hosts, groups or patterns),
 at most --limit at once: one file to a whole cluster.
@@ -24,6 +32,7 @@ Examples:
    sshlua -r copy -i inventory.lua -r --verify node1:/var/log/app ./logs/
    sshlua -r copy -i inventory.lua t1:/data/dump.sql t4:/backup/
    sshlua -r copy -i inventory.lua --to 'node*' -- ./fix.sh /usr/local/bin/
+   sshlua -r copy -i inventory.lua --resume --retries 5 t1:/data/image.iso ./
 
 Exit status:
    0  every copy completed (and verified, with --verify)
@@ -40,6 +49,8 @@ local function parser()
   p:flag("-p --preserve", "Keep modes and times.")
   p:flag("--verify", "Compare SHA-256 digests with the remote side's sha256sum.")
   p:flag("--sftp", "Speak SFTP (for servers without an scp binary) instead of SCP.")
+  p:flag("--resume", "Keep a failed copy's partial file and continue it next time (SFTP).")
+  cli.retries_option(p)
   p:option("--to", "Copy to PATH on each of these hosts.", nil):args("+"):count("*"):argname("HOST")
   p:option("-l --limit", "Copies at once (with --to).", "16", tonumber):argname("N")
   cli.shard_option(p, "--to hosts")
@@ -107,6 +118,8 @@ function R.main(argv)
       jobs[#jobs + 1] = { src_host = sh, src = sp, dst_host = dh, dst = dp }
     end
   end
+  local policy, perr = cli.retry_policy(args)
+  if perr then return usage(perr) end
   local several = #paths > 1 -- then DST must be a directory, as scp requires
   -- chains first: any prompted secret is asked before transfers start
   for _, j in ipairs(jobs) do
@@ -131,7 +144,11 @@ function R.main(argv)
   end
   --- The session to a host, shared by its copies (one connect even when several ask at once).
   local function session(name, chain)
-    return sessions:get(name, function() return sshchain.connect(chain) end)
+    local s, msg, ecode, info = sessions:get(name, function()
+      return sshchain.connect(chain, policy and { reconnect = { max_wait = 30 } } or nil)
+    end)
+    if not s then sessions:drop(name) end -- a connect that failed is tried afresh next time
+    return s, msg, ecode, info
   end
   --- A copy is over: a host whose copies are all over is logged out of.
   local function release(host)
@@ -158,7 +175,7 @@ function R.main(argv)
     progress:bytes(done, known and total or nil, label, force)
   end
   local opts_base = { recursive = args.recursive, preserve = args.preserve, verify = args.verify,
-    protocol = args.sftp and "sftp" or "scp" }
+    protocol = (args.sftp or args.resume) and "sftp" or "scp", resume = args.resume or nil }
   local function run(j, i)
     local opts = {}
     for k, v in pairs(opts_base) do opts[k] = v end
@@ -167,14 +184,14 @@ function R.main(argv)
       if name and name ~= "" then current = name end
       show()
     end
-    local src_s, dst_s, msg, ecode
+    local src_s, dst_s, msg, ecode, info
     if j.src_host then
-      src_s, msg, ecode = session(j.src_host, j.src_host_chain)
-      if not src_s then return nil, msg, ecode end
+      src_s, msg, ecode, info = session(j.src_host, j.src_host_chain)
+      if not src_s then return nil, msg, ecode, info end
     end
     if j.dst_host then
-      dst_s, msg, ecode = session(j.dst_host, j.dst_host_chain)
-      if not dst_s then return nil, msg, ecode end
+      dst_s, msg, ecode, info = session(j.dst_host, j.dst_host_chain)
+      if not dst_s then return nil, msg, ecode, info end
       if not check_dir(j.dst_host, dst_s, j.dst) then
         return nil, ("EIO: %s: %s is not a directory (several sources)"):format(dst_s:label(), j.dst), "EIO"
       end
@@ -188,11 +205,17 @@ function R.main(argv)
     end
   end
   local limit = #args.to > 0 and math.max(1, args.limit) or 1 -- plain SRC... DST: one after another
-  local ok_n, bytes, files, verified = 0, 0, 0, 0
+  local ok_n, bytes, files, verified, resumed = 0, 0, 0, 0, 0
   local ran, results = pcall(sshchain.parallel, jobs, function(j, i)
     local c0 = sshchain.core.now()
-    local ok, info, ecode = run(j, i)
-    j.seconds = sshchain.core.now() - c0
+    local ok, info, ecode, _, attempts = retry.run(policy, function() return run(j, i) end,
+      function(n, m, _, _, wait)
+        if args.quiet then return end
+        progress:finish()
+        cli.eprintf("copy: %s: attempt %d of %d failed (%s); again in %.1f s%s\n", j.label, n, policy.count + 1,
+          cli.clean(m), wait, args.resume and ", resuming" or "")
+      end)
+    j.seconds, j.attempts = sshchain.core.now() - c0, policy and attempts or nil
     release(j.src_host)
     release(j.dst_host)
     if ok then
@@ -215,6 +238,7 @@ function R.main(argv)
       ok_n = ok_n + 1
       bytes, files = bytes + r.value.bytes, files + r.value.files
       verified = verified + (r.value.verified or 0)
+      resumed = resumed + (r.value.resumed or 0)
     else
       cli.eprintf("copy: %s: %s\n", j.label, cli.clean(r.err))
     end
@@ -224,6 +248,7 @@ function R.main(argv)
       cli.json_line(cli.row({ host = host, src = j.src, src_host = j.src_host, dst = j.dst, dst_host = j.dst_host,
         ok = r.ok, bytes = r.ok and r.value.bytes or nil, files = r.ok and r.value.files or nil,
         seconds = r.ok and r.value.seconds or j.seconds, verified = r.ok and r.value.verified or nil,
+        resumed = r.ok and r.value.resumed or nil, attempts = j.attempts,
         error = not r.ok and r.err or nil, code = not r.ok and r.code or nil }, chain and chain[#chain]))
     end
   end
@@ -231,8 +256,9 @@ function R.main(argv)
   if not args.quiet then
     local secs = sshchain.core.now() - t0
     io.stdout:flush()
-    cli.eprintf("copy: %d of %d copies done: %d files, %s in %.2f s (%s/s)%s\n", ok_n, #jobs, files,
+    cli.eprintf("copy: %d of %d copies done: %d files, %s in %.2f s (%s/s)%s%s\n", ok_n, #jobs, files,
       cli.bytes(bytes), secs, cli.bytes(bytes / math.max(secs, 1e-3)),
+      resumed > 0 and ("; " .. cli.bytes(resumed) .. " kept from before (resumed)") or "",
       args.verify and ("; " .. verified .. " files verified (SHA-256)") or "")
   end
   return ok_n == #jobs and cli.OK or cli.FAILED
