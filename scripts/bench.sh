@@ -70,7 +70,7 @@ row() { # label, sshchain "wall cpu", openssh "wall cpu", note
 }
 sc() { measure "$build/sshlua" scripts/bench/connect.lua "$@"; }
 
-want() { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = "$1" ]; }   # BENCH_ONLY=connect|forward|transfer|recipes
+want() { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = "$1" ]; }   # BENCH_ONLY=connect|forward|transfer|recipes|soak
 
 want connect && {
   echo "| work | sshchain wall | OpenSSH wall | wall ratio | sshchain CPU | OpenSSH CPU | CPU ratio | notes |"
@@ -310,6 +310,33 @@ read -r n kb0 kb1 <<<"$("$build/sshlua" scripts/bench/idle.lua "${BENCH_IDLE:-10
     printf "exec recipe over 1,000 inventory hosts (16 lab nodes, --limit 64): %d/1000 ok in %.1f s, peak RSS %.0f MiB\n", ok, b - a, rss / 1024 }'
   echo
   awk -v n="$n" -v a="$kb0" -v b="$kb1" 'BEGIN { printf "memory per idle session through a shared jump: %.1f KiB (%d sessions: RSS %.1f MiB -> %.1f MiB)\n", (b - a) / n, n, a / 1024, b / 1024 }'
+} | tee -a "$out"
+}
+
+# ---- soak: one process each, RSS and file descriptors sampled as they go (issue 16)
+want soak && {
+SOAK=${BENCH_SOAK:-10000}
+"$build/sshlua" scripts/bench/soak.lua seq "$SOAK" rounds $((SOAK / 100)) 100 >"$work/soak1"
+"$build/sshlua" scripts/bench/soak.lua flaps "${BENCH_FLAPS:-100}" forward "$SOAK" >"$work/soak2" 2>"$work/soak2.err"
+{
+  echo
+  echo "| soak (two phases per process) | done | seconds | RSS after the first unit -> half-way -> end | growth over the second half | fds first -> end |"
+  echo "|---|---|---|---|---|---|"
+  cat "$work/soak1" "$work/soak2" | awk '
+    { if (!($1 in m)) order[++k] = $1
+      j = ++m[$1]; d[$1, j] = $2; r[$1, j] = $3; f[$1, j] = $4; t[$1, j] = $5 }
+    END {
+      label["seq"] = "sequential connect + `exec true` + close of t4 through j1 -> j2"
+      label["rounds"] = "rounds of 100 concurrent sessions to t4 through j1 -> j2"
+      label["flaps"] = "a reconnecting forward, j2 killed and back (flaps)"
+      label["forward"] = "short HTTP connections through that forward"
+      for (i = 1; i <= k; i++) { p = order[i]; last = m[p]; h = 2
+        while (h < last && d[p, h] < d[p, last] / 2) h++
+        unit = (p == "flaps") ? 100 : 1000
+        g = (d[p, last] > d[p, h]) ? (r[p, last] - r[p, h]) * unit / (d[p, last] - d[p, h]) : 0
+        printf "| %s | %d | %.0f s | %.1f -> %.1f -> %.1f MiB | %+.1f KiB per %d | %d -> %d |\n", label[p], d[p, last],
+          t[p, last] - t[p, 1], r[p, 2] / 1024, r[p, h] / 1024, r[p, last] / 1024, g, unit, f[p, 1], f[p, last] } }'
+  sed 's/^/    /' "$work/soak2.err"
 } | tee -a "$out"
 }
 
