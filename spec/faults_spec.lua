@@ -10,7 +10,9 @@
 -- hold), link (j1-j2 veth down, up after the hold), blackhole (100 % loss both ways by a tc BPF
 -- program, removed after the hold), restart (j2's listener killed and started again: sessions
 -- live on, as with systemctl restart ssh). Loss of 5 % both ways is a separate cell, during which
--- a download must complete intact. The kernel here has no netem: delay is not injected.
+-- a download must complete intact; and 5 % loss with 100 ms more round trip between j1 and j2
+-- (netem where the kernel has it; here, where it has not, a userspace relay delays every chunk
+-- between j1 and j2, and the figure says which was used).
 local sshchain = require "sshchain"
 local H = require "helper"
 
@@ -57,6 +59,47 @@ local function loss_off()
   for _, e in ipairs { { J2_NS, J2_IF }, { J1_NS, J1_IF } } do
     sh(("tc -n %s qdisc del dev %s clsact 2>/dev/null"):format(e[1], e[2]))
   end
+end
+
+--- Delay: netem where the kernel has it (100 ms on j2's egress to j1: the round trip grows by
+--- 100 ms); otherwise a userspace relay in j1's namespace (spec/fixtures/delay_relay.py) that
+--- holds every chunk 50 ms each way between j1 and j2, the chain then going through it. Returns
+--- how it was made and the hops to use.
+local relay_pid
+local function delay_on(ms)
+  if sh(("tc -n %s qdisc add dev %s root netem delay %dms 2>/dev/null"):format(J2_NS, J2_IF, ms)) then
+    return "netem", chain("t1")
+  end
+  local portfile = H.tmpname()
+  local pidfile = portfile .. ".pid"
+  assert(sh(("ip netns exec %s python3 %s/spec/fixtures/delay_relay.py 127.0.0.1 0 %s %d %d %s & echo $! > %s")
+    :format(J1_NS, H.root, H.lab.j2.host, H.lab.j2.port, ms // 2, portfile, pidfile)))
+  for _ = 1, 200 do
+    if H.readfile(portfile) then break end
+    sshchain.sleep(0.02)
+  end
+  relay_pid = H.readfile(pidfile):match("%d+")
+  local port = assert(tonumber(H.readfile(portfile)), "the delay relay did not start")
+  os.remove(portfile)
+  os.remove(pidfile)
+  -- j2's host key under the relay's address, for this chain only
+  local kh = portfile .. ".known_hosts"
+  local lines = {}
+  for line in H.readfile(H.lab.known_hosts):gmatch("[^\n]+") do
+    local name, rest = line:match("^(%S+) (.*)$")
+    if name == ("[%s]:%d"):format(H.lab.j2.host, H.lab.j2.port) then
+      lines[#lines + 1] = ("[127.0.0.1]:%d %s"):format(port, rest)
+    end
+  end
+  H.writefile(kh, table.concat(lines, "\n") .. "\n")
+  local hops = chain("t1")
+  hops[2].host, hops[2].port, hops[2].known_hosts = "127.0.0.1", port, kh
+  return ("userspace relay, %d ms each way"):format(ms // 2), hops
+end
+local function delay_off()
+  sh(("tc -n %s qdisc del dev %s root 2>/dev/null"):format(J2_NS, J2_IF))
+  if relay_pid then sh("kill " .. relay_pid .. " 2>/dev/null") end
+  relay_pid = nil
 end
 
 local function j2_pid() return H.readfile(H.lab.dir .. "/run/j2.pid"):match("%d+") end
@@ -169,8 +212,10 @@ describe("faults", function()
     FAULTS.stop.off()
     FAULTS.link.off()
     os.remove("/tmp/sshchain-fault-up.bin")
+    delay_off()
     local cols = { table.unpack(ORDER) }
     cols[#cols + 1] = "5 % loss"
+    cols[#cols + 1] = "5 % loss, +100 ms"
     local lines = { "| operation | " .. table.concat(cols, " | ") .. " |",
       "|---|" .. ("---|"):rep(#cols) }
     for _, op in ipairs { "exec", "download scp", "download sftp", "upload scp", "upload sftp", "forward",
@@ -355,6 +400,30 @@ describe("faults", function()
       for i, r in ipairs(res) do assert.is_true(r.ok, "again " .. i .. ": " .. tostring(r.err)) end
     end)
   end
+
+  it("5 % loss and 100 ms more round trip between j1 and j2: an exec and a 64 MB download complete, intact", function()
+    local how, hops = delay_on(100)
+    finally(function()
+      delay_off()
+      loss_off()
+    end)
+    loss_on(5)
+    local s = assert(sshchain.connect(hops, { share = false }))
+    local dest = H.tmpname()
+    finally(function() os.remove(dest) end)
+    local t0 = sshchain.core.now()
+    local x = assert(s:exec("echo fine"))
+    local exec_took = sshchain.core.now() - t0
+    assert.are.equal("fine\n", x.stdout)
+    assert.is_true(exec_took >= 0.1, ("the exec took %.3f s: no delay?"):format(exec_took))
+    t0 = sshchain.core.now()
+    assert(s:download(remote_big, dest, { timeout = 60 }))
+    local took = sshchain.core.now() - t0
+    assert.are.equal(big_sha, H.sh("sha256sum " .. dest):match("^%x+"))
+    record("exec", "5 % loss, +100 ms", ("completed in %.1f s"):format(exec_took))
+    record("download scp", "5 % loss, +100 ms", ("completed in %.1f s (%s)"):format(took, how))
+    s:close()
+  end)
 
   it("5 % loss both ways on the j1-j2 link: an exec and a 64 MB download complete, intact", function()
     local s = assert(sshchain.connect(chain("t1"), { share = false }))
