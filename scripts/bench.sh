@@ -19,20 +19,32 @@ cleanup() {
 trap cleanup EXIT INT TERM
 scripts/lab.sh up
 
-# measure CMD...: prints "wall cpu" (seconds). CPU is every process the command started, waited
+# measure CMD...: prints "wall cpu syscalls busy" (seconds; the client's system calls when perf
+# can count them, else 0; the machine's busy CPU seconds, all processes, from /proc/stat). CPU is every process the command started, waited
 # for or not (perf stat's task-clock: ssh -J's ProxyJump processes are not always waited for, so
 # getrusage would miss them); without a working perf, user+sys of waited children.
 if perf stat -e task-clock -x, -o /dev/null true 2>/dev/null; then HAVE_PERF=1; else HAVE_PERF=0; fi
+PERF_EVENTS=task-clock
+if [ "$HAVE_PERF" = 1 ] && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
+  PERF_EVENTS=task-clock,raw_syscalls:sys_enter
+fi
+busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 measure() {
-  local tf=$work/time pf=$work/perf
+  local tf=$work/time pf=$work/perf b0 b1 hz
+  hz=$(getconf CLK_TCK)
+  b0=$(busy_jiffies)
   if [ "$HAVE_PERF" = 1 ]; then
-    perf stat -e task-clock -x, -o "$pf" -- /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$work/last.err" ||
+    perf stat -e "$PERF_EVENTS" -x, -o "$pf" -- /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$work/last.err" ||
       { echo "bench: failed: $* ($(tail -3 "$work/last.err"))" >&2; exit 1; }
-    awk -F, -v wall="$(cut -d' ' -f1 "$tf")" '$3 == "task-clock" { printf "%.3f %.3f\n", wall, $1 / 1000 }' "$pf"
+    b1=$(busy_jiffies)
+    awk -F, -v wall="$(cut -d' ' -f1 "$tf")" -v busy="$(( b1 - b0 ))" -v hz="$hz" '
+      $3 == "task-clock" { cpu = $1 / 1000 } $3 == "raw_syscalls:sys_enter" { sc = $1 }
+      END { printf "%.3f %.3f %d %.2f\n", wall, cpu, sc, busy / hz }' "$pf"
   else
     /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$work/last.err" ||
       { echo "bench: failed: $* ($(tail -3 "$work/last.err"))" >&2; exit 1; }
-    awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$tf"
+    b1=$(busy_jiffies)
+    awk -v busy="$(( b1 - b0 ))" -v hz="$hz" '{ printf "%.3f %.3f 0 %.2f\n", $1, $2 + $3, busy / hz }' "$tf"
   fi
 }
 
@@ -64,7 +76,7 @@ chmod +x "$work/ssh-run"
 fails() { cat "$work/fail"; }
 
 row() { # label, sshchain "wall cpu", openssh "wall cpu", note
-  read -r sw sc <<<"$2"; read -r ow oc <<<"$3"
+  read -r sw sc _ <<<"$2"; read -r ow oc _ <<<"$3"
   awk -v l="$1" -v sw="$sw" -v sc="$sc" -v ow="$ow" -v oc="$oc" -v note="$4" 'BEGIN {
     printf "| %s | %.2f s | %.2f s | %.2f | %.3f s | %.3f s | %.2f | %s |\n", l, sw, ow, (ow > 0 ? sw / ow : 0), sc, oc, (oc > 0 ? sc / oc : 0), note }'
 }
@@ -193,15 +205,16 @@ mkdir -p "$xdir"
 head -c "${MB}M" /dev/urandom >"$xdir/src.bin"
 remote=/home/sclt4/bench-xfer.bin
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-runs() { # n CMD... -> "wall cpu" medians of n runs
+runs() { # n CMD... -> "wall cpu syscalls busy" medians of n runs
   local n=$1 i; shift
   for i in $(seq "$n"); do measure "$@"; done >"$work/runs"
-  echo "$(cut -d' ' -f1 "$work/runs" | median) $(cut -d' ' -f2 "$work/runs" | median)"
+  echo "$(cut -d' ' -f1 "$work/runs" | median) $(cut -d' ' -f2 "$work/runs" | median)" \
+    "$(cut -d' ' -f3 "$work/runs" | median) $(cut -d' ' -f4 "$work/runs" | median)"
 }
-declare -A xw xc
-xfer() { # key n up|down CMD...: records medians in xw[key-dir], xc[key-dir]
+declare -A xw xc xs xb
+xfer() { # key n up|down CMD...: records medians in xw[key-dir], xc, xs (syscalls), xb (busy)
   local key=$1 n=$2 dir=$3; shift 3
-  read -r "xw[$key-$dir]" "xc[$key-$dir]" <<<"$(runs "$n" "$@")"
+  read -r "xw[$key-$dir]" "xc[$key-$dir]" "xs[$key-$dir]" "xb[$key-$dir]" <<<"$(runs "$n" "$@")"
 }
 
 for proto in scp sftp; do
@@ -222,6 +235,14 @@ ip netns exec scl-t4 truncate -s 2G /home/sclt4/bench-2g.bin
 rss2g=$(cat "$work/rss")
 rm -f "$xdir/2g.bin" /home/sclt4/bench-2g.bin "$remote"
 gb=$(awk -v mb="$MB" 'BEGIN { print mb / 1024 }')
+# the machine's bound for this path: every byte is encrypted or decrypted 6 times (the client
+# once per layer: t4, j2, j1; each server once), at the negotiated cipher's speed on one core
+# (openssl speed, 16 KiB blocks), on every core at once; copies and system calls come on top
+cipher=$("$build/sshlua" scripts/bench/cipher.lua)
+speed=$(openssl speed -elapsed -seconds 2 -bytes 16384 -evp "$(echo "$cipher" | sed 's/@.*//; s/^aes\([0-9]*\)-/aes-\1-/')" 2>/dev/null |
+  awk '$1 ~ /^(AES|ChaCha|chacha)/ { v = $NF; sub(/k$/, "", v); print v * 1000 }')
+passes=6
+bound=$(awk -v s="${speed:-0}" -v c="$(nproc)" -v p="$passes" 'BEGIN { printf "%.0f", s * c / p / 1e6 }')
 xrow() { # label key
   awk -v l="$1" -v uw="${xw[$2-up]}" -v uc="${xc[$2-up]}" -v dw="${xw[$2-down]}" -v dc="${xc[$2-down]}" -v mb="$MB" -v gb="$gb" 'BEGIN {
     printf "| %s | %.2f s (%.0f MB/s) | %.2f s | %.2f s (%.0f MB/s) | %.2f s |\n", l, uw, mb / uw, uc / gb, dw, mb / dw, dc / gb }'
@@ -248,6 +269,21 @@ xratio() { # label key other: wall and CPU ratios of key to other, both directio
   xratio "sshchain SCP / paramiko + scp" sc-scp pm
   echo
   echo "peak RSS streaming a 2 GiB file to disk through the chain: $((rss2g / 1024)) MiB (median of $RUNS runs above; paramiko: 1 run)"
+  echo
+  echo "Against the machine: cipher $cipher at $(awk -v s="${speed:-0}" 'BEGIN { printf "%.0f", s / 1e6 }') MB/s a core (openssl speed), $passes passes a byte on this path, $(nproc) cores: bound $bound MB/s (ciphers alone)."
+  echo
+  echo "| $MB MB through j1 -> j2 -> t4 | MB/s | speed / OpenSSH's (same protocol) | of the bound | client CPU s/GB | client syscalls/GB | machine busy |"
+  echo "|---|---|---|---|---|---|---|"
+  for k in sc-scp:ossh-O:"sshchain SCP" sc-sftp:ossh-s:"sshchain SFTP" ossh-O:ossh-O:"OpenSSH \`scp -O -J\`" ossh-s:ossh-s:"OpenSSH \`scp -J\` (SFTP)"; do
+    IFS=: read -r key ref label <<<"$k"
+    for dir in up down; do
+      awk -v l="$label $([ "$dir" = up ] && echo upload || echo download)" -v w="${xw[$key-$dir]}" -v rw="${xw[$ref-$dir]}" \
+        -v c="${xc[$key-$dir]}" -v sc="${xs[$key-$dir]}" -v b="${xb[$key-$dir]}" -v mb="$MB" -v gb="$gb" -v bound="$bound" \
+        -v cores="$(nproc)" 'BEGIN { r = mb / w
+          printf "| %s | %.0f | %.2f | %.3f | %.2f | %.0f k | %.0f %% |\n", l, r, rw / w, (bound > 0 ? r / bound : 0),
+            c / gb, sc / gb / 1000, 100 * b / (w * cores) }'
+    done
+  done
 } | tee -a "$out"
 }
 # ---- recipes: exec across 20 hosts vs a parallel loop of ssh -J; stress; memory per idle session
