@@ -206,8 +206,8 @@ head -c "${MB}M" /dev/urandom >"$xdir/src.bin"
 remote=/home/sclt4/bench-xfer.bin
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 runs() { # n CMD... -> "wall cpu syscalls busy" medians of n runs
-  local n=$1 i; shift
-  for i in $(seq "$n"); do measure "$@"; done >"$work/runs"
+  local n=$1; shift
+  for _ in $(seq "$n"); do measure "$@"; done >"$work/runs"
   echo "$(cut -d' ' -f1 "$work/runs" | median) $(cut -d' ' -f2 "$work/runs" | median)" \
     "$(cut -d' ' -f3 "$work/runs" | median) $(cut -d' ' -f4 "$work/runs" | median)"
 }

@@ -20,11 +20,12 @@ end
 local sshlua = H.build .. "/sshlua"
 
 --- The lab's inventory with control set on j2 (true: the default socket), in a new file.
-local function inventory(control)
+local function inventory(control, extra)
   local text = assert(H.readfile(H.lab.inventory))
   local n
   text, n = text:gsub("(\n    j2 = {[^\n]-) },\n", function(line)
-    return ("%s, control = %s },\n"):format(line, control == true and "true" or ("%q"):format(control))
+    return ("%s, control = %s%s },\n"):format(line, control == true and "true" or ("%q"):format(control),
+      extra and (", " .. extra) or "")
   end)
   assert(n == 1, "j2 not found in the lab's inventory")
   local path = H.tmpname() .. ".lua"
@@ -191,5 +192,53 @@ print(repr(data))
     local _, e2, s2 = sh(("%s -r mux start -i %s --control %s dead"):format(sshlua, q(bad), q(dir .. "/dead")))
     assert.are.equal(1, s2)
     assert.matches("did not start: mux: ", e2, 1, true)
+  end)
+
+  it("starts on first use with control_persist (from sshlua and from plain lua5.4), and ends after it", function()
+    local pinv = inventory(sock, "control_persist = 3")
+    finally(function() os.remove(pinv) end)
+    -- the first run finds none, starts one in the background, and goes through it already
+    local out, verbose, st = sh(("%s -v -r exec -i %s t4 -- echo first"):format(sshlua, q(pinv)))
+    assert.are.equal(0, st, verbose)
+    assert.matches("first", out, 1, true)
+    assert.matches("[hop 1 sclt4@10.231.3.14:22] ready", verbose, 1, true)
+    assert.is_nil(verbose:find("sclj1@", 1, true), verbose)
+    assert.are.equal("600", H.sh("stat -c %a " .. q(sock)):match("%d+"))
+    assert.is_nil(io.open(sock .. ".specs"), "the private copy of the hops is gone once read")
+    local pid = assert(H.readfile(sock .. ".pid")):match("%d+")
+    -- a Lua program in plain lua5.4 with its own specs goes through the same mux
+    local script = H.tmpname() .. ".lua"
+    finally(function() os.remove(script) end)
+    H.writefile(script, ([[
+      local sshchain = require "sshchain"
+      local lab = dofile(%q)
+      local function spec(name, over)
+        local s = { known_hosts = lab.known_hosts }
+        for k, v in pairs(lab[name]) do s[k] = v end
+        for k, v in pairs(over or {}) do s[k] = v end
+        return s
+      end
+      local s = assert(sshchain.connect { spec("j1"), spec("j2", { control = %q, control_persist = 3 }), spec("t3") })
+      print(s:label(), assert(s:exec("echo lua")).stdout)
+      s:close()
+    ]]):format(H.lab.dir .. "/lab.lua", sock))
+    local lout, lerr, lst = sh(("LUA_PATH=%q LUA_CPATH=%q lua5.4 %s"):format(package.path, package.cpath, q(script)))
+    assert.are.equal(0, lst, lerr)
+    assert.matches("^hop 1 sclt3@", lout)
+    assert.matches("lua", lout, 1, true)
+    assert.are.equal(pid, H.readfile(sock .. ".pid"):match("%d+"), "the same mux")
+    -- without a client for 3 s it ends, and the socket goes
+    for _ = 1, 100 do
+      if not H.readfile("/proc/" .. pid .. "/cmdline") then break end
+      sshchain.sleep(0.1)
+    end
+    assert.is_nil(io.open(sock))
+    assert.matches("ends: no client for 3 s", H.readfile(sock .. ".log") or "", 1, true)
+  end)
+
+  it("refuses a bad control_persist", function()
+    local ok, err = pcall(sshchain.connect, { H.spec("j1"), H.spec("j2", { control = sock, control_persist = -1 }), H.spec("t4") })
+    assert.is_false(ok)
+    assert.matches("control_persist", err)
   end)
 end)

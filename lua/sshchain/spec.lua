@@ -10,7 +10,8 @@
 --     question is asked on the terminal: BatchMode), hash_known_hosts=true (a learned key's
 --     name is hashed: HashKnownHosts),
 --     control=true|SOCKET (on a jump host: chains go through its mux when one answers there,
---     see sshchain.mux), max_sessions=N, name= }   or a string "user@host:port"
+--     see sshchain.mux), control_persist=SECONDS (with control: when none answers, one is
+--     started on first use and ends after that long without a client), max_sessions=N, name= }   or a string "user@host:port"
 --
 -- A field of the wrong type or out of range is misuse: it raises, naming the field.
 local errors = require "sshchain.errors"
@@ -31,6 +32,7 @@ M.FIELDS = {
   certificate = { types = { "string", "table" } },
   proxy_command = "string",
   control = { types = { "boolean", "string" } },
+  control_persist = { type = "number", min = 1, max = 1e7 },
   kex = "string",
   hostkeys = "string",
   ciphers = "string",

@@ -19,7 +19,9 @@ A client finds nothing at the socket: it connects directly, silently. A socket t
 answer (a mux that died): directly, with one line on stderr. A socket (or its directory) that is
 another user's, or open to others: the connect fails with ECONNECT, naming it.
 
-run is what start runs in the background, in the foreground (its log on stderr).]]
+run is what start runs in the background, in the foreground (its log on stderr). A chain whose
+jump host has control_persist = S as well starts one on first use: `run --specs FILE` (the hops
+to hold, as a private file that run removes once read), ending after S seconds without a client.]]
 
 local EPILOG = [[
 Examples:
@@ -37,23 +39,19 @@ local function parser()
   local p = cli.parser("mux", DESCRIPTION, EPILOG)
   p:usage("Usage: sshlua -r mux start|stop|status|run [options] HOST")
   p:argument("action", "start, stop, status or run."):choices({ "start", "stop", "status", "run" })
-  p:argument("host", "The jump host to hold (with the hops before it)."):argname("HOST")
+  p:argument("host", "The jump host to hold (with the hops before it)."):argname("HOST"):args("?")
   cli.connection_options(p)
   p:option("--persist", "Seconds without a client before the mux ends (0: until stopped).", "600", tonumber)
     :argname("S")
   p:option("--control", "The socket (default ~/.ssh/sshchain/mux-HASH).", nil):argname("PATH")
+  p:option("--specs", "run: the hops to hold, from a file a chain wrote on first use (removed once read).", nil)
+    :argname("FILE")
   return p
 end
 
 local q = sshchain.shell_quote
 
-local function read_file(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = mux.read_file
 
 local function pid_alive(pid)
   local cmdline = read_file("/proc/" .. pid .. "/cmdline")
@@ -64,6 +62,20 @@ local function dirname(path) return path:match("^(.*)/[^/]*$") or "." end
 
 --- The chain to host and the mux's socket; or nil and the exit status, said.
 local function target(args)
+  if args.specs then -- started on first use: the hops come in a private file, read once
+    local chunk = args.action == "run" and args.control and loadfile(args.specs, "t", {})
+    os.remove(args.specs)
+    local ok, chain = pcall(chunk or error)
+    if not chunk or not ok or type(chain) ~= "table" or #chain == 0 then
+      cli.eprintf("mux: --specs needs run, --control and a file of hops a chain wrote\n")
+      return nil, cli.USAGE
+    end
+    return chain, args.control
+  end
+  if not args.host then
+    cli.eprintf("mux: name the jump host to hold (HOST)\n")
+    return nil, cli.USAGE
+  end
   -- stop and status need no secret (nothing is connected)
   local secrets = (args.action == "run" or args.action == "start") and nil or false
   local names, chains = cli.hosts("mux", args, { args.host }, { secrets = secrets })
