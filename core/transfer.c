@@ -512,8 +512,13 @@ static void xfer_session_lost(sc_chanuser *u, const sc_err *why)
     sc_xfer *t = xfer_of_cu(u);
     if (t->phase == XP_DONE)
         return;
+    /* the session's message names it already: it is not said twice */
+    const char *msg = why->msg;
+    size_t ln = strlen(t->x.label);
+    if (ln > 0 && strncmp(msg, t->x.label, ln) == 0 && msg[ln] == ':' && msg[ln + 1] == ' ')
+        msg += ln + 2;
     sc_err err;
-    sc_err_format(&err, why->code, t->x.label, why->hop, t->verb, why->reason, "%s", why->msg);
+    sc_err_format(&err, why->code, t->x.label, why->hop, t->verb, why->reason, "%s", msg);
     xfer_end(t, &err);
 }
 

@@ -55,6 +55,11 @@ describe("resume", function()
   end)
   teardown(function()
     os.remove(local_src)
+    local s = sshchain.connect(chain())
+    if s then
+      s:exec("rm -f " .. REMOTE)
+      s:close()
+    end
     sh("ip netns exec " .. J2_NS .. " pkill -CONT -f '^sshd: sclj2'")
   end)
   after_each(function() H.assert_no_leaks(sshchain) end)
@@ -94,7 +99,7 @@ describe("resume", function()
     local killed, retried = false, {}
     local ok, r = s:download(REMOTE, dir .. "/got.bin", { resume = true, timeout = 5,
       retries = { count = 3, backoff = 0.2 }, progress_every = 0.005,
-      on_retry = function(n, _, code) retried[#retried + 1] = { n, code } end,
+      on_retry = function(n, msg, code) retried[#retried + 1] = { n, code, msg } end,
       progress = function(done)
         if not killed and done >= HALF then
           killed = true
@@ -105,6 +110,8 @@ describe("resume", function()
     assert.is_true(killed)
     assert.are.equal(1, #retried)
     assert.are.equal("ECLOSED", retried[1][2])
+    assert.are.equal(1, select(2, retried[1][3]:gsub("sclt1@", "")), "the target named once: " .. retried[1][3])
+    assert.matches("hop 2 sclj2@", retried[1][3], 1, true)
     assert.are.equal(2, r.attempts)
     assert.is_true(r.resumed > 0 and r.bytes < SIZE, ("resumed %s, sent %s"):format(r.resumed, r.bytes))
     assert.are.equal(SIZE, r.resumed + r.bytes)
