@@ -5,11 +5,15 @@
 #include "transfer.h"
 #include "xfer.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define XF_BUF     SC_XFER_WINDOW    /* the data channel's receive window too */
 #define XF_QUANTUM (2 * 1024 * 1024) /* bytes moved per round before letting others run */
@@ -157,15 +161,21 @@ static void hash_begin(sc_xfer *t)
     t->digest[0] = '\0';
 }
 
+/* Ends md's digest as 64 hex digits into hex. */
+static void digest_hex(EVP_MD_CTX *md, char hex[65])
+{
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    EVP_DigestFinal_ex(md, d, &dlen);
+    for (unsigned i = 0; i < dlen && i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+
 static void hash_end(sc_xfer *t)
 {
     if (!t->md || t->digest[0])
         return;
-    unsigned char d[EVP_MAX_MD_SIZE];
-    unsigned int dlen = 0;
-    EVP_DigestFinal_ex(t->md, d, &dlen);
-    for (unsigned i = 0; i < dlen && i < 32; i++)
-        snprintf(t->digest + 2 * i, 3, "%02x", d[i]);
+    digest_hex(t->md, t->digest);
 }
 
 static int record_file(sc_xfer *t)
@@ -779,6 +789,37 @@ int sc_xfer_sink_verifies_first(sc_op *op)
 {
     sc_xfer *t = (sc_xfer *)op;
     return t->dst && (!t->dst->session || t->dst->sink->settle != NULL);
+}
+
+int sc_sha256_file(const char *path, int64_t limit, char hex[65], char *why, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(why, cap, "%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md) {
+        close(fd);
+        snprintf(why, cap, "out of memory");
+        return -1;
+    }
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    uint64_t n = limit < 0 ? (uint64_t)st.st_size : (uint64_t)limit;
+    xf_ctx x = {.verb = "resume"};
+    snprintf(x.label, sizeof x.label, "local %s", path);
+    xf_end e = {.x = &x};
+    int r = xf_fd_prefix(&e, fd, n, feed_md, md);
+    close(fd);
+    if (r == XF_OK)
+        digest_hex(md, hex);
+    else
+        snprintf(why, cap, "%s", x.err.msg);
+    EVP_MD_CTX_free(md);
+    return r == XF_OK ? 0 : -1;
 }
 
 void sc_xfer_partial_name(char *out, size_t cap, const char *name)

@@ -65,6 +65,10 @@ void sc_xfer_verify_answer(sc_op *op, int side, const char *sha256, const char *
  * SFTP); an SCP sink writes in place, and is checked afterwards. */
 int sc_xfer_sink_verifies_first(sc_op *op);
 
+/* SHA-256 of the first `limit` bytes of a file of this machine (limit < 0: all of it), as 64
+ * hex digits into hex: 0; or -1 with why (cap bytes) said. Reads in place. */
+int sc_sha256_file(const char *path, int64_t limit, char hex[65], char *why, size_t cap);
+
 /* The name a resumable transfer writes `name` under until it is complete, beside it:
  * ".NAME.sshchain-partial" (NAME cut to 200 bytes), into out (cap bytes). */
 void sc_xfer_partial_name(char *out, size_t cap, const char *name);

@@ -1,12 +1,7 @@
 /* l_transfer.c - the transfer operation: core.transfer_start and its methods (progress, the
  * files moved with their digests, the remote digests a verify waits for, where the top entry
  * landed). The policy (paths, verification, progress callbacks) is in sshchain/transfer.lua. */
-#include <errno.h>
-#include <fcntl.h>
-#include <openssl/evp.h>
-#include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "lsc.h"
 
@@ -171,49 +166,13 @@ static int l_partial_name(lua_State *L)
  * nil, why. Reads in place (a local file; resume checks a kept prefix with it). */
 static int l_sha256_file(lua_State *L)
 {
-    const char *path = luaL_checkstring(L, 1);
-    lua_Integer limit = luaL_optinteger(L, 2, -1);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    char hex[65], why[300];
+    if (sc_sha256_file(luaL_checkstring(L, 1), luaL_optinteger(L, 2, -1), hex, why, sizeof why) !=
+        0) {
         lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        lua_pushstring(L, why);
         return 2;
     }
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!md) {
-        close(fd);
-        return luaL_error(L, "out of memory");
-    }
-    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-    static char buf[1 << 16];
-    uint64_t left = limit < 0 ? UINT64_MAX : (uint64_t)limit;
-    const char *why = NULL;
-    while (left > 0) {
-        ssize_t n = read(fd, buf, left < sizeof buf ? (size_t)left : sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            why = strerror(errno);
-        if (n < 0 || (n == 0 && limit >= 0))
-            why = why ? why : "shorter than asked";
-        if (n <= 0)
-            break;
-        EVP_DigestUpdate(md, buf, (size_t)n);
-        left -= (uint64_t)n;
-    }
-    close(fd);
-    unsigned char d[EVP_MAX_MD_SIZE];
-    unsigned dlen = 0;
-    EVP_DigestFinal_ex(md, d, &dlen);
-    EVP_MD_CTX_free(md);
-    if (why) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", path, why);
-        return 2;
-    }
-    char hex[65];
-    for (unsigned i = 0; i < dlen && i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", d[i]);
     lua_pushstring(L, hex);
     return 1;
 }

@@ -238,7 +238,7 @@ gb=$(awk -v mb="$MB" 'BEGIN { print mb / 1024 }')
 # the machine's bound for this path: every byte is encrypted or decrypted 6 times (the client
 # once per layer: t4, j2, j1; each server once), at the negotiated cipher's speed on one core
 # (openssl speed, 16 KiB blocks), on every core at once; copies and system calls come on top
-cipher=$("$build/sshlua" scripts/bench/cipher.lua)
+cipher=$("$build/sshlua" scripts/bench/transfer.lua cipher)
 speed=$(openssl speed -elapsed -seconds 2 -bytes 16384 -evp "$(echo "$cipher" | sed 's/@.*//; s/^aes\([0-9]*\)-/aes-\1-/')" 2>/dev/null |
   awk '$1 ~ /^(AES|ChaCha|chacha)/ { v = $NF; sub(/k$/, "", v); print v * 1000 }')
 passes=6

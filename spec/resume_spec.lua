@@ -125,7 +125,7 @@ describe("resume", function()
     local s = assert(sshchain.connect(chain()))
     broken_download(s, dir, HALF)
     local partial = dir .. "/.sshchain-resume.bin.sshchain-partial"
-    assert(sh("printf XXXX | dd of=" .. partial .. " conv=notrunc status=none"))
+    assert(sh("printf '\\377\\376\\375\\374' | dd of=" .. partial .. " conv=notrunc status=none")) -- other bytes
     local ok, r
     local said = warnings_during(function() ok, r = s:download(REMOTE, dir .. "/", { resume = true }) end)
     assert.is_true(ok, r)

@@ -225,9 +225,9 @@ do
     return size, hex_of(rest)
   end
 
-  --- Resume: how many bytes of the top file the sink keeps (0: it starts again; nil: the source
-  --- is a directory, copied whole), and a partial to remove first when it did not match; or
-  --- nil, msg, CODE, err (a question that could not be answered).
+  --- Resume: how many bytes of the top file the sink keeps (0: it starts again; false: the
+  --- source is a directory, copied whole), and true when a partial that did not match was
+  --- removed (said once); or nil, msg, CODE, err (a question that could not be answered).
   local function resume_point(verb, src, src_path, dst, dst_path)
     local base = basename(src_path)
     local ppath, psize, phex
@@ -247,7 +247,7 @@ do
       if not hex then return errors.fail("EIO", { stage = verb, reason = "resume" }, "local %s", why) end
       phex = hex
     end
-    if psize <= size and shex and phex == shex then return psize, nil, ppath end
+    if psize <= size and shex and phex == shex then return psize end
     local why = psize > size and ("it holds %d bytes, the source %d"):format(psize, size)
       or ("its %d bytes are not the source's first"):format(psize)
     local warn = settings.on_warning
@@ -259,7 +259,7 @@ do
     else
       os.remove(ppath)
     end
-    return 0, true, ppath
+    return 0, true
   end
 
   --- Answers the digests a verify waits for: the source's from the map computed alongside (the
@@ -505,7 +505,7 @@ do
       end
       return true
     end }, { __index = p })
-    local ok, r, code, info, attempts = retry.run(policy, function() return fn() end, on_retry)
+    local ok, r, code, info, attempts = retry.run(policy, fn, on_retry)
     if ok then r.attempts = attempts end
     return ok, r, code, info
   end

@@ -1,19 +1,15 @@
 -- bench/idle.lua N: opens N idle sessions to t4 through j1 -> j2 (one shared connection to each
 -- jump host) and prints "N KB_BEFORE KB_AFTER": this process's RSS around opening them.
 local sshchain = require "sshchain"
-local lab = dofile((os.getenv("SSHCHAIN_LAB_DIR") or "/tmp/sshchain-lab") .. "/lab.lua")
+local common = dofile(arg[0]:gsub("[^/]*$", "") .. "common.lua")
+local lab = common.lab
 local function spec(name)
   local s = { known_hosts = lab.known_hosts, timeout = 120 }
   for k, v in pairs(lab[name]) do s[k] = v end
   s.password, s.identity = nil, lab.keys[name]
   return s
 end
-local function rss()
-  for l in io.lines("/proc/self/status") do
-    local v = l:match("^VmRSS:%s+(%d+)")
-    if v then return tonumber(v) end
-  end
-end
+local rss = common.rss_kib
 local n = tonumber(arg[1])
 local j2 = assert(sshchain.connect { spec("j1"), spec("j2") })
 local warm = assert(j2:connect(spec("t4"))) -- the first session's one-time allocations

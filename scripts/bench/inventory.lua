@@ -5,12 +5,7 @@ local sshchain = require "sshchain"
 local inventory = require "sshchain.inventory"
 local n = tonumber(arg[1]) or 10000
 local dir = arg[2] or os.tmpname():gsub("[^/]*$", "")
-local function rss_kib()
-  for line in io.lines("/proc/self/status") do
-    local v = line:match("^VmRSS:%s*(%d+)")
-    if v then return tonumber(v) end
-  end
-end
+local rss_kib = dofile(arg[0]:gsub("[^/]*$", "") .. "common.lua").rss_kib
 
 local lua_path, cfg_path = dir .. "/inv10k.lua", dir .. "/inv10k.config"
 local f = assert(io.open(lua_path, "w"))

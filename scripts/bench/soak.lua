@@ -10,7 +10,8 @@
 --                python3 scripts/bench/tcpclient.py), in thousands
 -- A sample is taken every `every` units (1000 sessions, 10 flaps, 1000 connections).
 local sshchain = require "sshchain"
-local lab = dofile((os.getenv("SSHCHAIN_LAB_DIR") or "/tmp/sshchain-lab") .. "/lab.lua")
+local common = dofile(arg[0]:gsub("[^/]*$", "") .. "common.lua")
+local lab = common.lab
 
 local function spec(name) -- j1 and t4 by key, j2 by password (as bench/connect.lua's chains)
   local s = { known_hosts = lab.known_hosts, timeout = 30 }
@@ -21,12 +22,7 @@ end
 
 local PID = io.open("/proc/self/stat"):read("a"):match("^(%d+)")
 
-local function rss()
-  for l in io.lines("/proc/self/status") do
-    local v = l:match("^VmRSS:%s+(%d+)")
-    if v then return tonumber(v) end
-  end
-end
+local rss = common.rss_kib
 
 local function nfds()
   local p = io.popen("ls /proc/" .. PID .. "/fd | wc -l")
