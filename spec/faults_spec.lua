@@ -403,6 +403,11 @@ describe("faults", function()
 
   it("5 % loss and 100 ms more round trip between j1 and j2: an exec and a 64 MB download complete, intact", function()
     local how, hops = delay_on(100)
+    -- a slow, lossy link: a lost segment costs a retransmission timeout of its own (200 ms and
+    -- more, doubling), so stages and keepalives get the room a user would give such a link
+    for _, h in ipairs(hops) do
+      h.timeout, h.keepalive, h.keepalive_count = 20, 5, 3
+    end
     finally(function()
       delay_off()
       loss_off()
