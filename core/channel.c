@@ -1,5 +1,5 @@
 /* channel.c - the channel layer (see channel.h): open, requests, reads that grow the window,
- * clamped writes, the exit watch, and the one close. */
+ * clamped writes, the watch (data, EOF, exit), and the one close. */
 #include "channel.h"
 
 #include <stdio.h>
@@ -8,7 +8,7 @@
 
 #define WRITE_CAP 65536 /* bytes per write: what one round hands libssh for one channel */
 
-/* ---- the exit watch: libssh's callbacks only record facts ---- */
+/* ---- the watch: libssh's callbacks only record facts (data buffered, EOF, how it ended) ---- */
 
 static void on_exit_status(ssh_session session, ssh_channel channel, int status, void *ud)
 {
@@ -26,6 +26,17 @@ static void on_eof(ssh_session session, ssh_channel channel, void *ud)
     ((sc_channel *)ud)->remote_eof = 1;
 }
 
+static int on_data(ssh_session session, ssh_channel channel, void *data, uint32_t len,
+                   int is_stderr, void *ud)
+{
+    (void)session;
+    (void)channel;
+    (void)data;
+    (void)len;
+    ((sc_channel *)ud)->rx_maybe[is_stderr ? 1 : 0] = 1;
+    return 0; /* it stays in libssh's buffer for the reads */
+}
+
 static void on_exit_signal(ssh_session session, ssh_channel channel, const char *signal, int core,
                            const char *errmsg, const char *lang, void *ud)
 {
@@ -39,14 +50,17 @@ static void on_exit_signal(ssh_session session, ssh_channel channel, const char 
     ex->have = 1;
 }
 
-static void watch_exit(sc_channel *c)
+static void watch(sc_channel *c)
 {
     ssh_callbacks_init(&c->cb);
     c->cb.userdata = c;
+    c->cb.channel_data_function = on_data;
     c->cb.channel_eof_function = on_eof;
     c->cb.channel_exit_status_function = on_exit_status;
     c->cb.channel_exit_signal_function = on_exit_signal;
     ssh_set_channel_callbacks(c->ch, &c->cb);
+    c->watched = 1;
+    c->rx_maybe[0] = c->rx_maybe[1] = 1;
 }
 
 /* ---- channels given up while their open was pending ---- */
@@ -180,6 +194,7 @@ void sc_channel_adopt(sc_channel *c, sc_session *s, ssh_channel ch, uint32_t win
     c->state = SC_CHAN_OPEN;
     c->counted = 1;
     s->loop->live_channels++;
+    watch(c);
 }
 
 /* The failures of sc_channel_step: "LABEL: STAGE: detail", or the detail alone when the user
@@ -246,8 +261,7 @@ int sc_channel_step(sc_channel *c, const char *stage, sc_err *err)
         }
         c->counted = 1;
         s->loop->live_channels++;
-        if (!c->to_host)
-            watch_exit(c);
+        watch(c);
         c->state = SC_CHAN_OPENING;
         /* fallthrough */
     case SC_CHAN_OPENING:
@@ -336,17 +350,23 @@ static int chan_read(sc_channel *c, void *buf, size_t len, int is_stderr, int gr
     uint32_t ask = len > 0x7fffffff ? 0x7fffffff : (uint32_t)len;
     if (c->window && ask > c->window)
         ask = c->window;
-    /* ssh_channel_read_nonblocking reads at most what is buffered, which never grows the window;
-     * a zero-timeout read asking for `ask` grows it to `ask` when less than that is granted */
-    int n = grow ? ssh_channel_read_timeout(c->ch, buf, ask, is_stderr, 0)
-                 : ssh_channel_read_nonblocking(c->ch, buf, ask, is_stderr);
-    /* a read may queue a window adjust, perhaps on another session's round (a copy): have it
-     * sent when this session's socket takes it */
-    sc_session_wrote(c->session, 0);
-    if (n > 0)
-        return n;
-    if (n < 0)
-        return SC_CHAN_ERROR;
+    int *maybe = &c->rx_maybe[is_stderr ? 1 : 0];
+    if (!c->watched || *maybe) {
+        /* ssh_channel_read_nonblocking reads at most what is buffered, which never grows the
+         * window; a zero-timeout read asking for `ask` grows it to `ask` when less than that is
+         * granted */
+        int n = grow ? ssh_channel_read_timeout(c->ch, buf, ask, is_stderr, 0)
+                     : ssh_channel_read_nonblocking(c->ch, buf, ask, is_stderr);
+        /* a read may queue a window adjust, perhaps on another session's round (a copy): have
+         * it sent when this session's socket takes it */
+        sc_session_wrote(c->session, 0);
+        if (n < 0)
+            return SC_CHAN_ERROR;
+        if ((uint32_t)n < ask)
+            *maybe = 0; /* drained: until the callback hears of more */
+        if (n > 0)
+            return n;
+    }
     /* nothing was buffered for this stream: it has ended once the peer sent EOF (the callback
      * says so; ssh_channel_is_eof also waits for the other stream to be read) */
     if (c->remote_eof || ssh_channel_is_eof(c->ch))
@@ -442,7 +462,7 @@ void sc_channel_close(sc_channel *c)
         return;
     /* libssh keeps a freed channel until the peer's close arrives and may still call its
      * callbacks: unhook them from memory that goes with the user */
-    if (!c->to_host && c->counted && c->cb.size)
+    if (c->watched)
         ssh_remove_channel_callbacks(c->ch, &c->cb);
     if (was_pending && s->state == SS_READY) {
         bury(c);

@@ -86,7 +86,12 @@ struct sc_channel {
     uint32_t window;
     int eof_sent;
     int remote_eof; /* the peer sent EOF (session channels: the callback records it) */
-    int counted;    /* in the loop's live_channels */
+    /* With the callbacks on (watched): whether stdout [0] or stderr [1] may have bytes buffered
+     * in libssh. A read with nothing buffered costs libssh a poll() of the session's socket; a
+     * session serving many channels would pay one per channel per round. */
+    int watched;
+    int rx_maybe[2];
+    int counted; /* in the loop's live_channels */
     sc_exit exit;
     struct ssh_channel_callbacks_struct cb;
 };

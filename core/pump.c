@@ -33,7 +33,10 @@ struct sc_pump {
     int free_due;    /* sc_pump_close came during an event */
     int eof_to_fd;   /* the channel's EOF has been passed on */
     int eof_from_fd; /* the fd ended: EOF sent on the channel */
-    char *to_fd;     /* channel -> fd: `window` bytes, allocated on first use */
+    /* The fd said EAGAIN and has been watched for reading since, without a word: a recv now
+     * would say EAGAIN again. The session's rounds serve every pump on it; most have nothing. */
+    int fd_drained;
+    char *to_fd; /* channel -> fd: `window` bytes, allocated on first use */
     uint32_t window;
     size_t tf_off, tf_len;
     char *from_fd; /* fd -> channel: PUMP_BUF bytes, allocated on first use */
@@ -85,9 +88,9 @@ static void pump_fail(sc_pump *p, const sc_err *err)
 
 static void on_pump_poll(uv_poll_t *h, int status, int events)
 {
-    (void)status;
-    (void)events;
     sc_pump *p = h->data;
+    if (status < 0 || (events & (UV_READABLE | UV_DISCONNECT)))
+        p->fd_drained = 0;
     if (p->state != P_OPEN)
         return;
     sc_session *s = p->cu.session;
@@ -112,6 +115,8 @@ static void pump_update_poll(sc_pump *p)
         want |= UV_WRITABLE;
     if (!p->eof_from_fd && p->ff_len == p->ff_off)
         want |= UV_READABLE;
+    if (!(want & UV_READABLE))
+        p->fd_drained = 0; /* unwatched, it may fill */
     if (want != p->poll_events) {
         if (want)
             uv_poll_start(&p->poll, want, on_pump_poll);
@@ -163,12 +168,16 @@ static int pump_from_fd(sc_pump *p)
 {
     while (!p->eof_from_fd) {
         if (p->ff_len == p->ff_off) {
+            if (p->fd_drained)
+                break;
             if (!p->from_fd && !(p->from_fd = malloc(PUMP_BUF))) {
                 pump_finish(p);
                 return -1;
             }
             ssize_t n = recv(p->fd, p->from_fd, PUMP_BUF, 0);
             if (n < 0) {
+                if (errno == EAGAIN)
+                    p->fd_drained = 1;
                 if (errno == EAGAIN || errno == EINTR || errno == ENOTCONN)
                     break;
                 n = 0; /* reset or error: end this direction */
