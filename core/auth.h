@@ -45,4 +45,9 @@ void sc_auth_cleanup(sc_auth *a);
 int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label, int hop, char *fp,
                      size_t fplen, int *note, sc_err *err);
 
+/* The host key algorithms to offer, as ssh orders them: those of the keys known_hosts has for the
+ * host first, then the others, each group in the order of the spec's list (else libssh's
+ * defaults). 1 with the list in out, 0 when no key is known (the list is then as given). */
+int sc_hostkey_algorithms(const sc_hostspec *spec, char *out, size_t cap);
+
 #endif

@@ -187,3 +187,89 @@ int sc_hostkey_check(ssh_session ssh, const sc_hostspec *spec, const char *label
         return -1;
     }
 }
+
+/* libssh 0.10's default host key algorithms (kex.c), without the certificate types it does not
+ * negotiate */
+#define LIBSSH_HOSTKEYS                                                                            \
+    "ssh-ed25519,ecdsa-sha2-nistp521,ecdsa-sha2-nistp384,ecdsa-sha2-nistp256,"                     \
+    "sk-ssh-ed25519@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,rsa-sha2-512,rsa-sha2-256"
+
+typedef struct {
+    char known[512]; /* ",alg,alg," of the known keys' signature algorithms */
+    size_t len;
+} known_algs;
+
+static void add_alg(known_algs *k, const char *alg, size_t n)
+{
+    char probe[80];
+    if (n + 3 > sizeof probe)
+        return;
+    snprintf(probe, sizeof probe, ",%.*s,", (int)n, alg);
+    if (strstr(k->known, probe) || k->len + n + 2 > sizeof k->known)
+        return;
+    if (k->len == 0)
+        k->known[k->len++] = ',';
+    memcpy(k->known + k->len, alg, n);
+    k->len += n;
+    k->known[k->len++] = ',';
+    k->known[k->len] = '\0';
+}
+
+static void note_key(const kh_line *l, const char *file, long lineno, void *ud)
+{
+    (void)file;
+    (void)lineno;
+    if (l->marker != KH_PLAIN)
+        return;
+    if (l->type_len == 7 && memcmp(l->type, "ssh-rsa", 7) == 0) { /* one key, three signatures */
+        add_alg(ud, "rsa-sha2-512", 12);
+        add_alg(ud, "rsa-sha2-256", 12);
+    }
+    add_alg(ud, l->type, l->type_len);
+}
+
+/* Appends the names of list that are (known != 0) or are not in k, each followed by a comma. */
+static size_t pick(const char *list, const known_algs *k, int known, char *out, size_t at,
+                   size_t cap)
+{
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        char probe[80];
+        int is_known = 0;
+        if (n + 3 <= sizeof probe) {
+            snprintf(probe, sizeof probe, ",%.*s,", (int)n, p);
+            is_known = strstr(k->known, probe) != NULL;
+        }
+        if (n > 0 && is_known == known && at + n + 1 < cap) {
+            memcpy(out + at, p, n);
+            at += n;
+            out[at++] = ',';
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return at;
+}
+
+int sc_hostkey_algorithms(const sc_hostspec *spec, char *out, size_t cap)
+{
+    char path[512], name[300];
+    known_hosts_path(spec, path, sizeof path);
+    const char *files[64];
+    char buf[1][512];
+    int n = files_to_check(spec, path, files, buf, 64);
+    kh_lookup_name(name, sizeof name, spec->host, spec->port);
+    known_algs k = {.len = 0};
+    k.known[0] = '\0';
+    kh_each(files, n, name, note_key, &k);
+    if (k.len == 0 || cap == 0)
+        return 0;
+    const char *wanted = spec->hostkeys ? spec->hostkeys : LIBSSH_HOSTKEYS;
+    size_t at = pick(wanted, &k, 1, out, 0, cap);
+    if (at == 0) /* none of the known ones is wanted: as given */
+        return 0;
+    at = pick(wanted, &k, 0, out, at, cap);
+    out[at - 1] = '\0'; /* the last comma */
+    return 1;
+}

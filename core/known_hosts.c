@@ -160,13 +160,8 @@ static int same_key(const kh_line *l, const char *key_b64)
     return an == bn && memcmp(a, b, an) == 0;
 }
 
-kh_result kh_check(const char *const *files, int n_files, const char *name, const char *type,
-                   const char *key_b64, char *where, size_t where_cap)
+void kh_each(const char *const *files, int n_files, const char *name, kh_visit visit, void *ud)
 {
-    kh_result best = KH_NOT_FOUND;
-    if (where_cap)
-        where[0] = '\0';
-    size_t tlen = strlen(type);
     for (int i = 0; i < n_files; i++) {
         FILE *f = fopen(files[i], "r");
         if (!f)
@@ -181,36 +176,57 @@ kh_result kh_check(const char *const *files, int n_files, const char *name, cons
             while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
                 len--;
             kh_line l;
-            if (kh_parse_line(line, len, &l) != 1)
-                continue;
-            if (kh_host_matches(&l, name) != 1)
-                continue;
-            if (l.marker == KH_CERT_AUTHORITY) {
-                if (best < KH_CA) {
-                    best = KH_CA;
-                    if (where_cap)
-                        snprintf(where, where_cap, "%s:%ld", files[i], lineno);
-                }
-                continue;
-            }
-            int same_type = l.type_len == tlen && memcmp(l.type, type, tlen) == 0;
-            kh_result r;
-            if (l.marker == KH_REVOKED)
-                r = same_type && same_key(&l, key_b64) ? KH_REVOKED_KEY : KH_NOT_FOUND;
-            else if (same_type)
-                r = same_key(&l, key_b64) ? KH_OK : KH_CHANGED;
-            else
-                r = KH_OTHER;
-            if (r > best) {
-                best = r;
-                if (where_cap)
-                    snprintf(where, where_cap, "%s:%ld", files[i], lineno);
-            }
+            if (kh_parse_line(line, len, &l) == 1 && kh_host_matches(&l, name) == 1)
+                visit(&l, files[i], lineno, ud);
         }
         free(line);
         fclose(f);
     }
-    return best;
+}
+
+typedef struct {
+    const char *type, *key_b64;
+    size_t tlen;
+    kh_result best;
+    char *where;
+    size_t where_cap;
+} kh_checking;
+
+static void check_line(const kh_line *l, const char *file, long lineno, void *ud)
+{
+    kh_checking *c = ud;
+    kh_result r;
+    if (l->marker == KH_CERT_AUTHORITY) {
+        r = KH_CA;
+    } else {
+        int same_type = l->type_len == c->tlen && memcmp(l->type, c->type, c->tlen) == 0;
+        if (l->marker == KH_REVOKED)
+            r = same_type && same_key(l, c->key_b64) ? KH_REVOKED_KEY : KH_NOT_FOUND;
+        else if (same_type)
+            r = same_key(l, c->key_b64) ? KH_OK : KH_CHANGED;
+        else
+            r = KH_OTHER;
+    }
+    if (r > c->best) {
+        c->best = r;
+        if (c->where_cap)
+            snprintf(c->where, c->where_cap, "%s:%ld", file, lineno);
+    }
+}
+
+kh_result kh_check(const char *const *files, int n_files, const char *name, const char *type,
+                   const char *key_b64, char *where, size_t where_cap)
+{
+    kh_checking c = {.type = type,
+                     .key_b64 = key_b64,
+                     .tlen = strlen(type),
+                     .best = KH_NOT_FOUND,
+                     .where = where,
+                     .where_cap = where_cap};
+    if (where_cap)
+        where[0] = '\0';
+    kh_each(files, n_files, name, check_line, &c);
+    return c.best;
 }
 
 int kh_format_line(char *out, size_t cap, const char *name, const char *type, const char *key_b64,

@@ -42,6 +42,11 @@ typedef enum {
     KH_REVOKED_KEY,   /* a @revoked line has this key */
 } kh_result;
 
+/* Calls visit for every line of the files, in order, whose hosts field matches name (revoked and
+ * @cert-authority lines too). A file that does not exist is skipped. */
+typedef void (*kh_visit)(const kh_line *l, const char *file, long lineno, void *ud);
+void kh_each(const char *const *files, int n_files, const char *name, kh_visit visit, void *ud);
+
 /* Checks the server's key (its type name and base64 blob) for name against every line of the
  * files, in order; REVOKED wins over everything, then OK, CHANGED, OTHER, CA. A file that does not
  * exist is no error; *where is set to "file:line" of the deciding line when there is one. */

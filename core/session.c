@@ -521,6 +521,12 @@ int sc_session_begin_handshake(sc_session *s, int fd)
     /* AES-GCM first: with AES-NI it costs a fraction of ChaCha20-Poly1305's CPU, which matters
      * when one process decrypts every layer of a chain */
     const char *ciphers = s->spec.ciphers ? s->spec.ciphers : PREFERRED_CIPHERS;
+    /* the host key types known_hosts has for this host first, as ssh asks; libssh would read the
+     * files itself for that (and parse every key in them) on each connect, so it is given none:
+     * the host key is checked by hostkey.c */
+    char hostkeys[1024];
+    const char *hk =
+        sc_hostkey_algorithms(&s->spec, hostkeys, sizeof hostkeys) ? hostkeys : s->spec.hostkeys;
     const struct {
         enum ssh_options_e opt;
         const char *value, *field;
@@ -528,7 +534,7 @@ int sc_session_begin_handshake(sc_session *s, int fd)
         {SSH_OPTIONS_CIPHERS_C_S, ciphers, "ciphers"},
         {SSH_OPTIONS_CIPHERS_S_C, ciphers, "ciphers"},
         {SSH_OPTIONS_KEY_EXCHANGE, s->spec.kex, "kex"},
-        {SSH_OPTIONS_HOSTKEYS, s->spec.hostkeys, "hostkeys"},
+        {SSH_OPTIONS_HOSTKEYS, hk, "hostkeys"},
         {SSH_OPTIONS_HMAC_C_S, s->spec.macs, "macs"},
         {SSH_OPTIONS_HMAC_S_C, s->spec.macs, "macs"},
         {SSH_OPTIONS_PUBLICKEY_ACCEPTED_TYPES, s->spec.pubkeys, "pubkeys"},
@@ -543,8 +549,8 @@ int sc_session_begin_handshake(sc_session *s, int fd)
     }
     if (s->spec.agent_sock)
         ssh_options_set(s->ssh, SSH_OPTIONS_IDENTITY_AGENT, s->spec.agent_sock);
-    if (s->spec.known_hosts)
-        ssh_options_set(s->ssh, SSH_OPTIONS_KNOWNHOSTS, s->spec.known_hosts);
+    ssh_options_set(s->ssh, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");
+    ssh_options_set(s->ssh, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
     ssh_options_set(s->ssh, SSH_OPTIONS_FD, &s->lib_fd);
     ssh_set_counters(s->ssh, &s->rx, &s->tx);
     ssh_set_blocking(s->ssh, 0);

@@ -149,6 +149,33 @@ Host certhost
     os.remove(kh)
   end)
 
+  it("asks first for the host key type known_hosts has, as ssh does, when the server has several", function()
+    -- t4sftp has t4's ed25519 key and the RSA one; each known_hosts file below knows one of them
+    local sftponly = H.lab.sftponly
+    local name = ("[%s]:%d"):format(sftponly.host, sftponly.port)
+    local rsa = H.readfile(H.lab.dir .. "/hostkeys/legacy.pub"):match("^(%S+ %S+)")
+    local ed = H.readfile(H.lab.dir .. "/hostkeys/t4.pub"):match("^(%S+ %S+)")
+    local cfg, dir = lab_config("")
+    for _, case in ipairs { { key = rsa, want = "^ssh%-rsa " }, { key = ed, want = "^ssh%-ed25519 " } } do
+      local kh = H.tmpname()
+      local jumps = {}
+      for line in H.readfile(H.lab.known_hosts):gmatch("[^\n]+") do
+        if not line:find(sftponly.host, 1, true) then jumps[#jumps + 1] = line end
+      end
+      H.writefile(kh, table.concat(jumps, "\n") .. "\n" .. name .. " " .. case.key .. "\n")
+      local s = assert(sshchain.connect(H.chain("sftponly", { known_hosts = kh, host_key = "strict" })))
+      assert.matches(case.want, s._c:info().host_key)
+      s:close()
+      -- and ssh agrees: it connects with the same file, strictly
+      local _, rc = H.sh(("ssh -F %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes "
+        .. "-o IdentityFile=%s -o IdentitiesOnly=yes -J j2 -s -p %d %s@%s sftp </dev/null >/dev/null 2>&1")
+        :format(cfg, kh, sftponly.identity, sftponly.port, sftponly.user, sftponly.host))
+      assert.are.equal(0, rc)
+      os.remove(kh)
+    end
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("refuses a @revoked host key whatever host_key says", function()
     local kh = H.tmpname()
     H.writefile(kh, H.readfile(H.lab.known_hosts) .. "@revoked * " .. H.readfile(H.lab.dir .. "/hostkeys/t3.pub"))

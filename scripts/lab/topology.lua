@@ -106,10 +106,11 @@ T.servers = {
   { name = "t3cert", ns = "scl-t3", addr = T.targets.t3, port = 2026, user = "sclt3", hostkey = "t3",
     options = { NOPW, "TrustedUserCAKeys %LAB%/keys/id_user_ca.pub", "HostCertificate %LAB%/hostkeys/t3-cert.pub" },
     spec_name = "certsrv", spec = {}, known = "plain" },
-  -- t4 speaking SFTP only (no scp binary reachable)
+  -- t4 speaking SFTP only (no scp binary reachable); it also has the RSA host key, which the
+  -- client is to prefer when known_hosts knows only that one (as ssh orders them)
   { name = "t4sftp", ns = "scl-t4", addr = T.targets.t4, port = 2023, user = "sclt4", hostkey = "t4",
-    options = { PW, "ForceCommand internal-sftp" }, spec_name = "sftponly", spec = { identity = true },
-    known = "plain" },
+    options = { PW, "ForceCommand internal-sftp", "HostKey %LAB%/hostkeys/legacy" }, spec_name = "sftponly",
+    spec = { identity = true }, known = "plain" },
 }
 for _, n in ipairs(T.nodes) do
   T.servers[#T.servers + 1] = { name = n.name, ns = "scl-" .. n.name, addr = n.addr, port = 22, user = "sclnode",
