@@ -176,7 +176,7 @@ static int pump_from_fd(sc_pump *p)
             }
             ssize_t n = recv(p->fd, p->from_fd, PUMP_BUF, 0);
             if (n < 0) {
-                if (errno == EAGAIN)
+                if (errno == EAGAIN && p->poll_events >= 0) /* its watcher will say more */
                     p->fd_drained = 1;
                 if (errno == EAGAIN || errno == EINTR || errno == ENOTCONN)
                     break;
@@ -342,6 +342,7 @@ int sc_pump_preload(sc_pump *p, const void *data, size_t len)
 void sc_pump_set_fd(sc_pump *p, int fd)
 {
     p->fd = fd;
+    p->fd_drained = 0;
     if (p->state == P_OPEN)
         sc_session_kick(p->cu.session);
 }
