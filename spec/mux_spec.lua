@@ -243,6 +243,38 @@ print(repr(data))
     assert.are_not.equal(pid, H.readfile(sock .. ".pid"):match("%d+"))
   end)
 
+  it("is started and used as ssh's ControlMaster auto + ControlPersist in ssh_config say, on its own socket", function()
+    local home = dir .. "/home" -- the default socket goes under $HOME/.ssh/sshchain
+    assert(os.execute("mkdir -m 700 " .. q(home)))
+    local cfg = dir .. "/config"
+    H.writefile(cfg, ("Host j2\n  ControlMaster auto\n  ControlPath ~/.ssh/cm-%%r@%%h:%%p\n  ControlPersist 3\n"
+      .. "Match all\nInclude %s\n"):format(H.lab.ssh_config))
+    local run = ("HOME=%s %s -v -r exec -i %s t4 -- echo via"):format(q(home), sshlua, q(cfg))
+    local out, verbose, st = sh(run)
+    assert.are.equal(0, st, verbose)
+    assert.matches("via", out, 1, true)
+    assert.matches("ControlPath (sshchain's mux keeps its own socket", verbose, 1, true)
+    local socks = H.sh("ls " .. q(home .. "/.ssh/sshchain"))
+    local name = assert(socks:match("(mux%-%x+)%.pid"), socks)
+    local pid = assert(H.readfile(home .. "/.ssh/sshchain/" .. name .. ".pid")):match("%d+")
+    -- the next run goes through it: t4 is its first hop
+    _, verbose, st = sh(run)
+    assert.are.equal(0, st, verbose)
+    assert.matches("[hop 1 sclt4@10.231.3.14:22] ready", verbose, 1, true)
+    assert.is_nil(verbose:find("sclj1@", 1, true), verbose)
+    assert.is_nil(io.open(home .. "/.ssh/cm-sclj2@10.231.2.2:2222"), "ControlPath's socket is not made")
+    for _ = 1, 100 do
+      if not H.readfile("/proc/" .. pid .. "/cmdline") then break end
+      sshchain.sleep(0.1)
+    end
+    assert.is_nil(H.readfile("/proc/" .. pid .. "/cmdline"), "the mux ended after ControlPersist")
+    -- ControlPersist is checked as ssh checks it
+    H.writefile(cfg, "Host j2\n  ControlPersist often\nMatch all\nInclude " .. H.lab.ssh_config .. "\n")
+    local _, e2, s2 = sh(run)
+    assert.are_not.equal(0, s2)
+    assert.matches("Bad ControlPersist argument", e2, 1, true)
+  end)
+
   it("refuses a bad control_persist", function()
     local ok, err = pcall(sshchain.connect, { H.spec("j1"), H.spec("j2", { control = sock, control_persist = -1 }), H.spec("t4") })
     assert.is_false(ok)

@@ -24,7 +24,7 @@ local IMPL = {
   "stricthostkeychecking", "identitiesonly", "identityagent", "forwardagent", "connecttimeout",
   "serveraliveinterval", "serveralivecountmax", "kexalgorithms", "hostkeyalgorithms", "ciphers",
   "macs", "pubkeyacceptedalgorithms", "ignoreunknown", "hostkeyalias", "batchmode", "loglevel",
-  "sendenv", "hashknownhosts",
+  "sendenv", "hashknownhosts", "controlmaster", "controlpersist", "controlpath",
 }
 local KNOWN = {
   "forwardx11", "forwardx11trusted", "forwardx11timeout", "exitonforwardfailure", "xauthlocation",
@@ -34,8 +34,8 @@ local KNOWN = {
   "compression", "tcpkeepalive", "numberofpasswordprompts", "syslogfacility", "logverbose",
   "dynamicforward", "preferredauthentications", "casignaturealgorithms", "bindaddress",
   "bindinterface", "clearallforwardings", "enablesshkeysign", "verifyhostkeydns",
-  "nohostauthenticationforlocalhost", "rekeylimit", "addressfamily", "setenv", "controlpath",
-  "controlmaster", "controlpersist", "tunnel", "tunneldevice", "localcommand",
+  "nohostauthenticationforlocalhost", "rekeylimit", "addressfamily", "setenv",
+  "tunnel", "tunneldevice", "localcommand",
   "permitlocalcommand", "remotecommand", "visualhostkey", "ipqos", "requesttty", "sessiontype",
   "stdinnull", "forkafterauthentication", "proxyusefdpass", "canonicaldomains",
   "canonicalizefallbacklocal", "canonicalizehostname", "canonicalizemaxdots",
@@ -860,6 +860,10 @@ local function check_value(key, args, where)
   elseif INTEGER[key] then
     if not v:match("^%d+$") then return nil, ("%s: integer value invalid."):format(where) end
     return args
+  elseif key == "controlpersist" then -- no/false, yes/true, or a time (0: for ever)
+    local l = v:lower()
+    if not (FLAG[l] or convtime(v)) then return nil, ("%s: Bad ControlPersist argument."):format(where) end
+    return args
   elseif key == "forwardx11timeout" then
     if v ~= "none" and not convtime(v) then return nil, ("%s: invalid time value."):format(where) end
     return args
@@ -1489,6 +1493,28 @@ function M.spec_for(name, opts)
       end
       spec[field] = list
     end
+  end
+  -- ControlMaster / ControlPath / ControlPersist: reuse across runs through sshchain's own mux
+  -- (sshchain.mux; a chain uses it on its jump hosts only). ControlPath set: a mux is used when
+  -- one answers; ControlMaster other than no, with ControlPersist: one is started on first use
+  -- and persists that long (yes or 0: as long as sshchain allows, 10^7 s). The socket is
+  -- sshchain's (~/.ssh/sshchain/mux-...), not ControlPath's: OpenSSH's masters speak another
+  -- protocol; that is said once.
+  local opt = e._options
+  local cm = opt.controlmaster and opt.controlmaster[1]:lower() or "no"
+  cm = YESNO[cm] or cm
+  local cpath = opt.controlpath and opt.controlpath[1]
+  if cpath and cpath:lower() == "none" then cpath = nil end
+  if cpath then
+    note_once("ControlPath (sshchain's mux keeps its own socket under ~/.ssh/sshchain)", e._where.controlpath)
+  end
+  local cp = opt.controlpersist and opt.controlpersist[1]:lower() or "no"
+  local persist = (cp == "yes" or cp == "true") and 1e7 or (cp ~= "no" and cp ~= "false" and convtime(cp)) or nil
+  if persist then persist = (persist == 0 or persist > 1e7) and 1e7 or persist end
+  if cm ~= "no" and persist then
+    spec.control, spec.control_persist = true, persist
+  elseif cm ~= "no" or cpath then
+    spec.control = true
   end
   if e.sendenv then spec.send_env = e.sendenv end
   if e.batchmode == "yes" then spec.batch = true end

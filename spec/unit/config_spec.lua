@@ -157,6 +157,43 @@ Match all
     os.execute("rm -rf " .. d)
   end)
 
+  it("maps ControlMaster, ControlPath and ControlPersist to sshchain's mux (control, control_persist)", function()
+    local d = tmpdir()
+    local said = {}
+    local old = config.on_unsupported
+    config.on_unsupported = function(k) said[#said + 1] = k end
+    local cases = {
+      { "ControlMaster auto\n  ControlPersist 10m", true, 600 },
+      { "ControlMaster autoask\n  ControlPersist yes", true, 1e7 },
+      { "ControlMaster yes\n  ControlPersist 0", true, 1e7 },
+      { "ControlMaster auto", true, nil },             -- the master lives with the process: a mux only if one answers
+      { "ControlPath ~/.ssh/cm-%r@%h:%p", true, nil }, -- a client of a master: a mux if one answers
+      { "ControlMaster no\n  ControlPersist 10m", nil, nil },
+      { "ControlMaster auto\n  ControlPath none\n  ControlPersist no", true, nil },
+      { "Compression no", nil, nil },
+    }
+    local ok, err = pcall(function()
+      for _, c in ipairs(cases) do
+        write(d .. "/cfg", "Host h\n  " .. c[1] .. "\n")
+        config.flush()
+        local spec = assert(config.spec_for("h", { config = d .. "/cfg" }))
+        assert.are.equal(c[2], spec.control, c[1])
+        assert.are.equal(c[3], spec.control_persist, c[1])
+      end
+      write(d .. "/cfg", "Host h\n  ControlPersist sometimes\n")
+      config.flush()
+      local none, perr = config.spec_for("h", { config = d .. "/cfg" })
+      assert.is_nil(none)
+      assert.matches("line 2: Bad ControlPersist argument.", perr, 1, true)
+    end)
+    config.on_unsupported = old
+    assert(ok, err)
+    -- ControlPath's own path is not used, and that is said (once per process)
+    assert.are.equal(1, #said)
+    assert.matches("^ControlPath %(sshchain's mux keeps its own socket", said[1])
+    os.execute("rm -rf " .. d)
+  end)
+
   it("expands tokens, ~, ~user and ${ENV} where ssh does, and fails on unknown ones", function()
     local d = tmpdir()
     write(d .. "/cfg", "Host h\n  HostName real.%h\n  User ruser\n  Port 2200\n"
