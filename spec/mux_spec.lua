@@ -258,7 +258,7 @@ print(repr(data))
     local name = assert(socks:match("(mux%-%x+)%.pid"), socks)
     local pid = assert(H.readfile(home .. "/.ssh/sshchain/" .. name .. ".pid")):match("%d+")
     -- the next run goes through it: t4 is its first hop
-    _, verbose, st = sh(run)
+    verbose, st = select(2, sh(run))
     assert.are.equal(0, st, verbose)
     assert.matches("[hop 1 sclt4@10.231.3.14:22] ready", verbose, 1, true)
     assert.is_nil(verbose:find("sclj1@", 1, true), verbose)
