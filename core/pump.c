@@ -15,7 +15,7 @@
 
 #include "channel.h"
 
-#define PUMP_BUF 65536 /* fd -> channel */
+#define PUMP_BUF (256 * 1024) /* fd -> channel */
 
 enum { P_OPENING, P_OPEN, P_DONE };
 
