@@ -10,8 +10,9 @@
 #include "pump.h"
 
 static void hop_close(void *transport) { sc_pump_close(transport); }
+static void hop_output(void *transport) { sc_pump_fd_news(transport); }
 
-static const sc_transport_ops hop_transport = {hop_close, NULL};
+static const sc_transport_ops hop_transport = {hop_close, NULL, hop_output};
 
 /* The pump on the parent has opened the direct-tcpip channel: the child's handshake starts on
  * its end of a new socketpair, the pump moves the other end's bytes through the channel. */

@@ -113,7 +113,7 @@ static void mux_release(void *transport)
         free(m);
 }
 
-static const sc_transport_ops mux_transport = {mux_release, NULL};
+static const sc_transport_ops mux_transport = {mux_release, NULL, NULL};
 
 static void on_mux_readable(uv_poll_t *h, int status, int events)
 {

@@ -169,7 +169,7 @@ static int proxy_intercept(void *transport, const sc_err *err)
     return 1;
 }
 
-static const sc_transport_ops proxy_transport = {proxy_release, proxy_intercept};
+static const sc_transport_ops proxy_transport = {proxy_release, proxy_intercept, NULL};
 
 /* At loop free: the commands still running are killed and reaped (the loop's last turns are
  * not long enough to wait for a SIGTERM to be obeyed). */

@@ -339,6 +339,15 @@ int sc_pump_preload(sc_pump *p, const void *data, size_t len)
     return 0;
 }
 
+void sc_pump_fd_news(sc_pump *p)
+{
+    if (!p->fd_drained)
+        return; /* its next service reads it anyway */
+    p->fd_drained = 0;
+    if (p->state == P_OPEN)
+        sc_session_kick(p->cu.session);
+}
+
 void sc_pump_set_fd(sc_pump *p, int fd)
 {
     p->fd = fd;

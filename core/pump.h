@@ -31,6 +31,9 @@ sc_pump *sc_pump_open_unix(sc_session *s, int fd, const char *path, const sc_pum
 sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_events *ev, void *ud);
 
 void sc_pump_set_fd(sc_pump *p, int fd);
+/* The other end of the fd was written to (the child session of a hop sent something): read it
+ * at the next service round, even after an EAGAIN, rather than waiting for the fd's watcher. */
+void sc_pump_fd_news(sc_pump *p);
 
 /* Bytes to send on the channel before any read from the fd (what a SOCKS client sent with its
  * request). Call before the channel is open; 0, or -1 out of memory. */

@@ -82,6 +82,11 @@ static void session_update_poll(sc_session *s)
 {
     if (!session_alive(s) || s->fd < 0)
         return;
+    if (s->tx.out_bytes != s->tx_told) {
+        s->tx_told = s->tx.out_bytes;
+        if (s->transport && s->transport_ops->output)
+            s->transport_ops->output(s->transport);
+    }
     int want;
     if (s->state == SS_TCP) {
         want = UV_WRITABLE;

@@ -49,6 +49,9 @@ typedef struct {
     /* May be NULL: offered a failure of the session before it is ready; returns 1 when it takes
      * over (a ProxyCommand that ended explains the failure better, once its exit is known). */
     int (*intercept_failure)(void *transport, const sc_err *err);
+    /* May be NULL: the session has written to its socket, so the transport has bytes to carry
+     * (a hop's pump reads its end of the socketpair again). */
+    void (*output)(void *transport);
 } sc_transport_ops;
 
 struct sc_session {
@@ -89,6 +92,7 @@ struct sc_session {
     void *transport; /* a child's hop pump on the parent, or NULL */
     const sc_transport_ops *transport_ops;
     size_t write_queued; /* channel bytes queued since the output buffer was last empty */
+    uint64_t tx_told;    /* tx.out_bytes when the transport last heard of output */
     int global_busy;     /* a tcpip-forward request awaits its reply */
     void *global_owner;  /* whose: libssh tracks one pending global request per session */
     ssh_channel probe;   /* the keepalive probe waiting for its answer */
