@@ -199,13 +199,19 @@ typedef struct {
     size_t len;
 } known_algs;
 
-static void add_alg(known_algs *k, const char *alg, size_t n)
+/* Whether the n bytes at alg name one of k's algorithms. */
+static int known(const known_algs *k, const char *alg, size_t n)
 {
     char probe[80];
     if (n + 3 > sizeof probe)
-        return;
+        return 0;
     snprintf(probe, sizeof probe, ",%.*s,", (int)n, alg);
-    if (strstr(k->known, probe) || k->len + n + 2 > sizeof k->known)
+    return strstr(k->known, probe) != NULL;
+}
+
+static void add_alg(known_algs *k, const char *alg, size_t n)
+{
+    if (n + 3 > 80 || known(k, alg, n) || k->len + n + 2 > sizeof k->known)
         return;
     if (k->len == 0)
         k->known[k->len++] = ',';
@@ -228,19 +234,14 @@ static void note_key(const kh_line *l, const char *file, long lineno, void *ud)
     add_alg(ud, l->type, l->type_len);
 }
 
-/* Appends the names of list that are (known != 0) or are not in k, each followed by a comma. */
-static size_t pick(const char *list, const known_algs *k, int known, char *out, size_t at,
+/* Appends the names of list that are (want_known != 0) or are not in k, each followed by a
+ * comma. */
+static size_t pick(const char *list, const known_algs *k, int want_known, char *out, size_t at,
                    size_t cap)
 {
     for (const char *p = list; *p;) {
         size_t n = strcspn(p, ",");
-        char probe[80];
-        int is_known = 0;
-        if (n + 3 <= sizeof probe) {
-            snprintf(probe, sizeof probe, ",%.*s,", (int)n, p);
-            is_known = strstr(k->known, probe) != NULL;
-        }
-        if (n > 0 && is_known == known && at + n + 1 < cap) {
+        if (n > 0 && known(k, p, n) == want_known && at + n + 1 < cap) {
             memcpy(out + at, p, n);
             at += n;
             out[at++] = ',';

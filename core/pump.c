@@ -39,7 +39,8 @@ struct sc_pump {
     char *to_fd; /* channel -> fd: `window` bytes, allocated on first use */
     uint32_t window;
     size_t tf_off, tf_len;
-    char *from_fd; /* fd -> channel: PUMP_BUF bytes, allocated on first use */
+    char *from_fd; /* fd -> channel: PUMP_BUF bytes, mapped on first use (pages never written cost
+                    * nothing: most hops and forwards carry little this way) */
     size_t ff_off, ff_len;
 };
 
@@ -49,7 +50,7 @@ static void pump_free(sc_pump *p)
 {
     sc_channel_free(&p->chan);
     sc_big_free(p->to_fd, p->window);
-    free(p->from_fd);
+    sc_big_free(p->from_fd, PUMP_BUF);
     free(p);
 }
 
@@ -170,7 +171,7 @@ static int pump_from_fd(sc_pump *p)
         if (p->ff_len == p->ff_off) {
             if (p->fd_drained)
                 break;
-            if (!p->from_fd && !(p->from_fd = malloc(PUMP_BUF))) {
+            if (!p->from_fd && !(p->from_fd = sc_big_alloc(PUMP_BUF))) {
                 pump_finish(p);
                 return -1;
             }
@@ -332,7 +333,7 @@ int sc_pump_preload(sc_pump *p, const void *data, size_t len)
 {
     if (len > PUMP_BUF - p->ff_len)
         return -1;
-    if (!p->from_fd && !(p->from_fd = malloc(PUMP_BUF)))
+    if (!p->from_fd && !(p->from_fd = sc_big_alloc(PUMP_BUF)))
         return -1;
     memcpy(p->from_fd + p->ff_len, data, len);
     p->ff_len += len;

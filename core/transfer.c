@@ -18,8 +18,7 @@
 #define XF_BUF     SC_XFER_WINDOW    /* the data channel's receive window too */
 #define XF_QUANTUM (2 * 1024 * 1024) /* bytes moved per round before letting others run */
 /* bytes a source read takes at most: what the sink then copies and encrypts is still in the
- * cache (a 2 MiB read into the whole buffer made copying the file's pages in a third of an
- * upload's CPU) */
+ * cache (against reads of the whole 2 MiB buffer: -2.5 % client CPU for an SCP upload) */
 #define XF_READ (128 * 1024)
 
 typedef enum {

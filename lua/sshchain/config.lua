@@ -1509,7 +1509,7 @@ function M.spec_for(name, opts)
     note_once("ControlPath (sshchain's mux keeps its own socket under ~/.ssh/sshchain)", e._where.controlpath)
   end
   local cp = opt.controlpersist and opt.controlpersist[1]:lower() or "no"
-  local persist = (cp == "yes" or cp == "true") and 1e7 or (cp ~= "no" and cp ~= "false" and convtime(cp)) or nil
+  local persist = YESNO[cp] == nil and convtime(cp) or (YESNO[cp] == "yes" and 0) or nil
   if persist then persist = (persist == 0 or persist > 1e7) and 1e7 or persist end
   if cm ~= "no" and persist then
     spec.control, spec.control_persist = true, persist
