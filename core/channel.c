@@ -31,10 +31,15 @@ static int on_data(ssh_session session, ssh_channel channel, void *data, uint32_
 {
     (void)session;
     (void)channel;
-    (void)data;
-    (void)len;
-    ((sc_channel *)ud)->rx_maybe[is_stderr ? 1 : 0] = 1;
-    return 0; /* it stays in libssh's buffer for the reads */
+    sc_channel *c = ud;
+    size_t took = 0;
+    if (!is_stderr && c->take && c->state == SC_CHAN_OPEN) {
+        took = c->take(c, data, len, c->take_ud);
+        c->taken += took;
+    }
+    if (took < len)
+        c->rx_maybe[is_stderr ? 1 : 0] = 1; /* the rest stays in libssh's buffer for the reads */
+    return (int)took;
 }
 
 static void on_exit_signal(ssh_session session, ssh_channel channel, const char *signal, int core,
@@ -351,7 +356,10 @@ static int chan_read(sc_channel *c, void *buf, size_t len, int is_stderr, int gr
     if (c->window && ask > c->window)
         ask = c->window;
     int *maybe = &c->rx_maybe[is_stderr ? 1 : 0];
-    if (!c->watched || *maybe) {
+    int regrow = grow && !is_stderr && c->window && c->taken >= c->window / 2;
+    if (!c->watched || *maybe || regrow) {
+        if (grow && !is_stderr)
+            c->taken = 0;
         /* ssh_channel_read_nonblocking reads at most what is buffered, which never grows the
          * window; a zero-timeout read asking for `ask` grows it to `ask` when less than that is
          * granted */

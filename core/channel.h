@@ -91,6 +91,14 @@ struct sc_channel {
      * session serving many channels would pay one per channel per round. */
     int watched;
     int rx_maybe[2];
+    /* May be set by the user once the channel is open: takes stdout bytes as they arrive, from
+     * inside libssh's packet handling (so it must not close or free anything), and returns how
+     * many it took; the rest stay buffered for the reads. Bytes taken skip one copy, but libssh
+     * grows the window only by its own 1.28 MB then: a read grows it back to `window` once half
+     * of that was taken (`taken` counts since the last read). */
+    size_t (*take)(sc_channel *c, const void *data, size_t len, void *ud);
+    void *take_ud;
+    size_t taken;
     int counted; /* in the loop's live_channels */
     sc_exit exit;
     struct ssh_channel_callbacks_struct cb;

@@ -127,6 +127,25 @@ static void pump_update_poll(sc_pump *p)
     }
 }
 
+/* channel -> fd straight from libssh's buffer as the bytes arrive, when nothing read before
+ * waits and the fd takes them now (one copy fewer per byte through each hop). Whatever it does
+ * not take is read by pump_to_fd, which also finds out about a failing fd. */
+static size_t pump_take(sc_channel *c, const void *data, size_t len, void *ud)
+{
+    (void)c;
+    sc_pump *p = ud;
+    if (p->state != P_OPEN || p->fd < 0 || p->tf_len > p->tf_off || p->eof_to_fd)
+        return 0;
+    ssize_t n = send(p->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return n > 0 ? (size_t)n : 0;
+}
+
+static void pump_takes(sc_pump *p)
+{
+    p->chan.take = pump_take;
+    p->chan.take_ud = p;
+}
+
 /* channel -> fd, as far as the fd takes it; 0 to go on, -1 when the pump finished. */
 static int pump_to_fd(sc_pump *p)
 {
@@ -289,6 +308,7 @@ static sc_pump *pump_open(sc_session *s, int fd, sc_chan_opts *o, const sc_pump_
         pump_free(p);
         return NULL;
     }
+    pump_takes(p);
     p->state = P_OPENING;
     sc_session_kick(s);
     return p;
@@ -316,6 +336,7 @@ sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_eve
     if (!p)
         return NULL;
     sc_channel_adopt(&p->chan, s, ch, p->window);
+    pump_takes(p);
     p->state = P_OPEN;
     sc_session_kick(s);
     return p;

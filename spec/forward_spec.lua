@@ -38,6 +38,20 @@ describe("port forwarding", function()
     f:close()
   end)
 
+  it("carries 16 MiB intact to a reader slower than the chain (bytes wait in the window)", function()
+    -- the forward's socket fills: what arrives then waits in libssh's buffer for the next reads,
+    -- after the bytes passed on as they arrived, in order
+    local name = "slow-" .. tostring(os.time()) .. ".bin"
+    local path = "/tmp/sshchain-lab/www/t1/" .. name
+    assert(os.execute("head -c 16777216 /dev/urandom > " .. path .. " && chmod 644 " .. path))
+    local want = H.sh("sha256sum " .. path):match("^(%x+)")
+    local f = assert(j2:forward { to_host = "10.231.3.11", to_port = 8080 })
+    local out = H.bg(sshchain, curl(f.port, "/" .. name, "--limit-rate 16M -m 30") .. " | sha256sum", 40)
+    os.remove(path)
+    assert.are.equal(want, out:match("^(%x+)"))
+    f:close()
+  end)
+
   it("serves 100 concurrent HTTP requests through one forward", function()
     local f = assert(j2:forward { to_host = "10.231.3.12", to_port = 8080 })
     local out, rc = H.bg(sshchain, "seq 100 | xargs -P 100 -I{} " .. curl(f.port, "/index.html?{}")
