@@ -139,6 +139,9 @@ void sc_session_wrote(sc_session *s, size_t n);
 #define SC_FORWARD_WINDOW (2u * 1024 * 1024)
 #define SC_XFER_WINDOW    (2u * 1024 * 1024)
 #define SC_EXEC_WINDOW    (2u * 1024 * 1024)
+/* SFTP has 64 reads of 64 KiB in flight (sftp.h): a window of less leaves the server waiting
+ * (measured: 4 MiB against 2, downloads 13 % faster through j1 -> j2 -> t4) */
+#define SC_SFTP_WINDOW (4u * 1024 * 1024)
 
 void sc_session_attach(sc_session *s, sc_chanuser *u);
 void sc_session_detach(sc_chanuser *u);

@@ -140,11 +140,11 @@ int sf_pump(xf_sftp *sf)
         return r;
     for (int rounds = 0; rounds < 64; rounds++) {
         /* replies are read straight into the input buffer; its room is the channel's window */
-        char *room = sc_buf_reserve(&sf->in, SC_XFER_WINDOW);
+        char *room = sc_buf_reserve(&sf->in, SC_SFTP_WINDOW);
         if (!room)
             return xf_fail(&sf->e, SC_EIO, "out of memory");
         size_t got = 0;
-        r = xf_chan_read(&sf->e, &sf->c, room, SC_XFER_WINDOW, &got);
+        r = xf_chan_read(&sf->e, &sf->c, room, SC_SFTP_WINDOW, &got);
         if (r == XF_DONE) {
             const char *err = xf_chan_stderr(&sf->c);
             return xf_fail(&sf->e, SC_EIO, "the SFTP server closed the channel%s%s",

@@ -75,6 +75,9 @@ typedef struct {
     uint64_t size, next_off, delivered;
     int ring[SF_MAX_REQ]; /* in-flight READ/WRITE requests, in offset order */
     int ring_head, ring_n;
+    /* source: the reply at the ring's head was handed on whole; it is let go at the next call
+     * (the bytes may still be on their way out), short: it held less than was asked */
+    int head_spent, head_short;
     xf_entry cur_ent;
     /* walking (source) / making (sink) directories */
     sframe *stack;

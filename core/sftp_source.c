@@ -249,6 +249,7 @@ static int src_accept(xf_end *e, const xf_entry *ent, int ok)
     sf_call_done(sf);
     sf->next_off = sf->delivered = e->x->start_at; /* resume: the rest only */
     sf->ring_n = sf->ring_head = 0;
+    sf->head_spent = 0;
     return r;
 }
 
@@ -263,13 +264,24 @@ static void resync_reads(xf_sftp *sf)
             sf->req[slot].state = RQ_DISCARD;
         sf_ring_pop(sf);
     }
+    sf->head_spent = 0;
     sf->next_off = sf->delivered;
 }
 
-static int src_read(xf_end *e, char *buf, size_t len, size_t *got)
+/* The next bytes of the file (up to len) where they are: in the DATA reply at the ring's head,
+ * which stays there until the next call. */
+static int src_data(xf_sftp *sf, const char **p, size_t len, size_t *got)
 {
-    xf_sftp *sf = (xf_sftp *)e;
+    xf_end *e = &sf->e;
     for (;;) {
+        if (sf->head_spent) {
+            int short_read = sf->head_short;
+            sf_req_free(sf, sf_ring_at(sf, 0));
+            sf_ring_pop(sf);
+            sf->head_spent = 0;
+            if (short_read)
+                resync_reads(sf); /* the rest is asked for again from where the data ended */
+        }
         /* keep the pipe full */
         while (sf->ring_n < SF_PIPE && sf->next_off < sf->size) {
             size_t at;
@@ -323,20 +335,31 @@ static int src_read(xf_end *e, char *buf, size_t len, size_t *got)
         size_t n = dl - q->used;
         if (n > len)
             n = len;
-        memcpy(buf, d + q->used, n);
+        *p = (const char *)d + q->used;
         q->used += n;
         sf->delivered += n;
         *got = n;
         if (q->used == dl) {
-            int short_read = dl < q->want;
-            sf_req_free(sf, slot);
-            sf_ring_pop(sf);
-            if (short_read)
-                resync_reads(sf); /* the rest is asked for again from where the data ended */
+            sf->head_spent = 1;
+            sf->head_short = dl < q->want;
         }
         if (n > 0)
             return XF_OK;
     }
+}
+
+static int src_read(xf_end *e, char *buf, size_t len, size_t *got)
+{
+    const char *p;
+    int r = src_data((xf_sftp *)e, &p, len, got);
+    if (r == XF_OK)
+        memcpy(buf, p, *got);
+    return r;
+}
+
+static int src_peek(xf_end *e, const char **p, size_t len, size_t *got)
+{
+    return src_data((xf_sftp *)e, p, len, got);
 }
 
 static int src_data_end(xf_end *e)
@@ -354,6 +377,7 @@ const xf_source_ops sftp_source = {
     .next = src_next,
     .accept = src_accept,
     .read = src_read,
+    .peek = src_peek,
     .data_end = src_data_end,
     .finish = sf_finish,
     .abort = sf_abort,

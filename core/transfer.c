@@ -69,6 +69,7 @@ typedef struct sc_xfer {
     int accepted, commit, file_ok;
     uint64_t remaining;
     char *buf;
+    const char *data; /* the bytes the sink takes next: buf, or where the source's peek put them */
     size_t buf_off, buf_len;
     char *rel; /* relative path of the current entry */
     size_t rel_len, rel_cap;
@@ -314,7 +315,7 @@ static int move_data(sc_xfer *t, size_t *moved)
         if (t->buf_off < t->buf_len) {
             size_t took = 0;
             int r =
-                t->dst->sink->write(t->dst, t->buf + t->buf_off, t->buf_len - t->buf_off, &took);
+                t->dst->sink->write(t->dst, t->data + t->buf_off, t->buf_len - t->buf_off, &took);
             if (r != XF_OK)
                 return r;
             t->buf_off += took;
@@ -327,13 +328,20 @@ static int move_data(sc_xfer *t, size_t *moved)
             return XF_OK;
         size_t want = t->remaining < XF_READ ? (size_t)t->remaining : XF_READ;
         size_t got = 0;
-        int r = t->src->src->read(t->src, t->buf, want, &got);
+        const xf_source_ops *src = t->src->src;
+        int r;
+        if (src->peek) {
+            r = src->peek(t->src, &t->data, want, &got);
+        } else {
+            t->data = t->buf;
+            r = src->read(t->src, t->buf, want, &got);
+        }
         if (r != XF_OK)
             return r;
         if (got > want)
             got = want;
         if (t->md)
-            EVP_DigestUpdate(t->md, t->buf, got);
+            EVP_DigestUpdate(t->md, t->data, got);
         t->buf_off = 0;
         t->buf_len = got;
         t->remaining -= got;

@@ -136,7 +136,7 @@ int xf_chan_open(xf_end *e, xf_chan *c, const char *what, int subsystem)
     if (!c->started) {
         sc_chan_opts o = {.request = subsystem ? SC_CHAN_SUBSYSTEM : SC_CHAN_EXEC,
                           .what = what,
-                          .window = SC_XFER_WINDOW};
+                          .window = subsystem ? SC_SFTP_WINDOW : SC_XFER_WINDOW};
         if (sc_channel_init(&c->chan, e->session, &o) < 0)
             return xf_fail(e, SC_EIO, "out of memory");
         c->started = 1;

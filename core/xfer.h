@@ -62,6 +62,9 @@ typedef struct {
     int (*accept)(xf_end *e, const xf_entry *ent, int ok);
     /* Up to len bytes of the current file's data into buf (*got > 0 with XF_OK). */
     int (*read)(xf_end *e, char *buf, size_t len, size_t *got);
+    /* May be NULL: like read, but gives up to len bytes where they are (*p, valid until the next
+     * call on this end) instead of copying them. */
+    int (*peek)(xf_end *e, const char **p, size_t len, size_t *got);
     /* All data was read; XF_OK if it is good, XF_SKIP if the source says it is not. */
     int (*data_end)(xf_end *e);
     /* May be NULL: the file ended on the sink (ok: kept). */
