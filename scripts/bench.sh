@@ -20,14 +20,18 @@ cleanup() {
 trap cleanup EXIT INT TERM
 scripts/lab.sh up
 
-# measure CMD...: prints "wall cpu syscalls busy" (seconds; the client's system calls when perf
-# can count them, else 0; the machine's busy CPU seconds, all processes, from /proc/stat). CPU is every process the command started, waited
-# for or not (perf stat's task-clock: ssh -J's ProxyJump processes are not always waited for, so
-# getrusage would miss them); without a working perf, user+sys of waited children.
+# measure CMD...: prints "wall cpu syscalls busy" (seconds; the client's system calls, counted
+# only with MEASURE_SYSCALLS=1 when perf can, else 0; the machine's busy CPU seconds, all
+# processes, from /proc/stat). CPU is every process the command started, waited for or not
+# (perf stat's task-clock: ssh -J's ProxyJump processes are not always waited for, so getrusage
+# would miss them); without a working perf, user+sys of waited children. System calls are
+# counted in a run of their own: the tracepoint costs the traced process time on each one
+# (measured: a 512 MB SCP download, 1.8 M system calls, 0.94-1.00 s of CPU untraced against
+# 1.02-1.79 s traced), which would charge the tools that make many of them.
 if perf stat -e task-clock -x, -o /dev/null true 2>/dev/null; then HAVE_PERF=1; else HAVE_PERF=0; fi
-PERF_EVENTS=task-clock
+HAVE_SC=0
 if [ "$HAVE_PERF" = 1 ] && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
-  PERF_EVENTS=task-clock,raw_syscalls:sys_enter
+  HAVE_SC=1
 fi
 busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 measure() {
@@ -35,7 +39,9 @@ measure() {
   hz=$(getconf CLK_TCK)
   b0=$(busy_jiffies)
   if [ "$HAVE_PERF" = 1 ]; then
-    perf stat -e "$PERF_EVENTS" -x, -o "$pf" -- /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$work/last.err" ||
+    local ev=task-clock
+    [ "${MEASURE_SYSCALLS:-0}" = 1 ] && [ "$HAVE_SC" = 1 ] && ev=task-clock,raw_syscalls:sys_enter
+    perf stat -e "$ev" -x, -o "$pf" -- /usr/bin/time -o "$tf" -f '%e %U %S' "$@" >/dev/null 2>"$work/last.err" ||
       { echo "bench: failed: $* ($(tail -3 "$work/last.err"))" >&2; exit 1; }
     b1=$(busy_jiffies)
     awk -F, -v wall="$(cut -d' ' -f1 "$tf")" -v busy="$(( b1 - b0 ))" -v hz="$hz" '
@@ -119,8 +125,9 @@ SH
   # 3x$K processes that MaxStartups drops), client CPU per session, medians of 3
   echo "| 2 jumps: $K chains + \`exec true\` at once | wall | client CPU | client CPU per session | client syscalls per session |"
   echo "|---|---|---|---|---|"
+  ksc=$(MEASURE_SYSCALLS=1 sc par "$K" j1:key j2 t4:key | cut -d' ' -f3)
   for _ in 1 2 3; do sc par "$K" j1:key j2 t4:key; done | sort -n -k2 | sed -n 2p |
-    awk -v k="$K" '{ printf "| sshchain (median of 3 by CPU) | %.2f s | %.3f s | %.2f ms | %d |\n", $1, $2, 1000 * $2 / k, $3 / k }'
+    awk -v k="$K" -v sc="$ksc" '{ printf "| sshchain (median of 3 by CPU; system calls: a 4th run) | %.2f s | %.3f s | %.2f ms | %d |\n", $1, $2, 1000 * $2 / k, sc / k }'
   echo
   # where a chain's time goes, hop by hop: with the IGNORE nudge (the default) and without it
   # (SSHCHAIN_NO_NUDGE=1), so a TCP stall (~40 ms: Nagle against a delayed ACK) shows in one column
@@ -219,11 +226,13 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 # old one, pays for new pages and for freeing the old file's: measured here, 1.4 s against 2.3 s
 # for 512 MB with the same protocol work.
 fresh_remote() { [ "$1" != up ] || { ip netns exec scl-t4 rm -f "$remote"; sync; }; }
-runs() { # n up|down CMD... -> "wall cpu syscalls busy" medians of n runs
-  local n=$1 dir=$2; shift 2
+runs() { # n up|down CMD... -> "wall cpu syscalls busy": medians of n runs; syscalls of one more
+  local n=$1 dir=$2 sc; shift 2
   for _ in $(seq "$n"); do fresh_remote "$dir"; measure "$@"; done >"$work/runs"
+  fresh_remote "$dir"
+  sc=$(MEASURE_SYSCALLS=1 measure "$@" | cut -d' ' -f3)
   echo "$(cut -d' ' -f1 "$work/runs" | median) $(cut -d' ' -f2 "$work/runs" | median)" \
-    "$(cut -d' ' -f3 "$work/runs" | median) $(cut -d' ' -f4 "$work/runs" | median)"
+    "$sc $(cut -d' ' -f4 "$work/runs" | median)"
 }
 declare -A xw xc xs xb
 xfer() { # key n up|down CMD...: records medians in xw[key-dir], xc, xs (syscalls), xb (busy)
@@ -231,6 +240,23 @@ xfer() { # key n up|down CMD...: records medians in xw[key-dir], xc, xs (syscall
   read -r "xw[$key-$dir]" "xc[$key-$dir]" "xs[$key-$dir]" "xb[$key-$dir]" <<<"$(runs "$n" "$dir" "$@")"
 }
 
+# TCP congestion control in the lab's namespaces, which inherit this machine's default (bbr
+# here). BBR paces each sender at the bandwidth it estimates; on veth links, where the only
+# limit is the CPUs, the estimate falls short, the senders wait on their pacing timers and the
+# machine stays half idle: measured, 256 MB through j1 -> j2 -> t4 in 1.26-1.58 s with bbr
+# against 0.88-0.91 s with reno (3 alternated runs each, same client CPU). The transfers run
+# with reno on the lab's side (the client's own sockets keep this machine's default), so that
+# they are bound by work, as the bound below assumes; one pair of rows repeats SCP with the
+# inherited default, for comparison.
+lab_cc() { # NAME: every lab namespace sends with NAME from now on (new connections)
+  local ns
+  for ns in $(ip netns list | awk '/^scl-/ { print $1 }'); do
+    ip netns exec "$ns" sysctl -qw net.ipv4.tcp_congestion_control="$1" 2>/dev/null || return 1
+  done
+}
+cc_default=$(sysctl -n net.ipv4.tcp_congestion_control)
+cc_used=reno
+lab_cc reno || { cc_used=$cc_default; lab_cc "$cc_default"; echo "bench: reno is not allowed in the lab's namespaces: transfers keep $cc_default" >&2; }
 for proto in scp sftp; do
   xfer "sc-$proto" "$RUNS" up "$build/sshlua" scripts/bench/transfer.lua up "$proto" "$xdir/src.bin" "$remote"
   xfer "sc-$proto" "$RUNS" down "$build/sshlua" scripts/bench/transfer.lua down "$proto" "$xdir/down.bin" "$remote"
@@ -240,6 +266,12 @@ for mode in -O -s; do
   xfer "ossh$mode" "$RUNS" up scp "$mode" -q -F "$cfg" -o BatchMode=yes "$xdir/src.bin" "t4:$remote"
   xfer "ossh$mode" "$RUNS" down scp "$mode" -q -F "$cfg" -o BatchMode=yes "t4:$remote" "$xdir/down.bin"
 done
+if [ "$cc_used" != "$cc_default" ]; then
+  lab_cc "$cc_default"
+  xfer sc-scp-cc "$RUNS" down "$build/sshlua" scripts/bench/transfer.lua down scp "$xdir/down.bin" "$remote"
+  xfer ossh-O-cc "$RUNS" down scp -O -q -F "$cfg" -o BatchMode=yes "t4:$remote" "$xdir/down.bin"
+  lab_cc "$cc_used"
+fi
 xfer pm 1 up /usr/bin/python3 scripts/bench/paramiko_copy.py up "$lab" "$xdir/src.bin" "$remote"
 xfer pm 1 down /usr/bin/python3 scripts/bench/paramiko_copy.py down "$lab" "$xdir/down.bin" "$remote"
 rm -f "$xdir/down.bin"
@@ -298,7 +330,20 @@ xratio() { # label key other: wall and CPU ratios of key to other, both directio
             c / gb, sc / gb / 1000, 100 * b / (w * cores) }'
     done
   done
+  if [ -n "${xw[sc-scp-cc-down]:-}" ]; then
+    for k in sc-scp-cc:ossh-O-cc:"sshchain SCP" ossh-O-cc:ossh-O-cc:"OpenSSH \`scp -O -J\`"; do
+      IFS=: read -r key ref label <<<"$k"
+      awk -v l="$label download, lab sending with $cc_default" -v w="${xw[$key-down]}" -v rw="${xw[$ref-down]}" \
+        -v c="${xc[$key-down]}" -v sc="${xs[$key-down]}" -v b="${xb[$key-down]}" -v mb="$MB" -v gb="$gb" -v bound="$bound" \
+        -v cores="$(nproc)" 'BEGIN { r = mb / w
+          printf "| %s | %.0f | %.2f | %.3f | %.2f | %.0f k | %.0f %% |\n", l, r, rw / w, (bound > 0 ? r / bound : 0),
+            c / gb, sc / gb / 1000, 100 * b / (w * cores) }'
+    done
+  fi
+  echo
+  echo "(the lab's servers send with TCP $cc_used in these transfers, except where a row says otherwise; the client with this machine's default, $(sysctl -n net.ipv4.tcp_congestion_control))"
 } | tee -a "$out"
+lab_cc "$cc_default" || true
 }
 # ---- recipes: exec across 20 hosts vs a parallel loop of ssh -J; stress; memory per idle session
 want recipes && {
