@@ -356,7 +356,7 @@ static int chan_read(sc_channel *c, void *buf, size_t len, int is_stderr, int gr
     if (c->window && ask > c->window)
         ask = c->window;
     int *maybe = &c->rx_maybe[is_stderr ? 1 : 0];
-    int regrow = grow && !is_stderr && c->window && c->taken >= c->window / 2;
+    int regrow = grow && !is_stderr && c->taken > 0;
     if (!c->watched || *maybe || regrow) {
         if (grow && !is_stderr)
             c->taken = 0;

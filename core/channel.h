@@ -94,8 +94,11 @@ struct sc_channel {
     /* May be set by the user once the channel is open: takes stdout bytes as they arrive, from
      * inside libssh's packet handling (so it must not close or free anything), and returns how
      * many it took; the rest stay buffered for the reads. Bytes taken skip one copy, but libssh
-     * grows the window only by its own 1.28 MB then: a read grows it back to `window` once half
-     * of that was taken (`taken` counts since the last read). */
+     * would grow the window only by its own 1.28 MB then: the next read (which finds little or
+     * nothing buffered) grows it back to `window` whenever any was taken since the last one
+     * (`taken`). Growing it less often slows the senders: measured through j1 -> j2 -> t4 with
+     * the servers on BBR, a 512 MB download took 5.0 s when it grew every 2 MiB taken, 3.2 s
+     * every 64 KiB, 2.6-3.1 s at every read, as before the callback took bytes. */
     size_t (*take)(sc_channel *c, const void *data, size_t len, void *ud);
     void *take_ud;
     size_t taken;
