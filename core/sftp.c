@@ -37,9 +37,11 @@ int sf_req_begin(xf_sftp *sf, uint8_t type, size_t *len_at)
     return slot;
 }
 
-void sf_req_end(xf_sftp *sf, size_t len_at)
+void sf_req_end(xf_sftp *sf, size_t len_at) { sf_req_end_with(sf, len_at, 0); }
+
+void sf_req_end_with(xf_sftp *sf, size_t len_at, size_t more)
 {
-    uint32_t n = (uint32_t)(sf->out.len - sf->out.off - len_at - 4);
+    uint32_t n = (uint32_t)(sf->out.len - sf->out.off - len_at - 4 + more);
     uint8_t *p = (uint8_t *)sf->out.data + sf->out.off + len_at;
     p[0] = (uint8_t)(n >> 24);
     p[1] = (uint8_t)(n >> 16);
@@ -342,6 +344,7 @@ void sf_abort(xf_end *e)
         /* best effort: ask the server to remove the temporary file (a resumable transfer's
          * partial stays for the next run); the channel closes next */
         size_t at;
+        sf_write_pad(sf);
         int slot = sf_req_begin(sf, FXP_REMOVE, &at);
         if (slot >= 0) {
             sftp_put_str(&sf->out, sf->tmp, strlen(sf->tmp));
@@ -350,6 +353,17 @@ void sf_abort(xf_end *e)
         }
     }
     xf_chan_close(e, &sf->c);
+}
+
+void sf_write_pad(xf_sftp *sf)
+{
+    static const char zeros[4096];
+    while (sf->wr_left > 0) {
+        size_t n = sf->wr_left < sizeof zeros ? sf->wr_left : sizeof zeros;
+        if (sc_buf_append(&sf->out, zeros, n) < 0)
+            return;
+        sf->wr_left -= n;
+    }
 }
 
 void sf_destroy(xf_end *e)

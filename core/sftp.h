@@ -78,6 +78,10 @@ typedef struct {
     /* source: the reply at the ring's head was handed on whole; it is let go at the next call
      * (the bytes may still be on their way out), short: it held less than was asked */
     int head_spent, head_short;
+    /* sink: bytes of the last WRITE's data still to send after its header, straight from the
+     * transfer's buffer; nothing else may go on the channel before them */
+    size_t wr_left;
+    int wr_cut; /* a WRITE was completed with zeros: the file is not kept */
     xf_entry cur_ent;
     /* walking (source) / making (sink) directories */
     sframe *stack;
@@ -96,6 +100,8 @@ typedef struct {
 /* Begins a request of type; returns its slot (the id is written), or -1 if none is free. */
 int sf_req_begin(xf_sftp *sf, uint8_t type, size_t *len_at);
 void sf_req_end(xf_sftp *sf, size_t len_at);
+/* Ends a request whose last `more` bytes are sent after it, from elsewhere (a WRITE's data). */
+void sf_req_end_with(xf_sftp *sf, size_t len_at, size_t more);
 void sf_req_free(xf_sftp *sf, int slot);
 /* A request with one path (and attributes), or one handle: its slot, or -1. */
 int sf_req_path(xf_sftp *sf, uint8_t type, const char *path, const sattrs *a);
@@ -144,6 +150,8 @@ void sf_ring_pop(xf_sftp *sf);
 int sf_start(xf_end *e); /* the channel, INIT and VERSION */
 int sf_finish(xf_end *e);
 void sf_abort(xf_end *e);
+/* A WRITE cut short (the file is thrown away): zeros complete it, so that requests can follow. */
+void sf_write_pad(xf_sftp *sf);
 void sf_destroy(xf_end *e);
 
 extern const xf_source_ops sftp_source;

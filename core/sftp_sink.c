@@ -182,6 +182,8 @@ static int pump_and_reap(xf_sftp *sf)
     return r == XF_ERR ? r : reap_writes(sf);
 }
 
+/* A WRITE request: its header is queued, its data goes from buf straight to the channel once
+ * the header is out (one copy fewer a byte), over as many calls as the window needs. */
 static int sink_write(xf_end *e, const char *buf, size_t len, size_t *took)
 {
     xf_sftp *sf = (xf_sftp *)e;
@@ -189,24 +191,34 @@ static int sink_write(xf_end *e, const char *buf, size_t len, size_t *took)
     *took = 0;
     if (r != XF_OK)
         return r;
-    if (sf->ring_n >= SF_PIPE || sc_buf_avail(&sf->out) >= 4 * SF_CHUNK)
-        return XF_AGAIN;
-    size_t n = len > SF_CHUNK ? SF_CHUNK : len;
-    size_t at;
-    int slot = sf_req_begin(sf, FXP_WRITE, &at);
-    if (slot < 0)
-        return XF_AGAIN;
-    sftp_put_str(&sf->out, sf->handle, sf->hlen);
-    sftp_put_u64(&sf->out, sf->next_off);
-    sftp_put_str(&sf->out, buf, n);
-    sf_req_end(sf, at);
-    sf->req[slot].offset = sf->next_off;
-    sf->ring[(sf->ring_head + sf->ring_n) % SF_MAX_REQ] = slot;
-    sf->ring_n++;
-    sf->next_off += n;
-    *took = n;
+    if (sf->wr_left == 0) {
+        if (sf->ring_n >= SF_PIPE || sc_buf_avail(&sf->out) >= 4 * SF_CHUNK)
+            return XF_AGAIN;
+        size_t n = len > SF_CHUNK ? SF_CHUNK : len;
+        size_t at;
+        int slot = sf_req_begin(sf, FXP_WRITE, &at);
+        if (slot < 0)
+            return XF_AGAIN;
+        sftp_put_str(&sf->out, sf->handle, sf->hlen);
+        sftp_put_u64(&sf->out, sf->next_off);
+        sftp_put_u32(&sf->out, (uint32_t)n);
+        sf_req_end_with(sf, at, n);
+        sf->req[slot].offset = sf->next_off;
+        sf->ring[(sf->ring_head + sf->ring_n) % SF_MAX_REQ] = slot;
+        sf->ring_n++;
+        sf->next_off += n;
+        sf->wr_left = n;
+    }
     r = sf_flush(sf);
-    return r == XF_ERR ? r : XF_OK;
+    if (r != XF_OK)
+        return r;
+    size_t w = 0;
+    r = xf_chan_write(e, &sf->c, buf, len < sf->wr_left ? len : sf->wr_left, &w);
+    if (r != XF_OK)
+        return r;
+    sf->wr_left -= w;
+    *took = w;
+    return XF_OK;
 }
 
 /* Waits until every write of the current file is acknowledged; then *path is the temporary file
@@ -227,11 +239,16 @@ static int sink_end_file(xf_end *e, int commit)
 {
     xf_sftp *sf = (xf_sftp *)e;
     int r;
+    if (sf->wr_left > 0) { /* the data ended inside a WRITE: the file was cut short */
+        sf->wr_cut = 1;
+        sf_write_pad(sf);
+    }
     if (sf->step == SF_IDLE) { /* every write acknowledged */
         const char *path;
         if ((r = sink_settle(e, &path)) != XF_OK)
             return r;
-        sf->step = commit ? SF_END_SETSTAT : SF_END_DISCARD;
+        sf->step = commit && !sf->wr_cut ? SF_END_SETSTAT : SF_END_DISCARD;
+        sf->wr_cut = 0;
     }
     if (sf->step == SF_END_SETSTAT) { /* modes (and times) */
         /* Without preserve, the mode the server gave at OPEN (its umask applied) stays, unless
@@ -316,6 +333,7 @@ const xf_sink_ops sftp_sink = {
     .write = sink_write,
     .settle = sink_settle,
     .end_file = sink_end_file,
+    .cut_discard = 1,
     .finish = sink_finish,
     .abort = sf_abort,
     .destroy = sf_destroy,

@@ -32,6 +32,7 @@ typedef enum {
     XP_END_FILE,
     XP_FILE_DONE,
     XP_FINISH,
+    XP_DISCARD, /* the source (or the verification) failed in a file: the sink throws it away */
     XP_DONE,
 } xp_phase;
 
@@ -68,6 +69,7 @@ typedef struct sc_xfer {
     xf_entry ent;
     int accepted, commit, file_ok;
     uint64_t remaining;
+    int src_failed; /* the last XF_ERR of move_data was the source's */
     char *buf;
     const char *data; /* the bytes the sink takes next: buf, or where the source's peek put them */
     size_t buf_off, buf_len;
@@ -336,6 +338,7 @@ static int move_data(sc_xfer *t, size_t *moved)
             t->data = t->buf;
             r = src->read(t->src, t->buf, want, &got);
         }
+        t->src_failed = r == XF_ERR;
         if (r != XF_OK)
             return r;
         if (got > want)
@@ -370,6 +373,10 @@ static int both(sc_xfer *t, int *flags, int finish)
     }
     return XF_OK;
 }
+
+/* A file the source (or the verification) failed in is thrown away by the sink before the
+ * failure is told, where the sink can do that; a resumable transfer keeps it for the next run. */
+static int discard_first(const sc_xfer *t) { return t->dst->sink->cut_discard && !t->o.resume; }
 
 static void xfer_steps(sc_xfer *t)
 {
@@ -447,13 +454,22 @@ static void xfer_steps(sc_xfer *t)
             t->phase = XP_NEXT;
             break;
         case XP_DATA:
+            t->src_failed = 0;
             r = move_data(t, &moved);
+            if (r == XF_ERR && t->src_failed && discard_first(t)) {
+                t->phase = XP_DISCARD;
+                break;
+            }
             if (r != XF_OK)
                 goto out;
             t->phase = XP_DATA_END;
             break;
         case XP_DATA_END:
             r = src->data_end ? src->data_end(t->src) : XF_OK;
+            if (r == XF_ERR && discard_first(t)) {
+                t->phase = XP_DISCARD;
+                break;
+            }
             if (r != XF_OK && r != XF_SKIP)
                 goto out;
             t->commit = r == XF_OK;
@@ -461,10 +477,20 @@ static void xfer_steps(sc_xfer *t)
             break;
         case XP_VERIFY:
             r = verify_file(t);
+            if (r == XF_ERR && discard_first(t)) {
+                t->phase = XP_DISCARD;
+                break;
+            }
             if (r != XF_OK)
                 goto out;
             t->phase = XP_END_FILE;
             break;
+        case XP_DISCARD:
+            r = sink->end_file(t->dst, 0);
+            if (r == XF_AGAIN)
+                goto out;
+            r = XF_ERR; /* the failure already recorded is the one told */
+            goto out;
         case XP_END_FILE:
             r = sink->end_file(t->dst, t->commit);
             if (r != XF_OK && r != XF_SKIP)

@@ -91,6 +91,10 @@ typedef struct {
     int (*settle)(xf_end *e, const char **path);
     /* The file's data is complete: keep it (commit) or throw it away. */
     int (*end_file)(xf_end *e, int commit);
+    /* end_file(e, 0) may also come in the middle of a file's data, when the source failed (or the
+     * verification did): the sink throws the file away as always, and the transfer fails after
+     * it has (a remote temporary file is removed before the failure is told). */
+    int cut_discard;
     int (*finish)(xf_end *e);
     /* The transfer failed or was canceled: remove temporary files (with resume: keep the
      * partial), close. Idempotent. */

@@ -342,6 +342,30 @@ describe("transfer", function()
       assert.are.same({ "keep.txt" }, ls(dir))
     end)
 
+    it("an SFTP upload whose local file shrinks midway fails with EIO and leaves nothing there", function()
+      local dir, rdir = tmpdir(), R4 .. "/cut"
+      finally(function() rmrf(dir) t4:exec("rm -rf " .. rdir) end)
+      rexec(t4, "mkdir -p " .. rdir)
+      local src = dir .. "/shrinks.bin"
+      assert(os.execute("truncate -s 256M " .. q(src)))
+      local cut = false
+      local ok, msg, code = t4:upload(src, rdir .. "/shrinks.bin", { protocol = "sftp",
+        progress = function(done)
+          if done > 0 and not cut then
+            cut = true
+            assert(os.execute("truncate -s 1000001 " .. q(src)))
+          end
+        end })
+      assert.is_true(cut)
+      assert.is_nil(ok)
+      assert.are.equal("EIO", code)
+      assert.matches("shrank", msg, 1, true)
+      -- the temporary file went before the failure was told; the session goes on
+      assert.are.equal("", rexec(t4, "ls -A " .. rdir))
+      assert.is_true((t4:upload(src, rdir .. "/again.bin", { protocol = "sftp" })))
+      assert.are.equal(sha(src), rsha(t4, rdir .. "/again.bin"))
+    end)
+
     it("a remote scp killed mid-transfer fails and leaves no partial file", function()
       rexec(t4, "truncate -s 400M " .. R4 .. "/long.bin")
       local dir = tmpdir()
