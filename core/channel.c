@@ -358,7 +358,7 @@ static int chan_read(sc_channel *c, void *buf, size_t len, int is_stderr, int gr
     int *maybe = &c->rx_maybe[is_stderr ? 1 : 0];
     int regrow = grow && !is_stderr && c->taken > 0;
     if (!c->watched || *maybe || regrow) {
-        if (grow && !is_stderr)
+        if (regrow)
             c->taken = 0;
         /* ssh_channel_read_nonblocking reads at most what is buffered, which never grows the
          * window; a zero-timeout read asking for `ask` grows it to `ask` when less than that is

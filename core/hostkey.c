@@ -199,10 +199,12 @@ typedef struct {
     size_t len;
 } known_algs;
 
+#define ALG_MAX 80 /* an algorithm's name with its two commas, and the NUL */
+
 /* Whether the n bytes at alg name one of k's algorithms. */
 static int known(const known_algs *k, const char *alg, size_t n)
 {
-    char probe[80];
+    char probe[ALG_MAX];
     if (n + 3 > sizeof probe)
         return 0;
     snprintf(probe, sizeof probe, ",%.*s,", (int)n, alg);
@@ -211,7 +213,7 @@ static int known(const known_algs *k, const char *alg, size_t n)
 
 static void add_alg(known_algs *k, const char *alg, size_t n)
 {
-    if (n + 3 > 80 || known(k, alg, n) || k->len + n + 2 > sizeof k->known)
+    if (n + 3 > ALG_MAX || known(k, alg, n) || k->len + n + 2 > sizeof k->known)
         return;
     if (k->len == 0)
         k->known[k->len++] = ',';

@@ -192,7 +192,7 @@ static int sink_write(xf_end *e, const char *buf, size_t len, size_t *took)
     if (r != XF_OK)
         return r;
     if (sf->wr_left == 0) {
-        if (sf->ring_n >= SF_PIPE || sc_buf_avail(&sf->out) >= 4 * SF_CHUNK)
+        if (sf->ring_n >= SF_PIPE)
             return XF_AGAIN;
         size_t n = len > SF_CHUNK ? SF_CHUNK : len;
         size_t at;

@@ -454,7 +454,6 @@ static void xfer_steps(sc_xfer *t)
             t->phase = XP_NEXT;
             break;
         case XP_DATA:
-            t->src_failed = 0;
             r = move_data(t, &moved);
             if (r == XF_ERR && t->src_failed && discard_first(t)) {
                 t->phase = XP_DISCARD;

@@ -305,6 +305,12 @@ xratio() { # label key other: wall and CPU ratios of key to other, both directio
       -v e="${xc[$2-up]}" -v f="${xc[$3-up]}" -v g="${xc[$2-down]}" -v h="${xc[$3-down]}" 'BEGIN {
     printf "| %s | %.2f | %.2f | %.2f | %.2f |\n", l, a / b, e / (f > 0 ? f : 1e-9), c / d, g / (h > 0 ? h : 1e-9) }'
 }
+brow() { # label key ref up|down: MB/s, against ref, against the bound, CPU, syscalls, busy
+  awk -v l="$1" -v w="${xw[$2-$4]}" -v rw="${xw[$3-$4]}" -v c="${xc[$2-$4]}" -v sc="${xs[$2-$4]}" \
+    -v b="${xb[$2-$4]}" -v mb="$MB" -v gb="$gb" -v bound="$bound" -v cores="$(nproc)" 'BEGIN { r = mb / w
+      printf "| %s | %.0f | %.2f | %.3f | %.2f | %.0f k | %.0f %% |\n", l, r, rw / w, (bound > 0 ? r / bound : 0),
+        c / gb, sc / gb / 1000, 100 * b / (w * cores) }'
+}
 {
   echo
   echo "| $MB MB through j1 -> j2 -> t4 | upload wall | upload client CPU per GB | download wall | download client CPU per GB |"
@@ -329,23 +335,12 @@ xratio() { # label key other: wall and CPU ratios of key to other, both directio
   echo "|---|---|---|---|---|---|---|"
   for k in sc-scp:ossh-O:"sshchain SCP" sc-sftp:ossh-s:"sshchain SFTP" ossh-O:ossh-O:"OpenSSH \`scp -O -J\`" ossh-s:ossh-s:"OpenSSH \`scp -J\` (SFTP)"; do
     IFS=: read -r key ref label <<<"$k"
-    for dir in up down; do
-      awk -v l="$label $([ "$dir" = up ] && echo upload || echo download)" -v w="${xw[$key-$dir]}" -v rw="${xw[$ref-$dir]}" \
-        -v c="${xc[$key-$dir]}" -v sc="${xs[$key-$dir]}" -v b="${xb[$key-$dir]}" -v mb="$MB" -v gb="$gb" -v bound="$bound" \
-        -v cores="$(nproc)" 'BEGIN { r = mb / w
-          printf "| %s | %.0f | %.2f | %.3f | %.2f | %.0f k | %.0f %% |\n", l, r, rw / w, (bound > 0 ? r / bound : 0),
-            c / gb, sc / gb / 1000, 100 * b / (w * cores) }'
-    done
+    brow "$label upload" "$key" "$ref" up
+    brow "$label download" "$key" "$ref" down
   done
   if [ -n "${xw[sc-scp-cc-down]:-}" ]; then
-    for k in sc-scp-cc:ossh-O-cc:"sshchain SCP" ossh-O-cc:ossh-O-cc:"OpenSSH \`scp -O -J\`"; do
-      IFS=: read -r key ref label <<<"$k"
-      awk -v l="$label download, lab sending with $cc_default" -v w="${xw[$key-down]}" -v rw="${xw[$ref-down]}" \
-        -v c="${xc[$key-down]}" -v sc="${xs[$key-down]}" -v b="${xb[$key-down]}" -v mb="$MB" -v gb="$gb" -v bound="$bound" \
-        -v cores="$(nproc)" 'BEGIN { r = mb / w
-          printf "| %s | %.0f | %.2f | %.3f | %.2f | %.0f k | %.0f %% |\n", l, r, rw / w, (bound > 0 ? r / bound : 0),
-            c / gb, sc / gb / 1000, 100 * b / (w * cores) }'
-    done
+    brow "sshchain SCP download, lab sending with $cc_default" sc-scp-cc ossh-O-cc down
+    brow "OpenSSH \`scp -O -J\` download, lab sending with $cc_default" ossh-O-cc ossh-O-cc down
   fi
   echo
   echo "(the lab's servers send with TCP $cc_used in these transfers, except where a row says otherwise; the client with this machine's default, $(sysctl -n net.ipv4.tcp_congestion_control))"
