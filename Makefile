@@ -86,7 +86,7 @@ build-fuzz/bin/%: spec/fuzz/%.c
 	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang CFLAGS="-O1 -g" \
 	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" build-fuzz/libsshchain_core.a
 	@mkdir -p $(dir $@)
-	clang -O1 -g -fsanitize=fuzzer $(FUZZ_SAN) $(LUA_CFLAGS) -DCONFIG_LUA='"lua/sshchain/config.lua"' \
+	clang -O1 -g -fsanitize=fuzzer $(FUZZ_SAN) $(LUA_CFLAGS) -DSC_LIBFUZZER -DCONFIG_LUA='"lua/sshchain/config.lua"' \
 	  -o $@ $< build-fuzz/libsshchain_core.a $(LIBS) $(LUALIB) -lm
 
 fuzz:

@@ -187,6 +187,48 @@ describe("sftp", function()
     for i = 1, 8 do assert.are.same({ ok = true, value = 100000 }, results[i]) end
   end)
 
+  it("gives one open file's calls from several tasks their turns, each call whole", function()
+    local data = {}
+    for i = 1, 40000 do data[i] = ("%07d,"):format(i) end
+    data = table.concat(data) -- 320000 bytes: each read spans chunks of the read-ahead
+    assert(fs:write(D .. "/shared", data))
+    local f = assert(fs:open(D .. "/shared"))
+    local got = {}
+    local results = sshchain.parallel({ 1, 2, 3, 4 }, function()
+      for _ = 1, 100 do
+        local c = f:read(50000)
+        if not c then return true end
+        got[#got + 1] = c -- in the order the reads returned
+      end
+    end)
+    for i = 1, 4 do assert.are.same({ ok = true, value = true }, results[i]) end
+    assert.are.equal(#data, #table.concat(got))
+    assert.is_true(table.concat(got) == data, "four tasks' reads, in the order they returned, do not make the file")
+    assert(f:close())
+    local w = assert(fs:open(D .. "/shared-w", "w"))
+    local order = {}
+    results = sshchain.parallel({ 1, 2, 3, 4, 5, 6 }, function(i)
+      for k = 1, 3 do
+        local block = ("%d%d"):format(i, k):rep(35000) -- 70000 bytes: three WRITEs each
+        assert(w:write(block))
+        order[#order + 1] = block
+      end
+      return true
+    end)
+    for i = 1, 6 do assert.are.same({ ok = true, value = true }, results[i]) end
+    assert(w:close())
+    assert.is_true(fs:read(D .. "/shared-w") == table.concat(order), "six tasks' writes overlap")
+    -- a task waiting for its turn when another closes the file is told it is closed
+    local r = assert(fs:open(D .. "/shared"))
+    local t = sshchain.spawn(function() return r:read(300000) end)
+    local c = sshchain.spawn(function() return r:close() end)
+    assert.are.equal(300000, #t:wait())
+    assert.is_true(c:wait())
+    local ok, err = pcall(r.read, r, 1)
+    assert.is_false(ok)
+    assert.matches("the SFTP file is closed", err, 1, true)
+  end)
+
   it("works on a server that only speaks SFTP, and ends with its session", function()
     local j2 = assert(sshchain.connect { H.spec("j1"), H.spec("j2") })
     local only = assert(j2:connect(H.spec("sftponly")))

@@ -241,16 +241,22 @@ function SFTP:_status(r, what, path)
   return self:_fail(name, what, path, "%s%s", text, msg ~= "" and msg:lower() ~= text and (" (" .. msg .. ")") or "")
 end
 
+--- A STATUS reply where data was due: its failure, EPROTO for an OK (never a result: a READ or
+--- READDIR answered OK must not read as the end).
+function SFTP:_no_data(r, what, path)
+  local ok, m, c, e = self:_status(r, what, path)
+  if ok then return self:_fail("EPROTO", what, path, "the server answered OK without the data") end
+  return nil, m, c, e
+end
+
 --- One request and its reply of type want: the reply's data and position after the id, or true
 --- for a STATUS OK when want is STATUS; or nil, msg, CODE, err.
 function SFTP:_call(t, body, want, what, path)
   local r, msg, code, err = self:_wait(self:_send(t, body), what, path)
   if not r then return nil, msg, code, err end
   if r.type == STATUS then
-    local ok, m, c, e = self:_status(r, what, path)
-    if ok and want == STATUS then return true end
-    if ok then return self:_fail("EPROTO", what, path, "the server answered OK without the data") end
-    return nil, m, c, e
+    if want == STATUS then return self:_status(r, what, path) end
+    return self:_no_data(r, what, path)
   end
   if r.type ~= want then return self:_fail("EPROTO", what, path, "an unexpected reply (type %d)", r.type) end
   return r.data, r.pos
@@ -446,7 +452,7 @@ function SFTP:list(dir)
     if not r then failure = { msg, c, e } break end
     if r.type == STATUS then
       ended = true
-      if status_code(r) ~= 1 then failure = { select(2, self:_status(r, "list", dir)) } end
+      if status_code(r) ~= 1 then failure = { select(2, self:_no_data(r, "list", dir)) } end
       break
     end
     if r.type ~= NAME then failure = { select(2, self:_fail("EPROTO", "list", dir, "an unexpected reply")) } break end
@@ -562,7 +568,7 @@ function SFTP:open(path, mode)
   local handle, m, c, e = self:_parse("open", path, handle_of, data, pos)
   if not handle then return nil, m, c, e end
   local f = setmetatable({ _fs = self, _h = handle, path = path, _pos = 0, _ahead = {}, _writes = {},
-    _rbuf = "", _append = flags & O_APPEND ~= 0 }, File)
+    _rbuf = "", _append = flags & O_APPEND ~= 0, _turn = sched.semaphore(1) }, File)
   if f._append then
     local st = f:_fstat()
     f._pos = st and st.size or 0
@@ -582,6 +588,17 @@ function File:_fstat()
   local data, pos, code, err = fs:_call(FSTAT, string.pack(">s4", self._h), ATTRS, "fstat", self.path)
   if not data then return nil, pos, code, err end
   return fs:_parse("fstat", self.path, attrs_only, data, pos)
+end
+
+--- fn(f, ...) with the file to itself: a call from another task waits its turn, so that calls
+--- from several tasks come one after the other, each whole, as if each had the file alone (the
+--- read-ahead and the position are the file's, not the call's). A raise still gives the turn up.
+local function in_turn(f, fn, ...)
+  f._turn:acquire()
+  local res = table.pack(pcall(fn, f, ...))
+  f._turn:release()
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
 end
 
 --- Waits for the writes in flight; the first failure among them.
@@ -617,8 +634,13 @@ end
 --- f:write(s): sends s at the position (pipelined: failures come by the next call that waits,
 --- at the latest close); true, or nil, msg, CODE, err.
 function File:write(s)
-  local fs = self:_check()
+  self:_check()
   if type(s) ~= "string" then error("bad argument #1 to 'write' (string expected)", 2) end
+  return in_turn(self, File._write, s)
+end
+
+function File:_write(s)
+  local fs = self:_check()
   self:_drop_ahead()
   for i = 1, #s, CHUNK do
     local part = s:sub(i, i + CHUNK - 1)
@@ -638,8 +660,13 @@ end
 --- nil, msg, CODE, err (the position stays where the data read so far ends). Reads ahead:
 --- AHEAD requests in flight, and what a reply brought beyond n is kept for the next read.
 function File:read(n)
-  local fs = self:_check()
+  self:_check()
   if math.type(n) ~= "integer" or n < 1 then error("bad argument #1 to 'read' (byte count expected)", 2) end
+  return in_turn(self, File._read, n)
+end
+
+function File:_read(n)
+  local fs = self:_check()
   local ok, msg, code, err = self:_drain_writes()
   if not ok then return nil, msg, code, err end
   local parts, got = {}, 0
@@ -667,7 +694,7 @@ function File:read(n)
       local r, m, c, e = fs:_wait(a.id, "read", self.path)
       if not r then return fail(m, c, e) end
       if r.type == STATUS then
-        if status_code(r) ~= 1 then return fail(select(2, fs:_status(r, "read", self.path))) end
+        if status_code(r) ~= 1 then return fail(select(2, fs:_no_data(r, "read", self.path))) end
         self:_drop_ahead()
         break -- the end
       end
@@ -695,6 +722,11 @@ function File:seek(whence, offset)
     error("bad argument #1 to 'seek' (invalid option '" .. tostring(whence) .. "')", 2)
   end
   if math.type(offset) ~= "integer" then error("bad argument #2 to 'seek' (integer expected)", 2) end
+  return in_turn(self, File._seek, whence, offset)
+end
+
+function File:_seek(whence, offset)
+  self:_check()
   local ok, msg, code, err = self:_drain_writes()
   if not ok then return nil, msg, code, err end
   local base = self._pos
@@ -714,6 +746,11 @@ end
 --- f:close(): the writes in flight are waited for (their failure is the result); safe twice.
 function File:close()
   if self._closed then return true end
+  return in_turn(self, File._close)
+end
+
+function File:_close()
+  if self._closed then return true end -- closed by the call before this one
   local fs = self._fs
   local ok, msg, code, err = true, nil, nil, nil
   if not fs._closed and not fs._ended then

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "lua_cov.h"
+
 #ifndef CONFIG_LUA
 #define CONFIG_LUA "lua/sshchain/config.lua"
 #endif
@@ -53,6 +55,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!L)
         setup();
+    lua_cov_start(L);
     lua_getglobal(L, "probe");
     lua_pushlstring(L, (const char *)data, size);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
