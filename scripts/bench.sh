@@ -280,9 +280,10 @@ if [ "$cc_used" != "$cc_default" ]; then
   lab_cc "$cc_used"
 fi
 # The client's file side alone, on this machine: a download writes a new file of MB (the kernel
-# fills fresh page-cache pages; on a VM whose host takes freed memory back that is dear: 1.6-2.0 s
-# of system CPU for 512 MB measured on one machine here, 0.07 s over cached pages), an upload
-# reads the cached source. Its CPU, with the client's three cipher passes, is the client's floor.
+# fills fresh page-cache pages: on a VM whose host takes freed memory back that varies a lot,
+# 1.6-2.0 s of system CPU for 512 MB on a machine just booted here, 0.12-0.29 s an hour later), an
+# upload reads the cached source. Measured in the same run, with the client's three cipher passes
+# it is the client's floor.
 file_cpu() { # up|down -> CPU seconds, median of 3
   for _ in 1 2 3; do
     if [ "$1" = down ]; then
