@@ -284,20 +284,22 @@ fi
 # 1.6-2.0 s of system CPU for 512 MB on a machine just booted here, 0.12-0.29 s an hour later), an
 # upload reads the cached source. Measured in the same run, with the client's three cipher passes
 # it is the client's floor.
-file_cpu() { # up|down -> CPU seconds, median of 3
+file_cpu() { # up|down -> CPU seconds, median of 3 (a dd that fails fails the bench)
+  local runs=()
   for _ in 1 2 3; do
     if [ "$1" = down ]; then
-      rm -f "$xdir/floor.bin"; sync
-      /usr/bin/time -f '%U %S' -o "$work/ftime" dd if=/dev/zero of="$xdir/floor.bin" bs=1M count="$MB" status=none
+      rm -f "$xdir/floor.bin" "$xdir/down.bin"; sync # as before each timed download
+      /usr/bin/time -f '%U %S' -o "$work/ftime" dd if=/dev/zero of="$xdir/floor.bin" bs=1M count="$MB" status=none || return 1
     else
-      /usr/bin/time -f '%U %S' -o "$work/ftime" dd if="$xdir/src.bin" of=/dev/null bs=1M status=none
+      /usr/bin/time -f '%U %S' -o "$work/ftime" dd if="$xdir/src.bin" of=/dev/null bs=1M status=none || return 1
     fi
-    awk '{ print $1 + $2 }' "$work/ftime"
-  done | median
+    runs+=("$(awk '{ print $1 + $2 }' "$work/ftime")")
+  done
   rm -f "$xdir/floor.bin"
+  printf '%s\n' "${runs[@]}" | median
 }
-fcpu_up=$(file_cpu up)
-fcpu_down=$(file_cpu down)
+fcpu_up=$(file_cpu up) || { echo "bench: dd failed measuring the client's floor" >&2; exit 1; }
+fcpu_down=$(file_cpu down) || { echo "bench: dd failed measuring the client's floor" >&2; exit 1; }
 xfer pm 1 up /usr/bin/python3 scripts/bench/paramiko_copy.py up "$lab" "$xdir/src.bin" "$remote"
 xfer pm 1 down /usr/bin/python3 scripts/bench/paramiko_copy.py down "$lab" "$xdir/down.bin" "$remote"
 rm -f "$xdir/down.bin"

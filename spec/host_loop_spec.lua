@@ -85,6 +85,35 @@ describe("host loop: luv", function()
     assert.is_true(share >= 0.9, ("%.0f%% of the ticks"):format(share * 100))
   end)
 
+  it("gives an SFTP file's turn up when the coroutine holding it is closed", function()
+    local host = adapter.attach(uv)
+    local out
+    coroutine.wrap(function()
+      out = table.pack(pcall(function()
+          local fs = assert(s:sftp())
+          assert(fs:write("hostloop-turn.txt", ("t"):rep(200000)))
+          local f = assert(fs:open("hostloop-turn.txt"))
+          local co = coroutine.create(function() return f:read(200000) end)
+          assert(coroutine.resume(co)) -- it waits for a reply, holding the file's turn
+          assert.are.equal("suspended", coroutine.status(co))
+          assert(coroutine.close(co))
+          local g = assert(fs:open("hostloop-turn.txt"))
+          local all = g:read(300000)
+          assert(g:close())
+          local ok = f:close() -- would wait for the turn forever if the closed coroutine kept it
+          assert(fs:remove("hostloop-turn.txt"))
+          fs:close()
+          sshchain.sleep(0.05) -- a step takes the closed channel's news
+          return ok, #all
+      end))
+      host.detach() -- refuses while a coroutine waits: the closed one does not count
+    end)()
+    uv.run()
+    assert(out[1], out[2])
+    assert.is_true(out[2])
+    assert.are.equal(200000, out[3])
+  end)
+
   it("serves a forward between its ticks, to clients luv runs", function()
     local share, _, _, bodies = with_luv(function()
       local f = assert(s:forward { to_host = "10.231.3.11", to_port = 8080 })

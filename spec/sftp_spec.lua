@@ -218,13 +218,15 @@ describe("sftp", function()
     for i = 1, 6 do assert.are.same({ ok = true, value = true }, results[i]) end
     assert(w:close())
     assert.is_true(fs:read(D .. "/shared-w") == table.concat(order), "six tasks' writes overlap")
-    -- a task waiting for its turn when another closes the file is told it is closed
+    -- a close waits for the read before it; a read that waited behind a close fails ECLOSED
     local r = assert(fs:open(D .. "/shared"))
     local t = sshchain.spawn(function() return r:read(300000) end)
     local c = sshchain.spawn(function() return r:close() end)
+    local late = sshchain.spawn(function() return r:read(10) end)
     assert.are.equal(300000, #t:wait())
     assert.is_true(c:wait())
-    local ok, err = pcall(r.read, r, 1)
+    H.failed({ code = "ECLOSED", stage = "sftp" }, late:wait())
+    local ok, err = pcall(r.read, r, 1) -- a call on a closed file is misuse: it raises
     assert.is_false(ok)
     assert.matches("the SFTP file is closed", err, 1, true)
   end)

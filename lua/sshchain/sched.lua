@@ -67,7 +67,7 @@ end
 --- them then). level: where the error points, as error's.
 function M.unset_host(level)
   local n = 0
-  for _, t in pairs(foreign) do if not t.awake then n = n + 1 end end
+  for co, t in pairs(foreign) do if not t.awake and coroutine.status(co) ~= "dead" then n = n + 1 end end
   if n > 0 then error(("sshchain: cannot detach while %d coroutine(s) wait on sshchain"):format(n), level + 1) end
   M.set_host(nil)
 end
@@ -83,6 +83,10 @@ function M.host() return host end
 local function resume(task)
   if task.foreign then
     if not host then return end -- detached under it: unset_host refuses that
+    if coroutine.status(task.co) == "dead" then -- closed by the host while it waited: gone
+      foreign[task.co] = nil
+      return
+    end
     if not task.awake then
       task.awake = true
       host.wake(task)
@@ -186,6 +190,11 @@ function M.await_until(op, pred, timeout)
   if pred() then return true end
   local timer = timeout and core.sleep(math.max(timeout, 0))
   local task = current_task()
+  -- however the wait ends (a host closing the coroutine too), its timer goes with it
+  local _ <close> = timer and setmetatable({}, { __close = function()
+    if task then unwait(timer, task) unwait(op, task) end
+    if not timer:done() then timer:cancel() end
+  end }) or nil
   while not pred() do
     if op:done() then break end -- no news will come any more
     if timer and timer:done() then break end
@@ -199,7 +208,6 @@ function M.await_until(op, pred, timeout)
       step(-1)
     end
   end
-  if timer and not timer:done() then timer:cancel() end
   return pred()
 end
 
@@ -385,6 +393,9 @@ end
 
 function Sem:release()
   local w = table.remove(self.queue, 1)
+  while w and coroutine.status(w.task.co) == "dead" do -- closed while it waited: not its turn
+    w = table.remove(self.queue, 1)
+  end
   if w then
     w.granted = true
     queue(w.task)

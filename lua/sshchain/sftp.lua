@@ -592,13 +592,19 @@ end
 
 --- fn(f, ...) with the file to itself: a call from another task waits its turn, so that calls
 --- from several tasks come one after the other, each whole, as if each had the file alone (the
---- read-ahead and the position are the file's, not the call's). A raise still gives the turn up.
+--- read-ahead and the position are the file's, not the call's). The turn is given up however
+--- the call ends: a return, a raise, or its coroutine closed while it waits for a reply.
 local function in_turn(f, fn, ...)
-  f._turn:acquire()
-  local res = table.pack(pcall(fn, f, ...))
-  f._turn:release()
-  if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
+  local turn = f._turn
+  turn:acquire()
+  local _ <close> = setmetatable({}, { __close = function() turn:release() end })
+  return fn(f, ...)
+end
+
+--- A call that waited for its turn while another task closed the file: ECLOSED.
+function File:_closed_meanwhile(what)
+  if not self._closed then return nil end
+  return self._fs:_fail("ECLOSED", what, self.path, "the file was closed by another task")
 end
 
 --- Waits for the writes in flight; the first failure among them.
@@ -640,6 +646,7 @@ function File:write(s)
 end
 
 function File:_write(s)
+  if self._closed then return self:_closed_meanwhile("write") end
   local fs = self:_check()
   self:_drop_ahead()
   for i = 1, #s, CHUNK do
@@ -666,6 +673,7 @@ function File:read(n)
 end
 
 function File:_read(n)
+  if self._closed then return self:_closed_meanwhile("read") end
   local fs = self:_check()
   local ok, msg, code, err = self:_drain_writes()
   if not ok then return nil, msg, code, err end
@@ -726,6 +734,7 @@ function File:seek(whence, offset)
 end
 
 function File:_seek(whence, offset)
+  if self._closed then return self:_closed_meanwhile("seek") end
   self:_check()
   local ok, msg, code, err = self:_drain_writes()
   if not ok then return nil, msg, code, err end
