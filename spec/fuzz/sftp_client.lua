@@ -97,9 +97,27 @@ local function entries(what, list)
   end
 end
 
---- Runs every call of the client over op; the number of calls that failed.
-function M.run(op)
+--- Whether the server's bytes hold an end of file anywhere: a STATUS EOF or an empty DATA.
+function M.has_end(bytes)
+  local pos = 1
+  while pos + 4 <= #bytes do
+    local len = string.unpack(">I4", bytes, pos)
+    if len < 1 or pos + 3 + len > #bytes then break end
+    local t = bytes:byte(pos + 4)
+    if t == 101 and len >= 9 and string.unpack(">I4", bytes, pos + 9) == 1 then return true end
+    if t == 103 and len >= 9 and string.unpack(">I4", bytes, pos + 9) == 0 then return true end
+    pos = pos + 4 + len
+  end
+  return false
+end
+
+--- Runs every call of the client over op; the number of calls that failed. ended: whether the
+--- server ever said end of file (nil: it may have), so that a read cannot end without it.
+function M.run(op, ended)
   failures = 0
+  local function at_end(what)
+    if ended == false then error(what .. " ended with no end of file from the server") end
+  end
   local fs = check("open", "table", sftp.open(session(op)))
   if not fs then return failures end
   check("stat", "table", fs:stat("/a"))
@@ -116,8 +134,12 @@ function M.run(op)
   if f then
     for k = 1, 16 do -- small and large reads: a reply's tail is kept for the next read
       local n = k % 2 == 1 and 1000 or 40000
-      local d = check("read", "optional", f:read(n))
-      if not d then break end
+      local res = table.pack(f:read(n))
+      local d = check("read", "optional", table.unpack(res, 1, res.n))
+      if not d then
+        if res[2] == nil then at_end("a read") end
+        break
+      end
       if type(d) ~= "string" or #d > n then error("read gave more than asked for") end
     end
     check("seek", "number", f:seek("end", 0))
@@ -128,13 +150,16 @@ function M.run(op)
     check("write", "any", w:write(("x"):rep(70000)))
     check("close w", "any", w:close())
   end
-  check("read whole", "string", fs:read("/r"))
+  if check("read whole", "string", fs:read("/r")) then at_end("a whole-file read") end
   check("write whole", "any", fs:write("/s", "data"))
   fs:close()
   return failures
 end
 
 --- Runs the client over an input (the fuzz target's entry).
-function M.fuzz(input) return M.run(M.channel(M.chunks(input))) end
+function M.fuzz(input)
+  local chunks = M.chunks(input)
+  return M.run(M.channel(chunks), M.has_end(table.concat(chunks)))
+end
 
 return M

@@ -1,8 +1,8 @@
 -- sftp_seeds.lua DIR: writes the seed corpus of fuzz_sftp_client into DIR. Each seed is what a
--- server that answers every request (as OpenSSH's sftp-server would, in a few variants: all
--- well, every call refused, a file cut short, a server that stops answering) sends while
--- sftp_client.lua runs through its calls, recorded chunk by chunk as the client took it. This
--- is a corpus maker, not a test: the specs speak to real servers.
+-- server that answers every request sends while sftp_client.lua runs through its calls,
+-- recorded chunk by chunk as the client took it: one as OpenSSH's sftp-server would answer, and
+-- variants (every call refused, OK past a file's end, silence after a few replies). This is a
+-- corpus maker, not a test: the specs speak to real servers.
 --   lua5.4 spec/fuzz/sftp_seeds.lua spec/fuzz/corpus/fuzz_sftp_client   (from the repository)
 package.path = "lua/?.lua;spec/fuzz/?.lua;" .. package.path
 local client = require "sftp_client"
@@ -25,7 +25,9 @@ local function server(mode, file_size)
     if t == 1 then
       return pkt(2, string.pack(">I4s4s4s4s4", 3, "posix-rename@openssh.com", "1", "statvfs@openssh.com", "2"))
     end
-    if mode ~= "ok" and mode ~= "short" then return status(id, mode == "noent" and 2 or 4, "refused") end
+    if mode ~= "ok" and mode ~= "read_ok" then return status(id, mode == "noent" and 2 or 4, "refused") end
+    -- read_ok: a broken server that says OK past a file's end and cannot list
+    if mode == "read_ok" and t == 11 then return status(id, 4, "refused") end
     if t == 7 or t == 8 or t == 17 then return pkt(105, string.pack(">I4", id) .. attrs(t == 8 and 0x81a4 or 0x41ed, file_size)) end
     if t == 16 or t == 19 then return names(id, { { "/x", 0x81a4 } }) end
     if t == 11 then return pkt(102, string.pack(">I4s4", id, "dir1")) end
@@ -44,7 +46,7 @@ local function server(mode, file_size)
     if t == 5 then
       local h, off, want = string.unpack(">s4I8I4", body)
       local size = data_left[h] or 0
-      if off >= size then return status(id, 1, "end of file") end
+      if off >= size then return status(id, mode == "read_ok" and 0 or 1, "end of file") end
       local n = math.min(want, size - off)
       return pkt(103, string.pack(">I4s4", id, ("y"):rep(n)))
     end
@@ -99,6 +101,7 @@ local dir = assert(arg[1], "usage: sftp_seeds.lua DIR")
 local seeds = {
   ok = record("ok", 25000),
   small = record("ok", 10),
+  read_ok = record("read_ok", 10),
   refused = record("fail", 10),
   noent = record("noent", 10),
   silent_after_3 = record("ok", 25000, 3),
