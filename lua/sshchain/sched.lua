@@ -175,6 +175,7 @@ function M.await(op, stream)
   if op:ready(stream) then return end
   local task = current_task()
   if task then
+    local _ <close> = setmetatable({}, { __close = function() unwait(op, task) end }) -- a closed coroutine too
     repeat
       wait_on(op, task)
       suspend(task)
@@ -247,7 +248,11 @@ function Task:status() return self.done and (self.err ~= nil and "failed" or "do
 --- Sleeps sec seconds (other tasks and forwards keep running).
 function M.sleep(sec)
   if type(sec) ~= "number" then error("bad argument #1 to 'sleep' (number expected)", 2) end
-  M.await(core.sleep(sec))
+  local timer = core.sleep(sec)
+  local _ <close> = setmetatable({}, { __close = function() -- however the sleep ends
+    if not timer:done() then timer:cancel() end
+  end })
+  M.await(timer)
 end
 
 --- Drives tasks and forwarders: for `seconds` if given, else until every task has ended.
