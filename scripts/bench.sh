@@ -317,9 +317,10 @@ speed=$(openssl speed -elapsed -seconds 2 -bytes 16384 -evp "$(echo "$cipher" | 
   awk '$1 ~ /^(AES|ChaCha|chacha)/ { v = $NF; sub(/k$/, "", v); print v * 1000 }')
 passes=6
 bound=$(awk -v s="${speed:-0}" -v c="$(nproc)" -v p="$passes" 'BEGIN { printf "%.0f", s * c / p / 1e6 }')
-floor() { # up|down -> the client's floor in CPU s/GB: its 3 cipher passes and its file side
+cfloor=$(awk -v s="${speed:-0}" 'BEGIN { printf "%.2f", (s > 0 ? 3 * 2^30 / s : 0) }') # the client's 3 cipher passes, s/GB
+floor() { # up|down -> the client's floor in CPU s/GB: its cipher passes and its file side
   local f=$fcpu_up; [ "$1" = down ] && f=$fcpu_down
-  awk -v s="${speed:-0}" -v f="$f" -v gb="$gb" 'BEGIN { printf "%.2f", (s > 0 ? 3 * 2^30 / s : 0) + f / gb }'
+  awk -v c="$cfloor" -v f="$f" -v gb="$gb" 'BEGIN { printf "%.2f", c + f / gb }'
 }
 floor_up=$(floor up)
 floor_down=$(floor down)
@@ -359,7 +360,7 @@ brow() { # label key ref up|down: MB/s, against ref, against the bound, CPU and 
   echo
   echo "Against the machine: cipher $cipher at $(awk -v s="${speed:-0}" 'BEGIN { printf "%.0f", s / 1e6 }') MB/s a core (openssl speed), $passes passes a byte on this path, $(nproc) cores: bound $bound MB/s (ciphers alone)."
   echo
-  echo "The client's floor: its 3 cipher passes ($(awk -v s="${speed:-0}" 'BEGIN { printf "%.2f", (s > 0 ? 3 * 2^30 / s : 0) }') s/GB) and its file side alone (dd, median of 3): reading the cached source $(awk -v f="$fcpu_up" -v gb="$gb" 'BEGIN { printf "%.2f", f / gb }') s/GB, writing a new file $(awk -v f="$fcpu_down" -v gb="$gb" 'BEGIN { printf "%.2f", f / gb }') s/GB: $floor_up s/GB for an upload, $floor_down s/GB for a download."
+  echo "The client's floor: its 3 cipher passes ($cfloor s/GB) and its file side alone (dd, median of 3): reading the cached source $(awk -v f="$fcpu_up" -v gb="$gb" 'BEGIN { printf "%.2f", f / gb }') s/GB, writing a new file $(awk -v f="$fcpu_down" -v gb="$gb" 'BEGIN { printf "%.2f", f / gb }') s/GB: $floor_up s/GB for an upload, $floor_down s/GB for a download."
   echo
   echo "| $MB MB through j1 -> j2 -> t4 | MB/s | speed / OpenSSH's (same protocol) | of the bound | client CPU s/GB | client CPU / its floor | client syscalls/GB | machine busy |"
   echo "|---|---|---|---|---|---|---|---|"

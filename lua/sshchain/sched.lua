@@ -170,12 +170,22 @@ local function current_task()
   return t
 end
 
+-- What a wait holds, given up however the wait ends: a return, a raise, or a host closing the
+-- coroutine while it waits (then nothing after the wait runs). A to-be-closed value.
+local Hold = { __close = function(h)
+  if h.task then
+    unwait(h.op, h.task)
+    if h.timer then unwait(h.timer, h.task) end
+  end
+  if h.timer and not h.timer:done() then h.timer:cancel() end
+end }
+
 --- Waits until op is done (or, with stream, has output to take).
 function M.await(op, stream)
   if op:ready(stream) then return end
   local task = current_task()
   if task then
-    local _ <close> = setmetatable({}, { __close = function() unwait(op, task) end }) -- a closed coroutine too
+    local _ <close> = setmetatable({ task = task, op = op }, Hold)
     repeat
       wait_on(op, task)
       suspend(task)
@@ -191,11 +201,7 @@ function M.await_until(op, pred, timeout)
   if pred() then return true end
   local timer = timeout and core.sleep(math.max(timeout, 0))
   local task = current_task()
-  -- however the wait ends (a host closing the coroutine too), its timer goes with it
-  local _ <close> = timer and setmetatable({}, { __close = function()
-    if task then unwait(timer, task) unwait(op, task) end
-    if not timer:done() then timer:cancel() end
-  end }) or nil
+  local _ <close> = timer and setmetatable({ task = task, op = op, timer = timer }, Hold) or nil
   while not pred() do
     if op:done() then break end -- no news will come any more
     if timer and timer:done() then break end
@@ -249,9 +255,7 @@ function Task:status() return self.done and (self.err ~= nil and "failed" or "do
 function M.sleep(sec)
   if type(sec) ~= "number" then error("bad argument #1 to 'sleep' (number expected)", 2) end
   local timer = core.sleep(sec)
-  local _ <close> = setmetatable({}, { __close = function() -- however the sleep ends
-    if not timer:done() then timer:cancel() end
-  end })
+  local _ <close> = setmetatable({ timer = timer }, Hold)
   M.await(timer)
 end
 

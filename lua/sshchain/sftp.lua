@@ -593,18 +593,17 @@ end
 --- fn(f, ...) with the file to itself: a call from another task waits its turn, so that calls
 --- from several tasks come one after the other, each whole, as if each had the file alone (the
 --- read-ahead and the position are the file's, not the call's). The turn is given up however
---- the call ends: a return, a raise, or its coroutine closed while it waits for a reply.
-local function in_turn(f, fn, ...)
-  local turn = f._turn
-  turn:acquire()
-  local _ <close> = setmetatable({}, { __close = function() turn:release() end })
+--- the call ends: a return, a raise, or its coroutine closed while it waits for a reply. A call
+--- that waited for its turn behind a close fails ECLOSED (a close is done already).
+local Turn = { __close = function(t) t.turn:release() end }
+local function in_turn(f, what, fn, ...)
+  f._turn:acquire()
+  local _ <close> = setmetatable({ turn = f._turn }, Turn)
+  if f._closed then
+    if what == "close" then return true end
+    return f._fs:_fail("ECLOSED", what, f.path, "the file was closed by another task")
+  end
   return fn(f, ...)
-end
-
---- A call that waited for its turn while another task closed the file: ECLOSED.
-function File:_closed_meanwhile(what)
-  if not self._closed then return nil end
-  return self._fs:_fail("ECLOSED", what, self.path, "the file was closed by another task")
 end
 
 --- Waits for the writes in flight; the first failure among them.
@@ -642,11 +641,10 @@ end
 function File:write(s)
   self:_check()
   if type(s) ~= "string" then error("bad argument #1 to 'write' (string expected)", 2) end
-  return in_turn(self, File._write, s)
+  return in_turn(self, "write", File._write, s)
 end
 
 function File:_write(s)
-  if self._closed then return self:_closed_meanwhile("write") end
   local fs = self:_check()
   self:_drop_ahead()
   for i = 1, #s, CHUNK do
@@ -669,11 +667,10 @@ end
 function File:read(n)
   self:_check()
   if math.type(n) ~= "integer" or n < 1 then error("bad argument #1 to 'read' (byte count expected)", 2) end
-  return in_turn(self, File._read, n)
+  return in_turn(self, "read", File._read, n)
 end
 
 function File:_read(n)
-  if self._closed then return self:_closed_meanwhile("read") end
   local fs = self:_check()
   local ok, msg, code, err = self:_drain_writes()
   if not ok then return nil, msg, code, err end
@@ -730,11 +727,10 @@ function File:seek(whence, offset)
     error("bad argument #1 to 'seek' (invalid option '" .. tostring(whence) .. "')", 2)
   end
   if math.type(offset) ~= "integer" then error("bad argument #2 to 'seek' (integer expected)", 2) end
-  return in_turn(self, File._seek, whence, offset)
+  return in_turn(self, "seek", File._seek, whence, offset)
 end
 
 function File:_seek(whence, offset)
-  if self._closed then return self:_closed_meanwhile("seek") end
   self:_check()
   local ok, msg, code, err = self:_drain_writes()
   if not ok then return nil, msg, code, err end
@@ -755,11 +751,10 @@ end
 --- f:close(): the writes in flight are waited for (their failure is the result); safe twice.
 function File:close()
   if self._closed then return true end
-  return in_turn(self, File._close)
+  return in_turn(self, "close", File._close)
 end
 
 function File:_close()
-  if self._closed then return true end -- closed by the call before this one
   local fs = self._fs
   local ok, msg, code, err = true, nil, nil, nil
   if not fs._closed and not fs._ended then

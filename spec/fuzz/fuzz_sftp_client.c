@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "lua_cov.h"
+#include "lua_fuzz.h"
 
 static lua_State *L;
 
@@ -18,7 +18,7 @@ static void setup(void)
     L = luaL_newstate();
     luaL_openlibs(L);
     if (luaL_dostring(L, "package.path = 'lua/?.lua;spec/fuzz/?.lua;' .. package.path\n"
-                         "fuzz_client = require 'sftp_client'") != LUA_OK) {
+                         "probe = require('sftp_client').fuzz") != LUA_OK) {
         fprintf(stderr, "%s\n", lua_tostring(L, -1));
         __builtin_trap();
     }
@@ -29,15 +29,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!L)
         setup();
-    lua_cov_start(L);
-    lua_getglobal(L, "fuzz_client");
-    lua_getfield(L, -1, "fuzz");
-    lua_pushlstring(L, (const char *)data, size);
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        fprintf(stderr, "the SFTP client broke its contract: %s\n", lua_tostring(L, -1));
-        __builtin_trap();
-    }
-    lua_pop(L, 1);
-    lua_gc(L, LUA_GCCOLLECT, 0);
+    lua_fuzz_call(L, "probe", data, size, "the SFTP client broke its contract");
     return 0;
 }

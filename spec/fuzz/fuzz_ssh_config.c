@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "lua_cov.h"
+#include "lua_fuzz.h"
 
 #ifndef CONFIG_LUA
 #define CONFIG_LUA "lua/sshchain/config.lua"
@@ -55,13 +55,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!L)
         setup();
-    lua_cov_start(L);
-    lua_getglobal(L, "probe");
-    lua_pushlstring(L, (const char *)data, size);
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-        fprintf(stderr, "the parser raised: %s\n", lua_tostring(L, -1));
-        __builtin_trap();
-    }
-    lua_gc(L, LUA_GCCOLLECT, 0);
+    lua_fuzz_call(L, "probe", data, size, "the parser raised");
     return 0;
 }
