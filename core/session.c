@@ -19,6 +19,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "readahead.h"
+
 #define SERVICE_READS_PER_ROUND 64
 #define WRITE_QUEUE_LIMIT       (512 * 1024)
 #define PREFERRED_CIPHERS                                                                          \
@@ -502,6 +504,10 @@ static void session_ready(sc_session *s)
     }
 }
 
+/* libssh's reads of the socket come in large pieces (readahead.c); bytes it holds are not seen
+ * by the loop's poll, so a read that leaves some asks for another round */
+static void on_bytes_held(void *arg) { sc_session_kick(arg); }
+
 /* libssh closes the fd it was given on some error paths, and not on others: it gets a duplicate
  * of its own (s->lib_fd), so that the fd the loop polls (s->fd) stays ours to close. */
 int sc_session_begin_handshake(sc_session *s, int fd)
@@ -515,6 +521,7 @@ int sc_session_begin_handshake(sc_session *s, int fd)
                          s->ssh ? strerror(errno) : "out of memory");
         return -1;
     }
+    sc_readahead_attach(s->lib_fd, on_bytes_held, s);
     bool no = false;
     unsigned int port = (unsigned int)s->spec.port;
     long timeout = 0;
@@ -760,6 +767,7 @@ static void session_teardown(sc_session *s, sc_sstate final, const sc_err *why)
         ssh_channel_free(s->probe);
         s->probe = NULL;
     }
+    sc_readahead_detach(s->lib_fd, s);
     if (s->ssh) {
         /* ssh_disconnect never closes a given fd; libssh may have closed it already (then -1) */
         int lib_fd = s->lib_fd_given ? ssh_get_fd(s->ssh) : s->lib_fd;

@@ -229,6 +229,21 @@ describe("recipe copy", function()
     assert.is_nil(err:find("\r", 1, true)) -- no progress bar when stderr is not a terminal
   end)
 
+  it("moves the same bytes with libssh's own 4 KiB reads (SSHCHAIN_NO_READAHEAD=1)", function()
+    H.sh("head -c 3000000 /dev/urandom > " .. dir .. "/f.bin")
+    local sum = H.sh("sha256sum < " .. dir .. "/f.bin")
+    for _, proto in ipairs { "", "--sftp " } do
+      local _, err, status = recipe(("copy -i %s %s%s/f.bin t4:/home/sclt4/recipe-ra.bin"):format(q(INV), proto, dir),
+        "SSHCHAIN_NO_READAHEAD=1")
+      assert.are.equal(0, status, err)
+      os.remove(dir .. "/back.bin")
+      _, err, status = recipe(("copy -i %s %st4:/home/sclt4/recipe-ra.bin %s/back.bin"):format(q(INV), proto, dir),
+        "SSHCHAIN_NO_READAHEAD=1")
+      assert.are.equal(0, status, err)
+      assert.are.equal(sum, H.sh("sha256sum < " .. dir .. "/back.bin"))
+    end
+  end)
+
   it("fans one file out to a group, and reports each destination that failed", function()
     H.writefile(dir .. "/fan.txt", "to every node\n")
     local out, err, status = recipe(("copy -i %s --json --to nodes t4 -- %s/fan.txt /home/sclnode/"):format(q(INV), dir))

@@ -5,6 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <libssh/libssh.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <unistd.h>
@@ -12,6 +18,7 @@
 #include "../../core/exec.h"
 #include "../../core/known_hosts.h"
 #include "../../core/loop.h"
+#include "../../core/readahead.h"
 #include "../../core/scp_wire.h"
 #include "../../core/session.h"
 #include "../../core/sftp_wire.h"
@@ -294,6 +301,133 @@ static sc_err connect_and_wait(sc_loop *loop, const char *host, int port, double
     return e;
 }
 
+static int n_wakes;
+static void count_wake(void *arg) { (*(int *)arg)++; }
+
+/* libssh's reads through readahead.c: bytes come whole and in order, a poll says readable while
+ * bytes are held (and leaves what else it asks for to the next poll), the owner is woken while
+ * bytes are left, and a close or a detach lets the fd go */
+static void test_readahead(void)
+{
+    ok(sc_readahead_install() == 1, "readahead: libssh's recv, poll and close slots patched");
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) {
+        ok(0, "readahead: socketpair");
+        return;
+    }
+    static unsigned char sent[200000], got[sizeof sent];
+    for (size_t i = 0; i < sizeof sent; i++)
+        sent[i] = (unsigned char)(i * 7 + i / 4096);
+    int wake_arg = 0;
+    n_wakes = 0;
+    sc_readahead_attach(sv[1], count_wake, &wake_arg);
+    unsigned long reads0, kernel0, reads1, kernel1;
+    sc_readahead_counts(&reads0, &kernel0);
+    size_t put = 0, have = 0;
+    int bad_poll = 0, deferred_out = 0, reads = 0;
+    while (have < sizeof sent && reads < 10000) {
+        while (put < sizeof sent) { /* keep the socket full: the kernel holds less than we send */
+            ssize_t w = send(sv[0], sent + put, sizeof sent - put, 0);
+            if (w <= 0)
+                break;
+            put += (size_t)w;
+        }
+        struct pollfd p = {.fd = sv[1], .events = POLLIN | POLLOUT};
+        int held = sc_readahead_held(sv[1]) > 0;
+        int r = sc_ra_poll(&p, 1, 0);
+        if (r != 1 || !(p.revents & POLLIN) || p.fd != sv[1])
+            bad_poll++;
+        if (held && !(p.revents & POLLOUT))
+            deferred_out++;
+        ssize_t n = sc_ra_recv(sv[1], got + have, 4096, 0);
+        reads++;
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+    }
+    sc_readahead_counts(&reads1, &kernel1);
+    ok(have == sizeof sent && memcmp(got, sent, sizeof sent) == 0,
+       "readahead: 4 KiB reads give every byte, in order");
+    ok(bad_poll == 0, "readahead: poll says readable whenever bytes are there, held or not");
+    ok(deferred_out > 0, "readahead: while bytes are held, POLLOUT waits for the next poll");
+    ok(reads1 - reads0 == (unsigned long)reads && kernel1 - kernel0 < (unsigned long)reads / 4,
+       "readahead: most reads are served without a recv()");
+    ok(wake_arg > 0, "readahead: a read that leaves bytes held wakes the owner");
+    struct pollfd p = {.fd = sv[1], .events = POLLIN};
+    ok(sc_readahead_held(sv[1]) == 0 && sc_ra_poll(&p, 1, 0) == 0,
+       "readahead: drained, a poll asks the kernel (nothing there)");
+    /* held bytes, then the writer's end: the held bytes first, then end of file */
+    send(sv[0], sent, 20000, 0);
+    char small[4096];
+    ssize_t n1 = sc_ra_recv(sv[1], small, sizeof small, 0);
+    ssize_t n2 = sc_ra_recv(sv[1], small, sizeof small, 0);
+    shutdown(sv[0], SHUT_WR);
+    size_t rest = 0;
+    ssize_t n;
+    while ((n = sc_ra_recv(sv[1], small, sizeof small, 0)) > 0)
+        rest += (size_t)n;
+    ok(n1 == 4096 && n2 == 4096 && rest == 20000 - 8192 && n == 0,
+       "readahead: end of file comes after the held bytes");
+    close(sv[0]);
+    sc_readahead_detach(sv[1], &wake_arg);
+    close(sv[1]);
+    /* held bytes: a detach by someone else leaves them; a close lets them go, and a number
+     * reused after it reads its own bytes, not the old ones */
+    int a2[2], b2[2], other = 0;
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a2);
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b2);
+    send(a2[0], sent, 30000, 0);
+    send(b2[0], sent + 50000, 30000, 0);
+    sc_readahead_attach(a2[1], count_wake, &wake_arg);
+    sc_ra_recv(a2[1], small, sizeof small, 0); /* straight from the kernel: a buffer from now on */
+    sc_ra_recv(a2[1], small, sizeof small, 0);
+    size_t held = sc_readahead_held(a2[1]);
+    sc_readahead_detach(a2[1], &other);
+    ok(held == 30000 - 8192 && sc_readahead_held(a2[1]) == held,
+       "readahead: bytes held; a detach by someone else leaves them");
+    int fd = a2[1];
+    ok(sc_ra_close(fd) == 0 && sc_readahead_held(fd) == 0,
+       "readahead: a close through the hook closes and lets them go");
+    int again = dup(b2[1]); /* the lowest free number: fd's */
+    sc_readahead_attach(again, count_wake, &wake_arg);
+    ssize_t got1 = sc_ra_recv(again, small, sizeof small, 0);
+    ok(again == fd && got1 == 4096 && memcmp(small, sent + 50000, 4096) == 0,
+       "readahead: a number reused after a close reads its own bytes");
+    sc_ra_recv(again, small, sizeof small, 0);
+    sc_readahead_detach(again, &wake_arg);
+    ok(sc_readahead_held(again) == 0, "readahead: detach by its owner lets the held bytes go");
+    close(again);
+    close(a2[0]);
+    close(b2[0]);
+    close(b2[1]);
+    int sv2[2];
+
+    /* libssh itself reads through it: a server banner and more than 4 KiB after it */
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv2);
+    char junk[20000];
+    memset(junk, 0, sizeof junk);
+    memcpy(junk, "SSH-2.0-test\r\n", 14);
+    send(sv2[0], junk, sizeof junk, 0);
+    ssh_session ss = ssh_new();
+    long timeout = 0;
+    ssh_options_set(ss, SSH_OPTIONS_HOST, "127.0.0.1");
+    ssh_options_set(ss, SSH_OPTIONS_TIMEOUT, &timeout);
+    ssh_options_set(ss, SSH_OPTIONS_FD, &sv2[1]);
+    ssh_set_blocking(ss, 0);
+    sc_readahead_attach(sv2[1], count_wake, &wake_arg);
+    sc_readahead_counts(&reads0, &kernel0);
+    int rc = SSH_AGAIN;
+    for (int i = 0; i < 50 && rc == SSH_AGAIN; i++)
+        rc = ssh_connect(ss);
+    sc_readahead_counts(&reads1, &kernel1);
+    ok(reads1 > reads0, "readahead: libssh's own reads go through it");
+    ok(rc == SSH_ERROR, "readahead: libssh fails on what follows the banner, as it should");
+    sc_readahead_detach(sv2[1], &wake_arg);
+    ssh_free(ss);
+    close(sv2[0]);
+    close(sv2[1]);
+}
+
 static void test_connect_failures(sc_loop *loop)
 {
     sc_err e = connect_and_wait(loop, "127.0.0.1", 1, 5);
@@ -318,6 +452,7 @@ int main(void)
     test_sftp_wire();
     test_socks5();
     test_known_hosts();
+    test_readahead();
     test_sleep(loop);
     test_connect_failures(loop);
     sc_loop_free(loop);
