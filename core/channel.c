@@ -348,6 +348,19 @@ int sc_channel_step(sc_channel *c, const char *stage, sc_err *err)
 
 /* ---- data ---- */
 
+/* libssh calls every channel closed once the session's socket has ended, which a channel may see
+ * first, reading in the middle of a round: that is the session's loss, not the peer's close.
+ * The session's next round says so, for all its channels and its children first, naming the
+ * hop; until then its channels wait. */
+static int session_gone(const sc_channel *c)
+{
+    ssh_session ss = c->session->ssh;
+    if (!ss || (ssh_is_connected(ss) && !(ssh_get_status(ss) & (SSH_CLOSED | SSH_CLOSED_ERROR))))
+        return 0;
+    sc_session_kick(c->session);
+    return 1;
+}
+
 static int chan_read(sc_channel *c, void *buf, size_t len, int is_stderr, int grow)
 {
     if (!c->ch || c->state != SC_CHAN_OPEN)
@@ -369,7 +382,7 @@ static int chan_read(sc_channel *c, void *buf, size_t len, int is_stderr, int gr
          * it sent when this session's socket takes it */
         sc_session_wrote(c->session, 0);
         if (n < 0)
-            return SC_CHAN_ERROR;
+            return session_gone(c) ? SC_CHAN_AGAIN : SC_CHAN_ERROR;
         if ((uint32_t)n < ask)
             *maybe = 0; /* drained: until the callback hears of more */
         if (n > 0)
@@ -380,7 +393,7 @@ static int chan_read(sc_channel *c, void *buf, size_t len, int is_stderr, int gr
     if (c->remote_eof || ssh_channel_is_eof(c->ch))
         return SC_CHAN_EOF;
     if (ssh_channel_is_closed(c->ch))
-        return SC_CHAN_ERROR;
+        return session_gone(c) ? SC_CHAN_AGAIN : SC_CHAN_ERROR;
     return SC_CHAN_AGAIN;
 }
 
@@ -407,8 +420,10 @@ size_t sc_channel_writable(sc_channel *c)
 
 long sc_channel_write(sc_channel *c, const void *buf, size_t len)
 {
-    if (!c->ch || c->state != SC_CHAN_OPEN || ssh_channel_is_closed(c->ch))
+    if (!c->ch || c->state != SC_CHAN_OPEN)
         return -1;
+    if (ssh_channel_is_closed(c->ch))
+        return session_gone(c) ? 0 : -1;
     size_t n = sc_channel_writable(c);
     if (len < n)
         n = len;
@@ -416,7 +431,7 @@ long sc_channel_write(sc_channel *c, const void *buf, size_t len)
         return 0;
     int w = ssh_channel_write(c->ch, buf, (uint32_t)n);
     if (w < 0)
-        return -1;
+        return session_gone(c) ? 0 : -1;
     sc_session_wrote(c->session, (size_t)w);
     return w;
 }
@@ -436,7 +451,8 @@ int sc_channel_is_eof(const sc_channel *c) { return !c->ch || ssh_channel_is_eof
 
 int sc_channel_is_closed(const sc_channel *c)
 {
-    return !c->ch || c->state == SC_CHAN_CLOSED || ssh_channel_is_closed(c->ch);
+    return !c->ch || c->state == SC_CHAN_CLOSED ||
+           (ssh_channel_is_closed(c->ch) && !session_gone(c));
 }
 
 void sc_channel_resize(sc_channel *c, int cols, int rows)
