@@ -26,8 +26,10 @@ static void hop_opened(sc_pump *p, void *ud)
     }
     sc_pump_set_fd(p, sv[0]);
     child->t_connected = sc_loop_now();
-    if (sc_session_begin_handshake(child, sv[1]) == 0)
+    if (sc_session_begin_handshake(child, sv[1]) == 0) {
+        sc_pump_feed(p, child->lib_fd, child); /* the channel's bytes skip the socketpair */
         sc_session_kick(child);
+    }
 }
 
 static void hop_failed(sc_pump *p, const sc_err *err, void *ud)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "readahead.h"
 
 #define PUMP_BUF (256 * 1024) /* fd -> channel */
 
@@ -39,6 +40,9 @@ struct sc_pump {
     char *to_fd; /* channel -> fd: `window` bytes, allocated on first use */
     uint32_t window;
     size_t tf_off, tf_len;
+    int feed_fd;      /* channel -> fd bytes go into this fd's buffer instead (sc_pump_feed) */
+    void *feed_owner; /* NULL: no feed */
+    int feed_full;    /* the feed took less than offered: its room callback says when to go on */
     char *from_fd; /* fd -> channel: PUMP_BUF bytes, mapped on first use (pages never written cost
                     * nothing: most hops and forwards carry little this way) */
     size_t ff_off, ff_len;
@@ -62,6 +66,10 @@ static void pump_finish(sc_pump *p)
     if (p->state == P_DONE)
         return;
     p->state = P_DONE;
+    if (p->feed_owner) {
+        sc_readahead_on_room(p->feed_fd, p->feed_owner, NULL, NULL);
+        sc_readahead_out_feed(p->feed_fd, p->feed_owner, NULL, NULL);
+    }
     sc_session_detach(&p->cu);
     sc_channel_close(&p->chan);
     if (p->fd >= 0) {
@@ -112,7 +120,7 @@ static void pump_update_poll(sc_pump *p)
         p->poll_events = 0;
     }
     int want = 0;
-    if (p->tf_len > p->tf_off)
+    if (p->tf_len > p->tf_off && !p->feed_full) /* a full feed says itself when it has room */
         want |= UV_WRITABLE;
     if (!p->eof_from_fd && p->ff_len == p->ff_off)
         want |= UV_READABLE;
@@ -127,6 +135,24 @@ static void pump_update_poll(sc_pump *p)
     }
 }
 
+/* channel -> fd: into the feed, else the fd. The bytes taken, or -1 with errno (EAGAIN: none
+ * now). */
+static ssize_t pump_put(sc_pump *p, const void *data, size_t len)
+{
+    if (p->feed_owner) {
+        long n = sc_readahead_feed(p->feed_fd, p->feed_owner, data, len);
+        if (n >= 0) {
+            p->feed_full = (size_t)n < len;
+            if (n == 0)
+                errno = EAGAIN;
+            return n > 0 ? n : -1;
+        }
+        p->feed_owner = NULL; /* the child let it go: the socket from now on */
+        p->feed_full = 0;
+    }
+    return send(p->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 /* channel -> fd straight from libssh's buffer as the bytes arrive, when nothing read before
  * waits and the fd takes them now (one copy fewer per byte through each hop). Whatever it does
  * not take is read by pump_to_fd, which also finds out about a failing fd. */
@@ -136,8 +162,52 @@ static size_t pump_take(sc_channel *c, const void *data, size_t len, void *ud)
     sc_pump *p = ud;
     if (p->state != P_OPEN || p->fd < 0 || p->tf_len > p->tf_off || p->eof_to_fd)
         return 0;
-    ssize_t n = send(p->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = pump_put(p, data, len);
     return n > 0 ? (size_t)n : 0;
+}
+
+static void pump_room(void *ud)
+{
+    sc_pump *p = ud;
+    p->feed_full = 0;
+    if (p->state == P_OPEN)
+        sc_session_kick(p->cu.session);
+}
+
+/* the child sent: its bytes wait in its ring for the next round */
+static void pump_news(void *ud)
+{
+    sc_pump *p = ud;
+    if (p->state == P_OPEN)
+        sc_session_kick(p->cu.session);
+}
+
+void sc_pump_feed(sc_pump *p, int peer_fd, void *owner)
+{
+    p->feed_fd = peer_fd;
+    p->feed_owner = owner;
+    sc_readahead_on_room(peer_fd, owner, pump_room, p);
+    sc_readahead_out_feed(peer_fd, owner, pump_news, p);
+}
+
+/* fd -> channel from the child's ring, straight from it: 1 to go on, 0 when the ring is empty
+ * (the socket may still have its end of file, or bytes flushed at a stop), -1 finished. */
+static int pump_from_ring(sc_pump *p)
+{
+    for (;;) {
+        const char *d;
+        long avail = sc_readahead_out_peek(p->feed_fd, p->feed_owner, &d);
+        if (avail <= 0)
+            return 0;
+        long w = sc_channel_write(&p->chan, d, (size_t)avail);
+        if (w < 0) {
+            pump_finish(p);
+            return -1;
+        }
+        sc_readahead_out_consume(p->feed_fd, p->feed_owner, (size_t)w);
+        if (w < avail)
+            return 1;
+    }
 }
 
 static void pump_takes(sc_pump *p)
@@ -152,7 +222,7 @@ static int pump_to_fd(sc_pump *p)
     size_t moved = 0;
     while (moved < 4 * PUMP_BUF && !p->eof_to_fd) {
         if (p->tf_len > p->tf_off) {
-            ssize_t n = send(p->fd, p->to_fd + p->tf_off, p->tf_len - p->tf_off, MSG_NOSIGNAL);
+            ssize_t n = pump_put(p, p->to_fd + p->tf_off, p->tf_len - p->tf_off);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR || errno == ENOTCONN)
                     break;
@@ -186,6 +256,11 @@ static int pump_to_fd(sc_pump *p)
 /* fd -> channel, as far as the window and the session's budget allow; 0 or -1 (finished). */
 static int pump_from_fd(sc_pump *p)
 {
+    if (p->feed_owner && p->ff_len == p->ff_off && !p->eof_from_fd) {
+        int r = pump_from_ring(p);
+        if (r != 0)
+            return r < 0 ? -1 : 0;
+    }
     while (!p->eof_from_fd) {
         if (p->ff_len == p->ff_off) {
             if (p->fd_drained)
@@ -363,6 +438,8 @@ int sc_pump_preload(sc_pump *p, const void *data, size_t len)
 
 void sc_pump_fd_news(sc_pump *p)
 {
+    if (p->feed_owner && sc_readahead_out_room(p->feed_fd, p->feed_owner) >= 0)
+        return; /* its sends come through the ring, which says so itself (pump_news) */
     if (!p->fd_drained)
         return; /* its next service reads it anyway */
     p->fd_drained = 0;

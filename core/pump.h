@@ -31,6 +31,11 @@ sc_pump *sc_pump_open_unix(sc_session *s, int fd, const char *path, const sc_pum
 sc_pump *sc_pump_attach(sc_session *s, ssh_channel ch, int fd, const sc_pump_events *ev, void *ud);
 
 void sc_pump_set_fd(sc_pump *p, int fd);
+/* The bytes from the channel go straight into the buffer of peer_fd (readahead.c), the child
+ * session's own end of the socketpair, attached by owner; the socketpair then carries the
+ * channel's end of file only, and the child's bytes the other way. Where the feed is refused
+ * (not attached), they go through the fd as before. */
+void sc_pump_feed(sc_pump *p, int peer_fd, void *owner);
 /* The other end of the fd was written to (the child session of a hop sent something): read it
  * at the next service round, even after an EAGAIN, rather than waiting for the fd's watcher. */
 void sc_pump_fd_news(sc_pump *p);

@@ -1,13 +1,14 @@
 /* readahead.c - libssh's socket reads, made larger (see readahead.h).
  *
  * The patch: libssh is found among the loaded objects (dl_iterate_phdr); its PLT relocations
- * name the slots through which it calls recv, poll and close; each slot is made writable for the
+ * name the slots through which it calls recv, send, poll and close; each slot is made writable for the
  * moment of the write (full RELRO leaves them read-only) and pointed here. Nothing of libssh is
- * copied or changed but those three pointers; if any of them is missing, none is patched.
+ * copied or changed but those four pointers; if any of them is missing, none is patched.
  *
  * The buffer: an attached fd gets one only once a read of libssh's has filled what it asked
- * (more was probably waiting), so sessions that only ever see small packets (1000 idle ones)
- * never hold one; it goes again after a run of refills that each fit in one of libssh's reads. */
+ * (more was probably waiting) or a feeder puts bytes in, so sessions that only ever see small
+ * packets (1000 idle ones) never hold one; a buffer the kernel fills goes again after a run of
+ * refills that each fit in one of libssh's reads. */
 #define _GNU_SOURCE /* dl_iterate_phdr */
 #include "readahead.h"
 
@@ -23,13 +24,27 @@
 #include <unistd.h>
 
 #define SMALL_REFILLS_BEFORE_FREE 8
+#define OUT_ASKED_EVERY           (64 * 1024) /* see sc_ra_poll */
+#define POLL_SET_MAX              16 /* libssh's sets here hold one fd (a context per session) */
 
 typedef struct {
     void (*wake)(void *);
     void *arg;
-    char *buf; /* SC_RA_SIZE bytes, or NULL */
-    size_t off, len;
-    int small; /* refills in a row that fit in one of libssh's reads */
+    void (*room)(void *); /* the feeder's, told when a full buffer has half its room again */
+    void *room_arg;
+    int want_room;
+    int fed;           /* bytes come from a feeder: the buffer stays */
+    char *buf;         /* a ring of SC_RA_SIZE bytes, or NULL */
+    size_t head, tail; /* held: tail - head; positions modulo SC_RA_SIZE */
+    size_t unasked;    /* bytes served since the kernel was last asked about this fd */
+    int unread;        /* a poll said readable from held bytes, and libssh has not read since */
+    int small;         /* refills in a row that fit in one of libssh's reads */
+    /* the other way (sc_readahead_out_feed): libssh's sends, for the feeder to take */
+    void (*news)(void *); /* the feeder's, told when bytes came; NULL: sends go to the kernel */
+    void *news_arg;
+    char *obuf; /* a ring of SC_RA_SIZE bytes, or NULL */
+    size_t ohead, otail;
+    int out_full; /* a send found it full: the owner is woken when half of it is free again */
 } ra_fd;
 
 /* fd -> entry; the entries of one session are used by the thread that runs its loop, the table
@@ -52,6 +67,31 @@ static ra_fd *lookup(int fd)
     return e;
 }
 
+static ra_fd *lookup_owned(int fd, void *owner)
+{
+    ra_fd *e = lookup(fd);
+    return e && e->arg == owner ? e : NULL;
+}
+
+/* What libssh sent and the feeder has not taken goes to the socket after all, where the feeder
+ * reads it before the end of file (as much as the socket takes: this side is closing). */
+static void out_flush(int fd, ra_fd *e)
+{
+    while (e->otail > e->ohead) {
+        size_t at = e->ohead % SC_RA_SIZE, n = e->otail - e->ohead;
+        if (n > SC_RA_SIZE - at)
+            n = SC_RA_SIZE - at;
+        ssize_t w = send(fd, e->obuf + at, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        e->ohead += (size_t)w;
+    }
+    free(e->obuf);
+    e->obuf = NULL;
+    e->ohead = e->otail = 0;
+    e->news = NULL;
+}
+
 static void drop(int fd, void *arg, int any)
 {
     ra_fd *e = NULL;
@@ -62,6 +102,7 @@ static void drop(int fd, void *arg, int any)
     }
     pthread_mutex_unlock(&lock);
     if (e) {
+        out_flush(fd, e);
         free(e->buf);
         free(e);
     }
@@ -97,6 +138,7 @@ void sc_readahead_attach(int fd, void (*wake)(void *), void *arg)
     pthread_mutex_unlock(&lock);
     if (old) {
         free(old->buf);
+        free(old->obuf);
         free(old);
     }
 }
@@ -106,7 +148,7 @@ void sc_readahead_detach(int fd, void *arg) { drop(fd, arg, 0); }
 size_t sc_readahead_held(int fd)
 {
     ra_fd *e = lookup(fd);
-    return e ? e->len - e->off : 0;
+    return e ? e->tail - e->head : 0;
 }
 
 void sc_readahead_counts(unsigned long *reads, unsigned long *kernel)
@@ -125,24 +167,45 @@ static void count(int kernel)
     pthread_mutex_unlock(&lock);
 }
 
-/* Hands out held bytes; wakes the owner when some are left. */
+/* Copies n bytes between the ring at position pos and flat memory, both pieces of it. */
+static void ring_copy(char *ring, size_t pos, char *flat, size_t n, int into_ring)
+{
+    size_t at = pos % SC_RA_SIZE, first = SC_RA_SIZE - at < n ? SC_RA_SIZE - at : n;
+    if (into_ring) {
+        memcpy(ring + at, flat, first);
+        memcpy(ring, flat + first, n - first);
+    } else {
+        memcpy(flat, ring + at, first);
+        memcpy(flat + first, ring, n - first);
+    }
+}
+
+/* Hands out held bytes; wakes the owner when some are left, the feeder when room came back. */
 static ssize_t serve(ra_fd *e, void *buf, size_t len, int flags)
 {
-    size_t n = e->len - e->off;
+    size_t n = e->tail - e->head;
     if (n > len)
         n = len;
-    memcpy(buf, e->buf + e->off, n);
-    if (!(flags & MSG_PEEK))
-        e->off += n;
-    if (e->off == e->len) {
-        e->off = e->len = 0;
-        if (e->small >= SMALL_REFILLS_BEFORE_FREE) {
+    ring_copy(e->buf, e->head, buf, n, 0);
+    if (flags & MSG_PEEK)
+        return (ssize_t)n;
+    e->head += n;
+    e->unasked += n;
+    e->unread = 0;
+    if (e->head == e->tail) {
+        e->head = e->tail = 0;
+        if (!e->fed && e->small >= SMALL_REFILLS_BEFORE_FREE) {
             free(e->buf);
             e->buf = NULL;
             e->small = 0;
         }
     } else if (e->wake) {
         e->wake(e->arg);
+    }
+    if (e->want_room && e->tail - e->head <= SC_RA_SIZE / 2) {
+        e->want_room = 0;
+        if (e->room)
+            e->room(e->room_arg);
     }
     return (ssize_t)n;
 }
@@ -152,7 +215,7 @@ ssize_t sc_ra_recv(int fd, void *buf, size_t len, int flags)
     ra_fd *e = lookup(fd);
     if (!e || len == 0)
         return recv(fd, buf, len, flags);
-    if (e->off < e->len) {
+    if (e->tail > e->head) {
         count(0);
         return serve(e, buf, len, flags);
     }
@@ -165,52 +228,186 @@ ssize_t sc_ra_recv(int fd, void *buf, size_t len, int flags)
             e->buf = malloc(SC_RA_SIZE); /* without it, reads stay as they were */
         return n;
     }
-    ssize_t n = recv(fd, e->buf, SC_RA_SIZE, 0);
+    ssize_t n = recv(fd, e->buf, SC_RA_SIZE, 0); /* empty: head and tail are 0 */
     if (n <= 0)
         return n;
-    e->len = (size_t)n;
-    e->off = 0;
+    e->tail = (size_t)n;
     e->small = (size_t)n <= len ? e->small + 1 : 0;
     return serve(e, buf, len, 0);
 }
 
-#define POLL_SET_MAX 16 /* libssh's sets here hold one fd (a context per session) */
+long sc_readahead_feed(int fd, void *owner, const void *data, size_t len)
+{
+    ra_fd *e = lookup_owned(fd, owner);
+    if (!e)
+        return -1;
+    if (!e->buf && !(e->buf = malloc(SC_RA_SIZE)))
+        return -1;
+    e->fed = 1;
+    size_t n = SC_RA_SIZE - (e->tail - e->head);
+    if (n > len)
+        n = len;
+    ring_copy(e->buf, e->tail, (char *)data, n, 1);
+    e->tail += n;
+    if (n < len)
+        e->want_room = 1;
+    if (n > 0 && e->wake)
+        e->wake(e->arg);
+    return (long)n;
+}
 
-/* An fd with bytes held is reported readable without asking the kernel. Whatever else it waits
- * for waits for the next poll, once the held bytes are gone (at most a round of the session
- * later): that is POLLOUT, which libssh asks for after each of its writes, queueing its next ones
- * until a poll says writable. Asking the kernel about it each time cost a poll() per 4 KiB. */
+void sc_readahead_on_room(int fd, void *owner, void (*room)(void *), void *room_arg)
+{
+    ra_fd *e = lookup_owned(fd, owner);
+    if (e) {
+        e->room = room;
+        e->room_arg = room_arg;
+    }
+}
+
+void sc_readahead_out_feed(int fd, void *owner, void (*news)(void *), void *news_arg)
+{
+    ra_fd *e = lookup_owned(fd, owner);
+    if (!e)
+        return;
+    if (!news) {
+        out_flush(fd, e);
+        return;
+    }
+    e->news = news;
+    e->news_arg = news_arg;
+}
+
+static size_t out_room(const ra_fd *e) { return SC_RA_SIZE - (e->otail - e->ohead); }
+
+int sc_readahead_out_room(int fd, void *owner)
+{
+    ra_fd *e = lookup_owned(fd, owner);
+    return !e || !e->news ? -1 : out_room(e) > 0;
+}
+
+long sc_readahead_out_peek(int fd, void *owner, const char **data)
+{
+    ra_fd *e = lookup_owned(fd, owner);
+    if (!e || !e->news)
+        return -1;
+    size_t at = e->ohead % SC_RA_SIZE, n = e->otail - e->ohead;
+    *data = e->obuf ? e->obuf + at : NULL;
+    return (long)(n > SC_RA_SIZE - at ? SC_RA_SIZE - at : n);
+}
+
+void sc_readahead_out_consume(int fd, void *owner, size_t n)
+{
+    ra_fd *e = lookup_owned(fd, owner);
+    if (!e || n > e->otail - e->ohead)
+        return;
+    e->ohead += n;
+    if (e->ohead == e->otail)
+        e->ohead = e->otail = 0;
+    if (e->out_full && out_room(e) >= SC_RA_SIZE / 2) {
+        e->out_full = 0;
+        if (e->wake)
+            e->wake(e->arg);
+    }
+}
+
+/* libssh sends only after a poll said writable, and takes a short count (0 too) as "the rest
+ * later"; -1 would be fatal to it. */
+ssize_t sc_ra_send(int fd, const void *buf, size_t len, int flags)
+{
+    ra_fd *e = lookup(fd);
+    if (!e || !e->news || len == 0)
+        return send(fd, buf, len, flags);
+    if (!e->obuf && !(e->obuf = malloc(SC_RA_SIZE)))
+        return send(fd, buf, len, flags); /* nothing queued yet: the feeder reads the socket too */
+    size_t n = out_room(e);
+    if (n > len)
+        n = len;
+    ring_copy(e->obuf, e->otail, (char *)buf, n, 1);
+    e->otail += n;
+    if (n < len)
+        e->out_full = 1;
+    if (n > 0)
+        e->news(e->news_arg);
+    return (ssize_t)n;
+}
+
+/* An attached fd's readiness is known here for what it holds: POLLIN when bytes are held, and
+ * POLLOUT when its sends go to a feeder (room in the ring); the kernel is asked only for the
+ * rest. While there is an answer here, the rest is asked only now and then. POLLIN (an end of
+ * file) waits until nothing is held or writable. POLLOUT of a socket is asked once per
+ * OUT_ASKED_EVERY bytes served, or when libssh did not read after the last answer: libssh asks
+ * for it after each of its writes, queueing its next ones (window adjusts) until a poll says
+ * writable, and a socket it was given waits for it before libssh reads at all. Asking each time
+ * cost a poll() per 4 KiB; never asking while a feeder keeps bytes coming would hold the window
+ * adjusts back until the flow stopped, and a fed session would never start. */
 int sc_ra_poll(struct pollfd *fds, nfds_t n, int timeout)
 {
-    int hidden[POLL_SET_MAX];
-    nfds_t held = 0, others = 0;
+    int fd_of[POLL_SET_MAX];
+    short events_of[POLL_SET_MAX], ours[POLL_SET_MAX];
+    nfds_t to_kernel = 0, answered = 0;
     if (n > POLL_SET_MAX)
         return poll(fds, n, timeout);
     for (nfds_t i = 0; i < n; i++) {
-        hidden[i] = -1;
+        fd_of[i] = fds[i].fd;
+        events_of[i] = fds[i].events;
+        ours[i] = 0;
         fds[i].revents = 0;
         if (fds[i].fd < 0 || fds[i].events == 0)
             continue;
-        if ((fds[i].events & POLLIN) && sc_readahead_held(fds[i].fd) > 0) {
-            hidden[i] = fds[i].fd;
-            fds[i].fd = -1; /* the kernel skips it */
-            held++;
+        short ask = fds[i].events;
+        ra_fd *e = lookup(fds[i].fd);
+        if (e) {
+            if ((ask & POLLIN) && e->tail > e->head) {
+                ours[i] |= POLLIN;
+                ask &= (short)~POLLIN;
+            }
+            if ((ask & POLLOUT) && e->news) {
+                if (out_room(e) > 0)
+                    ours[i] |= POLLOUT;
+                ask &= (short)~POLLOUT;
+            }
+            if (ours[i] && ask) {
+                int due = (ask & POLLOUT) && (e->unasked >= OUT_ASKED_EVERY || e->unread);
+                if (due) {
+                    e->unasked = 0;
+                    e->unread = 0;
+                } else {
+                    ask = 0;
+                    if (ours[i] & POLLIN)
+                        e->unread = 1;
+                }
+            }
+        }
+        answered += ours[i] != 0;
+        if (ask) {
+            fds[i].events = ask;
+            to_kernel++;
         } else {
-            others++;
+            fds[i].fd = -1; /* the kernel skips it */
         }
     }
-    if (held == 0)
-        return poll(fds, n, timeout);
-    int rc = others > 0 ? poll(fds, n, 0) : 0;
+    /* with an answer here the kernel is not waited for; an fd whose readiness is all known here
+     * and nil (a full ring) is not asked about at all: the feeder's wake comes instead */
+    int rc = 0, err = 0;
+    if (to_kernel > 0 || (answered == 0 && timeout != 0)) {
+        rc = poll(fds, n, answered ? 0 : timeout);
+        err = errno;
+    }
     int ready = 0;
     for (nfds_t i = 0; i < n; i++) {
-        if (hidden[i] >= 0) {
-            fds[i].fd = hidden[i];
-            fds[i].revents = POLLIN;
-        }
+        fds[i].fd = fd_of[i];
+        fds[i].events = events_of[i];
+        if (rc < 0)
+            fds[i].revents = 0;
+        fds[i].revents |= ours[i];
         ready += fds[i].revents != 0;
     }
-    return rc < 0 ? -1 : ready;
+    if (rc < 0 && answered == 0) {
+        errno = err;
+        return -1;
+    }
+    return ready;
 }
 
 int sc_ra_close(int fd)
@@ -234,6 +431,7 @@ static const struct {
 } hooks[] = {
     {"recv", (void *)sc_ra_recv},
     {"poll", (void *)sc_ra_poll},
+    {"send", (void *)sc_ra_send},
     {"close", (void *)sc_ra_close},
 };
 #define N_HOOKS (sizeof hooks / sizeof hooks[0])

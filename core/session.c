@@ -94,8 +94,15 @@ static void session_update_poll(sc_session *s)
         want = UV_WRITABLE;
     } else if (s->ssh) {
         want = UV_READABLE;
-        if (ssh_get_poll_flags(s->ssh) & SSH_WRITE_PENDING)
-            want |= UV_WRITABLE;
+        if (ssh_get_poll_flags(s->ssh) & SSH_WRITE_PENDING) {
+            /* a hop's sends go to its pump's ring (readahead.c): writable while it has room,
+             * and a full one wakes the session when it has room again */
+            int room = sc_readahead_out_room(s->lib_fd, s);
+            if (room < 0)
+                want |= UV_WRITABLE;
+            else if (room > 0)
+                sc_session_kick(s);
+        }
     } else {
         return;
     }

@@ -309,7 +309,7 @@ static void count_wake(void *arg) { (*(int *)arg)++; }
  * bytes are left, and a close or a detach lets the fd go */
 static void test_readahead(void)
 {
-    ok(sc_readahead_install() == 1, "readahead: libssh's recv, poll and close slots patched");
+    ok(sc_readahead_install() == 1, "readahead: libssh's recv, send, poll and close slots patched");
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) {
         ok(0, "readahead: socketpair");
@@ -428,6 +428,137 @@ static void test_readahead(void)
     close(sv2[1]);
 }
 
+static int n_room;
+static void count_room(void *arg) { (*(int *)arg)++; }
+
+/* a feeder (a hop's pump) puts bytes straight into the buffer: only the owner's feed is taken,
+ * as far as there is room; the feeder hears when half of it is back; the kernel's end of file
+ * comes after the fed bytes; a poll that libssh did not answer with a read asks the kernel next
+ * time (a given socket waits for POLLOUT before libssh reads at all) */
+static void test_readahead_feed(void)
+{
+    int sv[2], owner = 0, other = 0;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) {
+        ok(0, "feed: socketpair");
+        return;
+    }
+    static unsigned char data[SC_RA_SIZE + 100000], got[sizeof data];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (unsigned char)(i * 13 + i / 1000);
+    n_room = 0;
+    ok(sc_readahead_feed(sv[1], &owner, data, 10) == -1, "feed: refused before attach");
+    sc_readahead_attach(sv[1], count_wake, &owner);
+    sc_readahead_on_room(sv[1], &owner, count_room, &n_room);
+    ok(sc_readahead_feed(sv[1], &other, data, 10) == -1, "feed: refused to someone else");
+    long put = sc_readahead_feed(sv[1], &owner, data, sizeof data);
+    ok(put == SC_RA_SIZE && sc_readahead_held(sv[1]) == SC_RA_SIZE,
+       "feed: takes as much as there is room for");
+    struct pollfd p = {.fd = sv[1], .events = POLLIN | POLLOUT};
+    int r1 = sc_ra_poll(&p, 1, 0);
+    int out1 = p.revents & POLLOUT;
+    p.revents = 0;
+    int r2 = sc_ra_poll(&p, 1, 0);
+    ok(r1 == 1 && !out1 && r2 == 1 && (p.revents & (POLLIN | POLLOUT)) == (POLLIN | POLLOUT),
+       "feed: a poll not followed by a read asks the kernel the next time");
+    size_t have = 0;
+    int room_early = 0;
+    while (have < sizeof data) {
+        ssize_t n = sc_ra_recv(sv[1], got + have, 4096, 0);
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        if (n_room && (size_t)put < sizeof data) {
+            room_early |= sc_readahead_held(sv[1]) > SC_RA_SIZE / 2;
+            long more = sc_readahead_feed(sv[1], &owner, data + put, sizeof data - (size_t)put);
+            put += more > 0 ? more : 0;
+        }
+    }
+    ok(n_room == 1 && !room_early, "feed: the feeder hears once half the room is back");
+    ok(have == sizeof data && memcmp(got, data, sizeof data) == 0,
+       "feed: every byte fed comes out, in order, across the ring's end");
+    sc_readahead_feed(sv[1], &owner, data, 5000);
+    shutdown(sv[0], SHUT_WR);
+    char buf[4096];
+    ssize_t a = sc_ra_recv(sv[1], buf, sizeof buf, 0), b = sc_ra_recv(sv[1], buf, sizeof buf, 0),
+            c = sc_ra_recv(sv[1], buf, sizeof buf, 0);
+    ok(a == 4096 && b == 5000 - 4096 && c == 0, "feed: the kernel's end of file after them");
+    sc_readahead_detach(sv[1], &owner);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static int n_news;
+static void count_news(void *arg) { (*(int *)arg)++; }
+
+/* the other way: libssh's sends go into a ring the feeder takes them from; POLLOUT is the
+ * ring's room, not the socket's; a full ring wakes its owner once half of it is free; stopping
+ * (or a close) sends what was not taken through the socket, before the end of file */
+static void test_readahead_out(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) {
+        ok(0, "out: socketpair");
+        return;
+    }
+    static unsigned char data[SC_RA_SIZE + 70000], got[sizeof data];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (unsigned char)(i * 11 + i / 777);
+    int wakes = 0;
+    n_news = 0;
+    sc_readahead_attach(sv[1], count_wake, &wakes);
+    ok(sc_readahead_out_room(sv[1], &wakes) == -1, "out: sends go to the kernel until asked");
+    sc_readahead_out_feed(sv[1], &wakes, count_news, &n_news);
+    ssize_t w = sc_ra_send(sv[1], data, sizeof data, MSG_NOSIGNAL);
+    struct pollfd p = {.fd = sv[1], .events = POLLOUT};
+    ok(w == SC_RA_SIZE && n_news == 1 && sc_ra_poll(&p, 1, 0) == 0 && p.revents == 0,
+       "out: a send takes what the ring has room for; full, it is not writable (whatever the "
+       "socket says)");
+    ok(sc_ra_send(sv[1], data, 100, MSG_NOSIGNAL) == 0, "out: full, a send takes nothing (no -1)");
+    size_t have = 0;
+    size_t put = (size_t)w;
+    int woke_early = 0;
+    while (have < sizeof data) {
+        const char *d;
+        long n = sc_readahead_out_peek(sv[1], &wakes, &d);
+        if (n <= 0) {
+            if (put < sizeof data) {
+                ssize_t more = sc_ra_send(sv[1], data + put, sizeof data - put, MSG_NOSIGNAL);
+                put += more > 0 ? (size_t)more : 0;
+                continue;
+            }
+            break;
+        }
+        if (n > 5000)
+            n = 5000;
+        memcpy(got + have, d, (size_t)n);
+        have += (size_t)n;
+        if (!wakes)
+            woke_early |= have >= SC_RA_SIZE / 2 + 5000;
+        sc_readahead_out_consume(sv[1], &wakes, (size_t)n);
+        if (wakes && put < sizeof data) {
+            ssize_t more = sc_ra_send(sv[1], data + put, sizeof data - put, MSG_NOSIGNAL);
+            put += more > 0 ? (size_t)more : 0;
+        }
+    }
+    ok(have == sizeof data && memcmp(got, data, sizeof data) == 0,
+       "out: every byte sent comes out of the ring, in order, across its end");
+    ok(wakes >= 1 && !woke_early, "out: the owner is woken once half the ring is free");
+    p.revents = 0;
+    ok(sc_ra_poll(&p, 1, 0) == 1 && p.revents == POLLOUT, "out: room again, writable");
+    /* untaken bytes go through the socket when it stops, then the end of file */
+    sc_ra_send(sv[1], data, 3000, MSG_NOSIGNAL);
+    sc_readahead_out_feed(sv[1], &wakes, NULL, NULL);
+    ok(sc_readahead_out_room(sv[1], &wakes) == -1, "out: stopped, sends go to the kernel");
+    sc_ra_send(sv[1], data + 3000, 1000, MSG_NOSIGNAL);
+    sc_readahead_detach(sv[1], &wakes);
+    close(sv[1]);
+    char buf[8192];
+    ssize_t a = recv(sv[0], buf, sizeof buf, 0), b = recv(sv[0], buf + (a > 0 ? a : 0), 100, 0);
+    ok(a == 4000 && memcmp(buf, data, 4000) == 0 && b == 0,
+       "out: what was not taken, then later sends, reach the socket before its end of file");
+    close(sv[0]);
+}
+
 static void test_connect_failures(sc_loop *loop)
 {
     sc_err e = connect_and_wait(loop, "127.0.0.1", 1, 5);
@@ -453,6 +584,8 @@ int main(void)
     test_socks5();
     test_known_hosts();
     test_readahead();
+    test_readahead_feed();
+    test_readahead_out();
     test_sleep(loop);
     test_connect_failures(loop);
     sc_loop_free(loop);
