@@ -26,6 +26,13 @@ static void on_eof(ssh_session session, ssh_channel channel, void *ud)
     ((sc_channel *)ud)->remote_eof = 1;
 }
 
+static void on_close(ssh_session session, ssh_channel channel, void *ud)
+{
+    (void)session;
+    (void)channel;
+    ((sc_channel *)ud)->remote_closed = 1;
+}
+
 static int on_data(ssh_session session, ssh_channel channel, void *data, uint32_t len,
                    int is_stderr, void *ud)
 {
@@ -61,6 +68,7 @@ static void watch(sc_channel *c)
     c->cb.userdata = c;
     c->cb.channel_data_function = on_data;
     c->cb.channel_eof_function = on_eof;
+    c->cb.channel_close_function = on_close;
     c->cb.channel_exit_status_function = on_exit_status;
     c->cb.channel_exit_signal_function = on_exit_signal;
     ssh_set_channel_callbacks(c->ch, &c->cb);
@@ -349,13 +357,15 @@ int sc_channel_step(sc_channel *c, const char *stage, sc_err *err)
 /* ---- data ---- */
 
 /* libssh calls every channel closed once the session's socket has ended, which a channel may see
- * first, reading in the middle of a round: that is the session's loss, not the peer's close.
- * The session's next round says so, for all its channels and its children first, naming the
- * hop; until then its channels wait. */
+ * first, reading in the middle of a round: that is the session's loss, not the peer's close
+ * (unless the peer's close came first: then the channel ended as it should). The session's next
+ * round says so, for all its channels and its children first, naming the hop; until then its
+ * channels wait. */
 static int session_gone(const sc_channel *c)
 {
     ssh_session ss = c->session->ssh;
-    if (!ss || (ssh_is_connected(ss) && !(ssh_get_status(ss) & (SSH_CLOSED | SSH_CLOSED_ERROR))))
+    if (!ss || c->remote_closed ||
+        (ssh_is_connected(ss) && !(ssh_get_status(ss) & (SSH_CLOSED | SSH_CLOSED_ERROR))))
         return 0;
     sc_session_kick(c->session);
     return 1;

@@ -85,7 +85,8 @@ struct sc_channel {
     void *ud;
     uint32_t window;
     int eof_sent;
-    int remote_eof; /* the peer sent EOF (the callback records it) */
+    int remote_eof;    /* the peer sent EOF (the callback records it) */
+    int remote_closed; /* the peer sent its close (the callback records it) */
     /* With the callbacks on (watched): whether stdout [0] or stderr [1] may have bytes buffered
      * in libssh. A read with nothing buffered costs libssh a poll() of the session's socket; a
      * session serving many channels would pay one per channel per round. */

@@ -147,7 +147,11 @@ static ssize_t pump_put(sc_pump *p, const void *data, size_t len)
                 errno = EAGAIN;
             return n > 0 ? n : -1;
         }
-        p->feed_owner = NULL; /* the child let it go: the socket from now on */
+        /* the child let it go, or its buffer could not be had: the socket from now on, both ways
+         * (what it sent into its ring goes there first) */
+        sc_readahead_on_room(p->feed_fd, p->feed_owner, NULL, NULL);
+        sc_readahead_out_feed(p->feed_fd, p->feed_owner, NULL, NULL);
+        p->feed_owner = NULL;
         p->feed_full = 0;
     }
     return send(p->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);

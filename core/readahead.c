@@ -5,10 +5,11 @@
  * moment of the write (full RELRO leaves them read-only) and pointed here. Nothing of libssh is
  * copied or changed but those four pointers; if any of them is missing, none is patched.
  *
- * The buffer: an attached fd gets one only once a read of libssh's has filled what it asked
- * (more was probably waiting) or a feeder puts bytes in, so sessions that only ever see small
- * packets (1000 idle ones) never hold one; a buffer the kernel fills goes again after a run of
- * refills that each fit in one of libssh's reads. */
+ * The buffers: the kernel's bytes go through one only once a read of libssh's has filled what it
+ * asked (more was probably waiting), and it goes again after a run of refills that each fit in
+ * one of libssh's reads. A feeder's bytes (each way) go through a ring of 16 KiB that grows to
+ * SC_RA_SIZE when more is held at once, and goes whenever it is empty before it grew: sessions
+ * that carry little (1000 idle ones) hold no buffer between their packets. */
 #define _GNU_SOURCE /* dl_iterate_phdr */
 #include "readahead.h"
 
@@ -27,23 +28,30 @@
 #define OUT_ASKED_EVERY           (64 * 1024) /* see sc_ra_poll */
 #define POLL_SET_MAX              16 /* libssh's sets here hold one fd (a context per session) */
 
+/* A ring of bytes: it holds at most SC_RA_SIZE, in RING_FIRST bytes until more is held at once;
+ * positions run modulo cap and go back to 0 whenever it is empty. */
+typedef struct {
+    char *p; /* NULL until bytes come */
+    size_t cap, head, tail;
+} ring;
+
+#define RING_FIRST (16 * 1024)
+
 typedef struct {
     void (*wake)(void *);
     void *arg;
-    void (*room)(void *); /* the feeder's, told when a full buffer has half its room again */
+    ring in;              /* held for libssh's reads: from the kernel, or from a feeder */
+    int refill;           /* the kernel's bytes come through `in`, SC_RA_SIZE at a time */
+    int small;            /* refills in a row that fit in one of libssh's reads */
+    void (*room)(void *); /* the feeder's, told when a full `in` has half its room again */
     void *room_arg;
     int want_room;
-    int fed;           /* bytes come from a feeder: the buffer stays */
-    char *buf;         /* a ring of SC_RA_SIZE bytes, or NULL */
-    size_t head, tail; /* held: tail - head; positions modulo SC_RA_SIZE */
-    size_t unasked;    /* bytes served since the kernel was last asked about this fd */
-    int unread;        /* a poll said readable from held bytes, and libssh has not read since */
-    int small;         /* refills in a row that fit in one of libssh's reads */
+    size_t unasked; /* bytes served since the kernel was last asked about this fd */
+    int unread;     /* a poll said readable from held bytes, and libssh has not read since */
     /* the other way (sc_readahead_out_feed): libssh's sends, for the feeder to take */
     void (*news)(void *); /* the feeder's, told when bytes came; NULL: sends go to the kernel */
     void *news_arg;
-    char *obuf; /* a ring of SC_RA_SIZE bytes, or NULL */
-    size_t ohead, otail;
+    ring out;
     int out_full; /* a send found it full: the owner is woken when half of it is free again */
 } ra_fd;
 
@@ -54,6 +62,71 @@ static ra_fd **table;
 static int table_len;
 static int installed = -1;
 static unsigned long n_reads, n_kernel; /* libssh's reads of attached fds; recv()s for them */
+
+static size_t ring_held(const ring *r) { return r->tail - r->head; }
+static size_t ring_room(const ring *r) { return SC_RA_SIZE - ring_held(r); }
+
+/* Copies n bytes between the ring at position pos and flat memory, both pieces of it. */
+static void ring_copy(const ring *r, size_t pos, char *flat, size_t n, int into_ring)
+{
+    if (n == 0)
+        return;
+    size_t at = pos % r->cap, first = r->cap - at < n ? r->cap - at : n;
+    if (into_ring) {
+        memcpy(r->p + at, flat, first);
+        memcpy(r->p, flat + first, n - first);
+    } else {
+        memcpy(flat, r->p + at, first);
+        memcpy(flat + first, r->p, n - first);
+    }
+}
+
+/* Room for n more bytes (n <= ring_room): 0, or -1 out of memory (the ring is as it was). */
+static int ring_reserve(ring *r, size_t n)
+{
+    size_t held = ring_held(r);
+    if (r->p && held + n <= r->cap)
+        return 0;
+    size_t cap = held + n <= RING_FIRST ? RING_FIRST : SC_RA_SIZE;
+    char *p = malloc(cap);
+    if (!p)
+        return -1;
+    if (r->p) {
+        ring_copy(r, r->head, p, held, 0);
+        free(r->p);
+    }
+    r->p = p;
+    r->cap = cap;
+    r->head = 0;
+    r->tail = held;
+    return 0;
+}
+
+static void ring_put(ring *r, const void *data, size_t n)
+{
+    ring_copy(r, r->tail, (char *)data, n, 1);
+    r->tail += n;
+}
+
+static void ring_drop(ring *r, size_t n)
+{
+    r->head += n;
+    if (r->head == r->tail)
+        r->head = r->tail = 0;
+}
+
+static void ring_free(ring *r)
+{
+    free(r->p);
+    memset(r, 0, sizeof *r);
+}
+
+/* An empty ring that never grew goes: sessions that carry little hold no buffer between. */
+static void ring_trim(ring *r)
+{
+    if (r->p && r->head == r->tail && r->cap == RING_FIRST)
+        ring_free(r);
+}
 
 static ra_fd *lookup(int fd)
 {
@@ -77,18 +150,17 @@ static ra_fd *lookup_owned(int fd, void *owner)
  * reads it before the end of file (as much as the socket takes: this side is closing). */
 static void out_flush(int fd, ra_fd *e)
 {
-    while (e->otail > e->ohead) {
-        size_t at = e->ohead % SC_RA_SIZE, n = e->otail - e->ohead;
-        if (n > SC_RA_SIZE - at)
-            n = SC_RA_SIZE - at;
-        ssize_t w = send(fd, e->obuf + at, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    ring *r = &e->out;
+    while (ring_held(r) > 0) {
+        size_t at = r->head % r->cap, n = ring_held(r);
+        if (n > r->cap - at)
+            n = r->cap - at;
+        ssize_t w = send(fd, r->p + at, n, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (w <= 0)
             break;
-        e->ohead += (size_t)w;
+        ring_drop(r, (size_t)w);
     }
-    free(e->obuf);
-    e->obuf = NULL;
-    e->ohead = e->otail = 0;
+    ring_free(r);
     e->news = NULL;
 }
 
@@ -103,7 +175,7 @@ static void drop(int fd, void *arg, int any)
     pthread_mutex_unlock(&lock);
     if (e) {
         out_flush(fd, e);
-        free(e->buf);
+        ring_free(&e->in);
         free(e);
     }
 }
@@ -137,8 +209,8 @@ void sc_readahead_attach(int fd, void (*wake)(void *), void *arg)
     table[fd] = e;
     pthread_mutex_unlock(&lock);
     if (old) {
-        free(old->buf);
-        free(old->obuf);
+        ring_free(&old->in);
+        ring_free(&old->out);
         free(old);
     }
 }
@@ -148,61 +220,44 @@ void sc_readahead_detach(int fd, void *arg) { drop(fd, arg, 0); }
 size_t sc_readahead_held(int fd)
 {
     ra_fd *e = lookup(fd);
-    return e ? e->tail - e->head : 0;
+    return e ? ring_held(&e->in) : 0;
 }
 
 void sc_readahead_counts(unsigned long *reads, unsigned long *kernel)
 {
-    pthread_mutex_lock(&lock);
-    *reads = n_reads;
-    *kernel = n_kernel;
-    pthread_mutex_unlock(&lock);
+    *reads = __atomic_load_n(&n_reads, __ATOMIC_RELAXED);
+    *kernel = __atomic_load_n(&n_kernel, __ATOMIC_RELAXED);
 }
 
 static void count(int kernel)
 {
-    pthread_mutex_lock(&lock);
-    n_reads++;
-    n_kernel += kernel;
-    pthread_mutex_unlock(&lock);
-}
-
-/* Copies n bytes between the ring at position pos and flat memory, both pieces of it. */
-static void ring_copy(char *ring, size_t pos, char *flat, size_t n, int into_ring)
-{
-    size_t at = pos % SC_RA_SIZE, first = SC_RA_SIZE - at < n ? SC_RA_SIZE - at : n;
-    if (into_ring) {
-        memcpy(ring + at, flat, first);
-        memcpy(ring, flat + first, n - first);
-    } else {
-        memcpy(flat, ring + at, first);
-        memcpy(flat + first, ring, n - first);
-    }
+    __atomic_fetch_add(&n_reads, 1, __ATOMIC_RELAXED);
+    if (kernel)
+        __atomic_fetch_add(&n_kernel, 1, __ATOMIC_RELAXED);
 }
 
 /* Hands out held bytes; wakes the owner when some are left, the feeder when room came back. */
 static ssize_t serve(ra_fd *e, void *buf, size_t len, int flags)
 {
-    size_t n = e->tail - e->head;
+    size_t n = ring_held(&e->in);
     if (n > len)
         n = len;
-    ring_copy(e->buf, e->head, buf, n, 0);
+    ring_copy(&e->in, e->in.head, buf, n, 0);
     if (flags & MSG_PEEK)
         return (ssize_t)n;
-    e->head += n;
+    ring_drop(&e->in, n);
     e->unasked += n;
     e->unread = 0;
-    if (e->head == e->tail) {
-        e->head = e->tail = 0;
-        if (!e->fed && e->small >= SMALL_REFILLS_BEFORE_FREE) {
-            free(e->buf);
-            e->buf = NULL;
-            e->small = 0;
-        }
-    } else if (e->wake) {
-        e->wake(e->arg);
+    if (ring_held(&e->in) > 0) {
+        if (e->wake)
+            e->wake(e->arg);
+    } else if (!e->refill) {
+        ring_trim(&e->in);
+    } else if (e->small >= SMALL_REFILLS_BEFORE_FREE) {
+        e->refill = e->small = 0; /* small reads again: libssh's own sizes, no buffer */
+        ring_free(&e->in);
     }
-    if (e->want_room && e->tail - e->head <= SC_RA_SIZE / 2) {
+    if (e->want_room && ring_held(&e->in) <= SC_RA_SIZE / 2) {
         e->want_room = 0;
         if (e->room)
             e->room(e->room_arg);
@@ -215,23 +270,21 @@ ssize_t sc_ra_recv(int fd, void *buf, size_t len, int flags)
     ra_fd *e = lookup(fd);
     if (!e || len == 0)
         return recv(fd, buf, len, flags);
-    if (e->tail > e->head) {
+    if (ring_held(&e->in) > 0) {
         count(0);
         return serve(e, buf, len, flags);
     }
     count(1);
-    if (flags || len >= SC_RA_SIZE)
-        return recv(fd, buf, len, flags);
-    if (!e->buf) {
-        ssize_t n = recv(fd, buf, len, 0);
-        if (n == (ssize_t)len)
-            e->buf = malloc(SC_RA_SIZE); /* without it, reads stay as they were */
+    if (flags || len >= SC_RA_SIZE || !e->refill || ring_reserve(&e->in, SC_RA_SIZE) != 0) {
+        ssize_t n = recv(fd, buf, len, flags);
+        if (n == (ssize_t)len && !flags && len < SC_RA_SIZE)
+            e->refill = 1; /* it filled what libssh asked: more was probably waiting */
         return n;
     }
-    ssize_t n = recv(fd, e->buf, SC_RA_SIZE, 0); /* empty: head and tail are 0 */
+    ssize_t n = recv(fd, e->in.p, SC_RA_SIZE, 0); /* empty: at position 0 */
     if (n <= 0)
         return n;
-    e->tail = (size_t)n;
+    e->in.tail = (size_t)n;
     e->small = (size_t)n <= len ? e->small + 1 : 0;
     return serve(e, buf, len, 0);
 }
@@ -241,14 +294,12 @@ long sc_readahead_feed(int fd, void *owner, const void *data, size_t len)
     ra_fd *e = lookup_owned(fd, owner);
     if (!e)
         return -1;
-    if (!e->buf && !(e->buf = malloc(SC_RA_SIZE)))
-        return -1;
-    e->fed = 1;
-    size_t n = SC_RA_SIZE - (e->tail - e->head);
+    size_t n = ring_room(&e->in);
     if (n > len)
         n = len;
-    ring_copy(e->buf, e->tail, (char *)data, n, 1);
-    e->tail += n;
+    if (n > 0 && ring_reserve(&e->in, n) != 0)
+        return ring_held(&e->in) > 0 ? 0 : -1; /* the socket then, if nothing is held yet */
+    ring_put(&e->in, data, n);
     if (n < len)
         e->want_room = 1;
     if (n > 0 && e->wake)
@@ -278,12 +329,10 @@ void sc_readahead_out_feed(int fd, void *owner, void (*news)(void *), void *news
     e->news_arg = news_arg;
 }
 
-static size_t out_room(const ra_fd *e) { return SC_RA_SIZE - (e->otail - e->ohead); }
-
 int sc_readahead_out_room(int fd, void *owner)
 {
     ra_fd *e = lookup_owned(fd, owner);
-    return !e || !e->news ? -1 : out_room(e) > 0;
+    return !e || !e->news ? -1 : ring_room(&e->out) > 0;
 }
 
 long sc_readahead_out_peek(int fd, void *owner, const char **data)
@@ -291,20 +340,25 @@ long sc_readahead_out_peek(int fd, void *owner, const char **data)
     ra_fd *e = lookup_owned(fd, owner);
     if (!e || !e->news)
         return -1;
-    size_t at = e->ohead % SC_RA_SIZE, n = e->otail - e->ohead;
-    *data = e->obuf ? e->obuf + at : NULL;
-    return (long)(n > SC_RA_SIZE - at ? SC_RA_SIZE - at : n);
+    ring *r = &e->out;
+    size_t n = ring_held(r);
+    if (n == 0) {
+        *data = NULL;
+        return 0;
+    }
+    size_t at = r->head % r->cap;
+    *data = r->p + at;
+    return (long)(n > r->cap - at ? r->cap - at : n);
 }
 
 void sc_readahead_out_consume(int fd, void *owner, size_t n)
 {
     ra_fd *e = lookup_owned(fd, owner);
-    if (!e || n > e->otail - e->ohead)
+    if (!e || n > ring_held(&e->out))
         return;
-    e->ohead += n;
-    if (e->ohead == e->otail)
-        e->ohead = e->otail = 0;
-    if (e->out_full && out_room(e) >= SC_RA_SIZE / 2) {
+    ring_drop(&e->out, n);
+    ring_trim(&e->out);
+    if (e->out_full && ring_room(&e->out) >= SC_RA_SIZE / 2) {
         e->out_full = 0;
         if (e->wake)
             e->wake(e->arg);
@@ -318,15 +372,19 @@ ssize_t sc_ra_send(int fd, const void *buf, size_t len, int flags)
     ra_fd *e = lookup(fd);
     if (!e || !e->news || len == 0)
         return send(fd, buf, len, flags);
-    if (!e->obuf && !(e->obuf = malloc(SC_RA_SIZE)))
-        return send(fd, buf, len, flags); /* nothing queued yet: the feeder reads the socket too */
-    size_t n = out_room(e);
+    size_t n = ring_room(&e->out);
     if (n > len)
         n = len;
-    ring_copy(e->obuf, e->otail, (char *)buf, n, 1);
-    e->otail += n;
-    if (n < len)
-        e->out_full = 1;
+    if (n > 0 && ring_reserve(&e->out, n) != 0) {
+        if (ring_held(&e->out) == 0) {
+            e->news = NULL; /* nothing queued: the socket for good, which the feeder reads too */
+            return send(fd, buf, len, flags);
+        }
+        n = 0; /* after what is queued, when there is memory */
+    }
+    ring_put(&e->out, buf, n);
+    if (n < len || ring_room(&e->out) == 0)
+        e->out_full = 1; /* full, though libssh may not know yet: wake it when there is room */
     if (n > 0)
         e->news(e->news_arg);
     return (ssize_t)n;
@@ -358,13 +416,15 @@ int sc_ra_poll(struct pollfd *fds, nfds_t n, int timeout)
         short ask = fds[i].events;
         ra_fd *e = lookup(fds[i].fd);
         if (e) {
-            if ((ask & POLLIN) && e->tail > e->head) {
+            if ((ask & POLLIN) && ring_held(&e->in) > 0) {
                 ours[i] |= POLLIN;
                 ask &= (short)~POLLIN;
             }
             if ((ask & POLLOUT) && e->news) {
-                if (out_room(e) > 0)
+                if (ring_room(&e->out) > 0)
                     ours[i] |= POLLOUT;
+                else
+                    e->out_full = 1; /* the owner is woken when there is room */
                 ask &= (short)~POLLOUT;
             }
             if (ours[i] && ask) {
@@ -504,13 +564,16 @@ static int find_libssh(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
-/* A slot is 8 bytes, aligned: it lies in one page. In RELRO the page goes back to read-only;
- * outside it (lazy binding) the loader writes the page itself, so it stays writable. */
+/* A slot is 8 bytes, aligned: it lies in one page. The loader makes read-only the pages of
+ * RELRO from its first page to the last one it covers whole (a last page it covers in part is
+ * shared with writable data and stays writable): such a page goes back to read-only; any other
+ * (lazy binding, that last page) stays writable, as the loader left it. */
 static int write_slot(const patch_plan *plan, void **slot, void *to)
 {
     long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t page = (uintptr_t)slot & ~(uintptr_t)(pg - 1);
-    int relro = (uintptr_t)slot >= plan->relro && (uintptr_t)slot < plan->relro_end;
+    uintptr_t mask = ~(uintptr_t)(pg - 1);
+    uintptr_t page = (uintptr_t)slot & mask;
+    int relro = page >= (plan->relro & mask) && page < (plan->relro_end & mask);
     if (relro && mprotect((void *)page, (size_t)pg, PROT_READ | PROT_WRITE) != 0)
         return -1;
     __atomic_store_n(slot, to, __ATOMIC_SEQ_CST);

@@ -133,16 +133,22 @@ static void nudge(sc_session *s, uint64_t got, uint64_t sent)
     }
 }
 
-static void on_poll(uv_poll_t *h, int status, int events)
+/* a round, and the nudge after it: rounds come from the socket's poll, or from kicks (a hop's
+ * bytes arrive that way, fed by its pump, and bytes held by readahead.c too) */
+static void advance_nudged(sc_session *s)
 {
-    (void)events;
-    sc_session *s = h->data;
-    (void)status; /* errors surface through the next read or SO_ERROR */
-    sc_session_ref(s);
+    sc_session_ref(s); /* the round may drop the others */
     uint64_t rx = s->rx.in_bytes, tx = s->tx.out_bytes;
     session_advance(s);
     nudge(s, s->rx.in_bytes - rx, s->tx.out_bytes - tx);
     sc_session_unref(s);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    (void)events;
+    (void)status; /* errors surface through the next read or SO_ERROR */
+    advance_nudged(h->data);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -163,9 +169,7 @@ static void on_kicked(sc_deferred *d, int canceled)
     sc_session *s = (sc_session *)((char *)d - offsetof(sc_session, kick));
     if (canceled || !session_alive(s))
         return;
-    sc_session_ref(s); /* the round may drop the others */
-    session_advance(s);
-    sc_session_unref(s);
+    advance_nudged(s);
 }
 
 void sc_session_kick(sc_session *s)

@@ -557,6 +557,24 @@ static void test_readahead_out(void)
     ok(a == 4000 && memcmp(buf, data, 4000) == 0 && b == 0,
        "out: what was not taken, then later sends, reach the socket before its end of file");
     close(sv[0]);
+    /* a send that fills the ring exactly: the owner is still woken when room comes back */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+        return;
+    wakes = 0;
+    sc_readahead_attach(sv[1], count_wake, &wakes);
+    sc_readahead_out_feed(sv[1], &wakes, count_news, &n_news);
+    w = sc_ra_send(sv[1], data, SC_RA_SIZE, MSG_NOSIGNAL);
+    p.fd = sv[1];
+    p.revents = 0;
+    int full = sc_ra_poll(&p, 1, 0) == 0;
+    const char *d;
+    long n = sc_readahead_out_peek(sv[1], &wakes, &d);
+    sc_readahead_out_consume(sv[1], &wakes, (size_t)n);
+    ok(w == SC_RA_SIZE && full && n == SC_RA_SIZE && wakes == 1,
+       "out: a send that fills the ring exactly, then a drain, wakes the owner");
+    sc_readahead_detach(sv[1], &wakes);
+    close(sv[0]);
+    close(sv[1]);
 }
 
 static void test_connect_failures(sc_loop *loop)
