@@ -3,9 +3,10 @@
  * libssh 0.10 (and 0.11) reads a session's socket 4 KiB at a time, with a poll() before each
  * read: two system calls per 4 KiB on every layer of a chain. It has no hook for its socket I/O.
  * This layer sits around it: libssh's own calls to recv, send, poll and close (its PLT slots,
- * patched once) come here first. For an fd the engine has attached, a recv takes up to SC_RA_SIZE bytes
- * from the kernel at once and serves libssh's 4 KiB reads from them, and a poll reports the fd
- * readable while bytes are held, without a system call. Every other fd, and every call from
+ * patched once) come here first. For an fd the engine has attached, a recv takes up to
+ * SC_RA_SIZE bytes from the kernel at once and serves libssh's 4 KiB reads from them, and a poll
+ * reports the fd readable while bytes are held, without a system call. A hop's pump can feed
+ * the fd's bytes in instead, and take its sends (below): then the kernel carries neither. Every other fd, and every call from
  * outside libssh, goes straight to the C library. Bytes held here are invisible to epoll: the
  * attached fd's wake callback runs whenever a read leaves some, so that its session is served
  * again (the callback may only record that: it runs inside a libssh call).
@@ -18,7 +19,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define SC_RA_SIZE (512 * 1024) /* a ring; pages never written cost nothing */
+#define SC_RA_SIZE (512 * 1024) /* the most a ring holds, and one refill from the kernel */
 
 /* Patches libssh's slots once per process (later calls return the first answer): 1 when the
  * reads of attached fds go through here, 0 when they cannot (libssh not found, slots missing,
