@@ -50,6 +50,18 @@ struct sc_pump {
 
 static void pump_run(sc_pump *p);
 
+/* No more feed: the socket from now on, both ways (what the child sent into its ring goes
+ * there first); the child's buffer calls the pump no more. */
+static void pump_unfeed(sc_pump *p)
+{
+    if (!p->feed_owner)
+        return;
+    sc_readahead_on_room(p->feed_fd, p->feed_owner, NULL, NULL);
+    sc_readahead_out_feed(p->feed_fd, p->feed_owner, NULL, NULL);
+    p->feed_owner = NULL;
+    p->feed_full = 0;
+}
+
 static void pump_free(sc_pump *p)
 {
     sc_channel_free(&p->chan);
@@ -66,10 +78,7 @@ static void pump_finish(sc_pump *p)
     if (p->state == P_DONE)
         return;
     p->state = P_DONE;
-    if (p->feed_owner) {
-        sc_readahead_on_room(p->feed_fd, p->feed_owner, NULL, NULL);
-        sc_readahead_out_feed(p->feed_fd, p->feed_owner, NULL, NULL);
-    }
+    pump_unfeed(p);
     sc_session_detach(&p->cu);
     sc_channel_close(&p->chan);
     if (p->fd >= 0) {
@@ -147,12 +156,7 @@ static ssize_t pump_put(sc_pump *p, const void *data, size_t len)
                 errno = EAGAIN;
             return n > 0 ? n : -1;
         }
-        /* the child let it go, or its buffer could not be had: the socket from now on, both ways
-         * (what it sent into its ring goes there first) */
-        sc_readahead_on_room(p->feed_fd, p->feed_owner, NULL, NULL);
-        sc_readahead_out_feed(p->feed_fd, p->feed_owner, NULL, NULL);
-        p->feed_owner = NULL;
-        p->feed_full = 0;
+        pump_unfeed(p); /* the child let it go, or its buffer could not be had */
     }
     return send(p->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
@@ -170,20 +174,19 @@ static size_t pump_take(sc_channel *c, const void *data, size_t len, void *ud)
     return n > 0 ? (size_t)n : 0;
 }
 
-static void pump_room(void *ud)
-{
-    sc_pump *p = ud;
-    p->feed_full = 0;
-    if (p->state == P_OPEN)
-        sc_session_kick(p->cu.session);
-}
-
 /* the child sent: its bytes wait in its ring for the next round */
 static void pump_news(void *ud)
 {
     sc_pump *p = ud;
     if (p->state == P_OPEN)
         sc_session_kick(p->cu.session);
+}
+
+/* the child's buffer has room again for what the feed did not take */
+static void pump_room(void *ud)
+{
+    ((sc_pump *)ud)->feed_full = 0;
+    pump_news(ud);
 }
 
 void sc_pump_feed(sc_pump *p, int peer_fd, void *owner)

@@ -301,6 +301,13 @@ static sc_err connect_and_wait(sc_loop *loop, const char *host, int port, double
     return e;
 }
 
+/* bytes that show a shift or a repeat: the k-th pattern */
+static void pattern(unsigned char *p, size_t n, unsigned k)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(i * k + i / 4096);
+}
+
 static int n_wakes;
 static void count_wake(void *arg) { (*(int *)arg)++; }
 
@@ -316,8 +323,7 @@ static void test_readahead(void)
         return;
     }
     static unsigned char sent[200000], got[sizeof sent];
-    for (size_t i = 0; i < sizeof sent; i++)
-        sent[i] = (unsigned char)(i * 7 + i / 4096);
+    pattern(sent, sizeof sent, 7);
     int wake_arg = 0;
     n_wakes = 0;
     sc_readahead_attach(sv[1], count_wake, &wake_arg);
@@ -443,8 +449,7 @@ static void test_readahead_feed(void)
         return;
     }
     static unsigned char data[SC_RA_SIZE + 100000], got[sizeof data];
-    for (size_t i = 0; i < sizeof data; i++)
-        data[i] = (unsigned char)(i * 13 + i / 1000);
+    pattern(data, sizeof data, 13);
     n_room = 0;
     ok(sc_readahead_feed(sv[1], &owner, data, 10) == -1, "feed: refused before attach");
     sc_readahead_attach(sv[1], count_wake, &owner);
@@ -501,8 +506,7 @@ static void test_readahead_out(void)
         return;
     }
     static unsigned char data[SC_RA_SIZE + 70000], got[sizeof data];
-    for (size_t i = 0; i < sizeof data; i++)
-        data[i] = (unsigned char)(i * 11 + i / 777);
+    pattern(data, sizeof data, 11);
     int wakes = 0;
     n_news = 0;
     sc_readahead_attach(sv[1], count_wake, &wakes);
