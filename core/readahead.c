@@ -1,26 +1,22 @@
 /* readahead.c - libssh's socket reads, made larger (see readahead.h).
  *
- * The patch: libssh is found among the loaded objects (dl_iterate_phdr); its PLT relocations
- * name the slots through which it calls recv, send, poll and close; each slot is made writable for the
- * moment of the write (full RELRO leaves them read-only) and pointed here. Nothing of libssh is
- * copied or changed but those four pointers; if any of them is missing, none is patched.
+ * The patch (plt.c): libssh's calls to recv, send, poll and close come here; if any of the four
+ * slots is missing, none is patched.
  *
  * The buffers: the kernel's bytes go through one only once a read of libssh's has filled what it
  * asked (more was probably waiting), and it goes again after a run of refills that each fit in
  * one of libssh's reads. A feeder's bytes (each way) go through a ring of 16 KiB that grows to
  * SC_RA_SIZE when more is held at once, and goes whenever it is empty before it grew: sessions
  * that carry little (1000 idle ones) hold no buffer between their packets. */
-#define _GNU_SOURCE /* dl_iterate_phdr */
 #include "readahead.h"
 
-#include <elf.h>
+#include "plt.h"
+
 #include <errno.h>
-#include <link.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -478,129 +474,19 @@ int sc_ra_close(int fd)
 
 /* ---- the patch ---- */
 
-#if defined(__x86_64__)
-#define JUMP_SLOT R_X86_64_JUMP_SLOT
-#elif defined(__aarch64__)
-#define JUMP_SLOT R_AARCH64_JUMP_SLOT
-#endif
-
-#if defined(JUMP_SLOT) && defined(__LP64__)
-static const struct {
-    const char *name;
-    void *to;
-} hooks[] = {
-    {"recv", (void *)sc_ra_recv},
-    {"poll", (void *)sc_ra_poll},
-    {"send", (void *)sc_ra_send},
-    {"close", (void *)sc_ra_close},
-};
-#define N_HOOKS (sizeof hooks / sizeof hooks[0])
-
-typedef struct {
-    void **slot[N_HOOKS];
-    uintptr_t relro, relro_end; /* read-only after relocation (full RELRO) */
-} patch_plan;
-
-/* glibc relocates the dynamic section's addresses in place; some loaders do not */
-static uintptr_t dyn_addr(uintptr_t base, uintptr_t v) { return v < base ? base + v : v; }
-
-static int find_libssh(struct dl_phdr_info *info, size_t size, void *data)
-{
-    (void)size;
-    patch_plan *plan = data;
-    const char *name = info->dlpi_name ? strrchr(info->dlpi_name, '/') : NULL;
-    name = name ? name + 1 : info->dlpi_name;
-    if (!name || strncmp(name, "libssh.so", 9) != 0)
-        return 0;
-    uintptr_t base = info->dlpi_addr;
-    const ElfW(Dyn) *dyn = NULL;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type == PT_DYNAMIC)
-            dyn = (const ElfW(Dyn) *)(base + ph->p_vaddr);
-        if (ph->p_type == PT_GNU_RELRO) {
-            plan->relro = base + ph->p_vaddr;
-            plan->relro_end = plan->relro + ph->p_memsz;
-        }
-    }
-    if (!dyn)
-        return 1;
-    const ElfW(Rela) *rel = NULL;
-    const ElfW(Sym) *sym = NULL;
-    const char *str = NULL;
-    size_t relsz = 0;
-    int rela = 0;
-    for (; dyn->d_tag != DT_NULL; dyn++) {
-        switch (dyn->d_tag) {
-        case DT_JMPREL:
-            rel = (const ElfW(Rela) *)dyn_addr(base, dyn->d_un.d_ptr);
-            break;
-        case DT_PLTRELSZ:
-            relsz = dyn->d_un.d_val;
-            break;
-        case DT_PLTREL:
-            rela = dyn->d_un.d_val == DT_RELA;
-            break;
-        case DT_SYMTAB:
-            sym = (const ElfW(Sym) *)dyn_addr(base, dyn->d_un.d_ptr);
-            break;
-        case DT_STRTAB:
-            str = (const char *)dyn_addr(base, dyn->d_un.d_ptr);
-            break;
-        default:
-            break;
-        }
-    }
-    if (!rel || !sym || !str || !rela)
-        return 1;
-    for (size_t i = 0; i < relsz / sizeof *rel; i++) {
-        if (ELF64_R_TYPE(rel[i].r_info) != JUMP_SLOT)
-            continue;
-        const char *sname = str + sym[ELF64_R_SYM(rel[i].r_info)].st_name;
-        for (size_t h = 0; h < N_HOOKS; h++)
-            if (strcmp(sname, hooks[h].name) == 0)
-                plan->slot[h] = (void **)(base + rel[i].r_offset);
-    }
-    return 1;
-}
-
-/* A slot is 8 bytes, aligned: it lies in one page. The loader makes read-only the pages of
- * RELRO from its first page to the last one it covers whole (a last page it covers in part is
- * shared with writable data and stays writable): such a page goes back to read-only; any other
- * (lazy binding, that last page) stays writable, as the loader left it. */
-static int write_slot(const patch_plan *plan, void **slot, void *to)
-{
-    long pg = sysconf(_SC_PAGESIZE);
-    uintptr_t mask = ~(uintptr_t)(pg - 1);
-    uintptr_t page = (uintptr_t)slot & mask;
-    int relro = page >= (plan->relro & mask) && page < (plan->relro_end & mask);
-    if (relro && mprotect((void *)page, (size_t)pg, PROT_READ | PROT_WRITE) != 0)
-        return -1;
-    __atomic_store_n(slot, to, __ATOMIC_SEQ_CST);
-    if (relro)
-        mprotect((void *)page, (size_t)pg, PROT_READ);
-    return 0;
-}
-
 static int patch(void)
 {
     const char *off = getenv("SSHCHAIN_NO_READAHEAD");
     if (off && *off && strcmp(off, "0") != 0)
         return 0;
-    patch_plan plan;
-    memset(&plan, 0, sizeof plan);
-    dl_iterate_phdr(find_libssh, &plan);
-    for (size_t h = 0; h < N_HOOKS; h++)
-        if (!plan.slot[h])
-            return 0;
-    for (size_t h = 0; h < N_HOOKS; h++)
-        if (write_slot(&plan, plan.slot[h], hooks[h].to) != 0)
-            return 0; /* the ones written behave as the C library's for every fd not attached */
-    return 1;
+    static const sc_plt_hook hooks[] = {
+        {"recv", (void *)sc_ra_recv},
+        {"poll", (void *)sc_ra_poll},
+        {"send", (void *)sc_ra_send},
+        {"close", (void *)sc_ra_close},
+    };
+    return sc_plt_patch(hooks, sizeof hooks / sizeof hooks[0]);
 }
-#else
-static int patch(void) { return 0; }
-#endif
 
 static void install_once(void) { installed = patch(); }
 

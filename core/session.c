@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "randbuf.h"
 #include "readahead.h"
 
 #define SERVICE_READS_PER_ROUND 64
@@ -525,6 +526,7 @@ int sc_session_begin_handshake(sc_session *s, int fd)
 {
     s->fd = fd;
     set_nonblocking(fd);
+    sc_randbuf_install();
     s->ssh = ssh_new();
     s->lib_fd = dup(fd);
     if (!s->ssh || s->lib_fd < 0) {

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include <libssh/libssh.h>
 #include <openssl/evp.h>
@@ -18,6 +19,7 @@
 #include "../../core/exec.h"
 #include "../../core/known_hosts.h"
 #include "../../core/loop.h"
+#include "../../core/randbuf.h"
 #include "../../core/readahead.h"
 #include "../../core/scp_wire.h"
 #include "../../core/session.h"
@@ -581,6 +583,54 @@ static void test_readahead_out(void)
     close(sv[1]);
 }
 
+/* libssh's own entry to its random bytes (exported, not in its public headers) */
+int ssh_get_random(void *where, int len, int strong);
+
+/* libssh's random bytes through randbuf.c: its requests are served from the pool, a large one is
+ * not, no byte is given twice (two draws differ), and a forked child does not give out the bytes
+ * its parent will */
+static void test_randbuf(void)
+{
+    ok(sc_randbuf_install() == 1, "randbuf: libssh's RAND_bytes slot patched");
+    unsigned long given0, fills0, given1, fills1;
+    unsigned char a[32], b[32], big[1000];
+    sc_randbuf_counts(&given0, &fills0);
+    ok(ssh_get_random(a, sizeof a, 0) == 1 && ssh_get_random(b, sizeof b, 0) == 1,
+       "randbuf: libssh's requests succeed");
+    sc_randbuf_counts(&given1, &fills1);
+    ok(given1 - given0 == 2 * sizeof a && fills1 - fills0 <= 1,
+       "randbuf: libssh's small requests are served from a pool");
+    ok(memcmp(a, b, sizeof a) != 0, "randbuf: two draws differ");
+    ok(ssh_get_random(big, sizeof big, 0) == 1, "randbuf: a large request succeeds");
+    sc_randbuf_counts(&given0, &fills0);
+    ok(given0 == given1, "randbuf: a large request goes to libcrypto itself");
+    for (int i = 0; i < 300; i++) /* more than a pool's worth: it is filled again */
+        ssh_get_random(a, sizeof a, 0);
+    sc_randbuf_counts(&given1, &fills1);
+    ok(fills1 > fills0, "randbuf: an exhausted pool is filled again");
+    int fds[2];
+    if (pipe(fds) != 0) {
+        ok(0, "randbuf: pipe");
+        return;
+    }
+    ssh_get_random(a, 1, 0); /* the pool has bytes now */
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int good = ssh_get_random(a, sizeof a, 0) == 1 && write(fds[1], a, sizeof a) == sizeof a;
+        _exit(good ? 0 : 1);
+    }
+    ssh_get_random(b, sizeof b, 0);
+    int st = 0;
+    ssize_t n = pid > 0 ? read(fds[0], a, sizeof a) : -1;
+    if (pid > 0)
+        waitpid(pid, &st, 0);
+    close(fds[0]);
+    close(fds[1]);
+    ok(n == sizeof a && WIFEXITED(st) && WEXITSTATUS(st) == 0 && memcmp(a, b, sizeof a) != 0,
+       "randbuf: a forked child's bytes are not its parent's");
+}
+
 static void test_connect_failures(sc_loop *loop)
 {
     sc_err e = connect_and_wait(loop, "127.0.0.1", 1, 5);
@@ -608,6 +658,7 @@ int main(void)
     test_readahead();
     test_readahead_feed();
     test_readahead_out();
+    test_randbuf();
     test_sleep(loop);
     test_connect_failures(loop);
     sc_loop_free(loop);
