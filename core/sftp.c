@@ -101,8 +101,11 @@ static int on_packet(xf_sftp *sf, const uint8_t *p, size_t n)
     uint8_t type = p[0];
     if (type == FXP_VERSION) {
         uint32_t version = 0;
-        if (sftp_parse_version(p + 1, n - 1, &version, &sf->posix_rename) < 0 || version < 3)
+        int exts = 0;
+        if (sftp_parse_version(p + 1, n - 1, &version, &exts) < 0 || version < 3)
             return xf_fail(&sf->e, SC_EPROTO, "SFTP server speaks version %u, not 3", version);
+        sf->posix_rename = (exts & SFTP_EXT_POSIX_RENAME) != 0;
+        sf->limits = (exts & SFTP_EXT_LIMITS) != 0;
         sf->ready = 1;
         return XF_OK;
     }
@@ -298,6 +301,32 @@ void sf_ring_pop(xf_sftp *sf)
     sf->ring_n--;
 }
 
+/* limits@openssh.com, once the server offers it: the largest WRITE it takes (up to
+ * SF_WCHUNK_MAX). A failed or odd answer leaves SF_CHUNK. */
+static int ask_limits(xf_sftp *sf)
+{
+    if (sf->limits_rq < 0) {
+        size_t at;
+        sf->limits_rq = sf_req_begin(sf, FXP_EXTENDED, &at);
+        if (sf->limits_rq < 0)
+            return xf_fail(&sf->e, SC_EIO, "too many SFTP requests");
+        sftp_put_str(&sf->out, "limits@openssh.com", 18);
+        sf_req_end(sf, at);
+    }
+    int r = sf_wait_reply(sf, sf->limits_rq);
+    if (r != XF_OK)
+        return r;
+    sreq *q = &sf->req[sf->limits_rq];
+    uint64_t max_write = 0;
+    if (q->type == FXP_EXTENDED_REPLY && sftp_parse_limits(q->data, q->len, &max_write) == 0 &&
+        max_write > SF_CHUNK)
+        sf->wchunk = max_write < SF_WCHUNK_MAX ? (size_t)max_write : SF_WCHUNK_MAX;
+    sf_req_free(sf, sf->limits_rq);
+    sf->limits_rq = -1;
+    sf->limits = 0;
+    return XF_OK;
+}
+
 int sf_start(xf_end *e)
 {
     xf_sftp *sf = (xf_sftp *)e;
@@ -320,7 +349,7 @@ int sf_start(xf_end *e)
         if (!sf->ready)
             return XF_AGAIN;
     }
-    return XF_OK;
+    return sf->limits && sf->e.sink ? ask_limits(sf) : XF_OK; /* (reads stay SF_CHUNK) */
 }
 
 int sf_finish(xf_end *e)
@@ -398,6 +427,8 @@ xf_end *xf_sftp_new(xf_ctx *x, sc_session *s, const char *path, int is_src)
     sf->e.x = x;
     sf->e.session = s;
     sf->cur = -1;
+    sf->limits_rq = -1;
+    sf->wchunk = SF_CHUNK;
     sf->next_id = 1;
     sf->e.path = sc_strdup(xf_home_relative(path));
     if (sf->e.path) {

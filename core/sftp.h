@@ -6,9 +6,12 @@
 #include "sftp_wire.h"
 #include "xfer.h"
 
-#define SF_CHUNK   65536
-#define SF_PIPE    64
-#define SF_MAX_REQ (SF_PIPE + 4)
+#define SF_CHUNK 65536
+/* the largest WRITE: OpenSSH's servers take 255 KiB when they say so (limits@openssh.com), which
+ * costs them less per byte than SF_CHUNK; other servers get SF_CHUNK */
+#define SF_WCHUNK_MAX (255 * 1024)
+#define SF_PIPE       64
+#define SF_MAX_REQ    (SF_PIPE + 4)
 
 /* Where a call that takes several requests is (calls are retried until done). */
 typedef enum {
@@ -67,6 +70,9 @@ typedef struct {
     sreq req[SF_MAX_REQ];
     uint32_t next_id;
     int posix_rename;
+    int limits;    /* the server offers limits@openssh.com: asked once, at the start */
+    int limits_rq; /* its request, -1 before */
+    size_t wchunk; /* the largest WRITE sent */
     /* the current file */
     char *fpath; /* its path */
     char *tmp;   /* sink: its temporary path */

@@ -194,7 +194,7 @@ static int sink_write(xf_end *e, const char *buf, size_t len, size_t *took)
     if (sf->wr_left == 0) {
         if (sf->ring_n >= SF_PIPE)
             return XF_AGAIN;
-        size_t n = len > SF_CHUNK ? SF_CHUNK : len;
+        size_t n = len > sf->wchunk ? sf->wchunk : len;
         size_t at;
         int slot = sf_req_begin(sf, FXP_WRITE, &at);
         if (slot < 0)

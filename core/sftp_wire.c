@@ -113,18 +113,32 @@ int sftp_packet_length(const uint8_t *p, size_t avail, uint32_t *n)
     return *n == 0 || *n > SFTP_MAX_PACKET ? -1 : 1;
 }
 
-int sftp_parse_version(const uint8_t *p, size_t n, uint32_t *version, int *posix_rename)
+int sftp_parse_version(const uint8_t *p, size_t n, uint32_t *version, int *exts)
 {
     sftp_cursor c = {p, n, 0};
     *version = sftp_get_u32(&c);
-    *posix_rename = 0;
+    *exts = 0;
     while (!c.bad && c.left > 0) {
         size_t nl, dl;
         const uint8_t *name = sftp_get_str(&c, &nl);
         sftp_get_str(&c, &dl);
-        if (!c.bad && nl == 24 && memcmp(name, "posix-rename@openssh.com", 24) == 0)
-            *posix_rename = 1;
+        if (c.bad)
+            break;
+        if (nl == 24 && memcmp(name, "posix-rename@openssh.com", 24) == 0)
+            *exts |= SFTP_EXT_POSIX_RENAME;
+        if (nl == 18 && memcmp(name, "limits@openssh.com", 18) == 0)
+            *exts |= SFTP_EXT_LIMITS;
     }
+    return c.bad ? -1 : 0;
+}
+
+int sftp_parse_limits(const uint8_t *p, size_t n, uint64_t *max_write)
+{
+    sftp_cursor c = {p, n, 0};
+    sftp_get_u64(&c); /* the largest packet */
+    sftp_get_u64(&c); /* the largest READ */
+    *max_write = sftp_get_u64(&c);
+    sftp_get_u64(&c); /* open handles */
     return c.bad ? -1 : 0;
 }
 

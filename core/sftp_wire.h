@@ -91,9 +91,16 @@ void sftp_get_attrs(sftp_cursor *c, sattrs *a);
  * SFTP_MAX_PACKET. */
 int sftp_packet_length(const uint8_t *p, size_t avail, uint32_t *n);
 
-/* FXP_VERSION's body (after the type byte): 0 with the version and whether the server offers
- * posix-rename@openssh.com, -1 when malformed. */
-int sftp_parse_version(const uint8_t *p, size_t n, uint32_t *version, int *posix_rename);
+/* the extensions of OpenSSH's that the client uses, as FXP_VERSION names them */
+enum { SFTP_EXT_POSIX_RENAME = 1, SFTP_EXT_LIMITS = 2 };
+
+/* FXP_VERSION's body (after the type byte): 0 with the version and the SFTP_EXT_ bits of the
+ * extensions the server offers, -1 when malformed. */
+int sftp_parse_version(const uint8_t *p, size_t n, uint32_t *version, int *exts);
+
+/* The reply to limits@openssh.com (FXP_EXTENDED_REPLY's body after the id): 0 with the largest
+ * WRITE the server takes (0: it names none), -1 when malformed. */
+int sftp_parse_limits(const uint8_t *p, size_t n, uint64_t *max_write);
 
 /* FXP_STATUS's body after the id: the code and its message, sanitized (the standard text when
  * the server sent none); 0, or -1 when malformed. */

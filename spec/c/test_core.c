@@ -160,6 +160,30 @@ static void test_sftp_wire(void)
     uint8_t data[] = {0, 0, 0, 9, 'x'};
     ok(sftp_parse_data(data, sizeof data, 65536, &d, &dl) < 0,
        "sftp: data longer than what came is refused");
+    sc_buf v = {0};
+    sftp_put_u32(&v, 3);
+    sftp_put_str(&v, "limits@openssh.com", 18);
+    sftp_put_str(&v, "1", 1);
+    sftp_put_str(&v, "posix-rename@openssh.com", 24);
+    sftp_put_str(&v, "1", 1);
+    uint32_t version;
+    int exts;
+    ok(sftp_parse_version((const uint8_t *)v.data, v.len, &version, &exts) == 0 && version == 3 &&
+           exts == (SFTP_EXT_LIMITS | SFTP_EXT_POSIX_RENAME),
+       "sftp: the version names both extensions the client uses");
+    ok(sftp_parse_version((const uint8_t *)v.data, 4, &version, &exts) == 0 && exts == 0,
+       "sftp: a version without extensions offers none");
+    sc_buf_free(&v);
+    sftp_put_u64(&v, 262144);
+    sftp_put_u64(&v, 261120);
+    sftp_put_u64(&v, 261120);
+    sftp_put_u64(&v, 0);
+    uint64_t mw = 0;
+    ok(sftp_parse_limits((const uint8_t *)v.data, v.len, &mw) == 0 && mw == 261120,
+       "sftp: limits@openssh.com gives the largest write");
+    ok(sftp_parse_limits((const uint8_t *)v.data, v.len - 1, &mw) < 0,
+       "sftp: a short limits reply is refused");
+    sc_buf_free(&v);
 }
 
 static void test_socks5(void)

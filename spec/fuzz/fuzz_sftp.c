@@ -13,13 +13,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *p = data + 1;
     size_t n = size - 1;
     uint32_t u32;
+    uint64_t u64;
     int flag;
     char msg[160];
     const uint8_t *s;
     size_t sl;
     sattrs a;
     sftp_cursor c = {p, n, 0};
-    switch (data[0] % 7) {
+    switch (data[0] % 8) {
     case 0:
         if (sftp_packet_length(p, n, &u32) == 1 && (u32 == 0 || u32 > SFTP_MAX_PACKET))
             __builtin_trap();
@@ -37,6 +38,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case 4:
         if (sftp_parse_data(p, n, 65536, &s, &sl) == 0 && (sl > 65536 || s + sl > p + n))
+            __builtin_trap();
+        break;
+    case 6:
+        if (sftp_parse_limits(p, n, &u64) == 0 && n < 32)
             __builtin_trap();
         break;
     case 5:
