@@ -337,8 +337,11 @@ brow() { # label key ref up|down: MB/s, against ref, against the bound, CPU and 
   local fl=$floor_up; [ "$4" = down ] && fl=$floor_down
   awk -v l="$1" -v w="${xw[$2-$4]}" -v rw="${xw[$3-$4]}" -v c="${xc[$2-$4]}" -v sc="${xs[$2-$4]}" \
     -v b="${xb[$2-$4]}" -v mb="$MB" -v gb="$gb" -v bound="$bound" -v cores="$(nproc)" -v fl="$fl" 'BEGIN { r = mb / w
-      printf "| %s | %.0f | %.2f | %.3f | %.2f | %.2f | %.0f k | %.0f %% |\n", l, r, rw / w, (bound > 0 ? r / bound : 0),
-        c / gb, (fl > 0 ? c / gb / fl : 0), sc / gb / 1000, 100 * b / (w * cores) }'
+      sv = (b - c) / gb; if (sv < 0) sv = 0 # the servers (and the kernel work they cause), s/GB
+      sb = (sv + fl > 0 ? cores * 1024 / (sv + fl) : 0) # every core busy, this client at its floor
+      printf "| %s | %.0f | %.2f | %.3f | %.2f | %.2f | %.0f k | %.0f %% | %.2f | %.0f | %.2f |\n", l, r, rw / w,
+        (bound > 0 ? r / bound : 0), c / gb, (fl > 0 ? c / gb / fl : 0), sc / gb / 1000, 100 * b / (w * cores),
+        sv, sb, (sb > 0 ? r / sb : 0) }'
 }
 {
   echo
@@ -362,8 +365,10 @@ brow() { # label key ref up|down: MB/s, against ref, against the bound, CPU and 
   echo
   echo "The client's floor: its 3 cipher passes ($cfloor s/GB) and its file side alone (dd, median of 3): reading the cached source $(awk -v f="$fcpu_up" -v gb="$gb" 'BEGIN { printf "%.2f", f / gb }') s/GB, writing a new file $(awk -v f="$fcpu_down" -v gb="$gb" 'BEGIN { printf "%.2f", f / gb }') s/GB: $floor_up s/GB for an upload, $floor_down s/GB for a download."
   echo
-  echo "| $MB MB through j1 -> j2 -> t4 | MB/s | speed / OpenSSH's (same protocol) | of the bound | client CPU s/GB | client CPU / its floor | client syscalls/GB | machine busy |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "The servers' CPU is the machine's busy time less the client's (the three sshd, scp or sftp-server on t4, and the kernel's work for them), per GB. With it, a row's own bound is what the machine could move were every core busy and the client at its floor: cores / (servers' s/GB + the client's floor)."
+  echo
+  echo "| $MB MB through j1 -> j2 -> t4 | MB/s | speed / OpenSSH's (same protocol) | of the bound | client CPU s/GB | client CPU / its floor | client syscalls/GB | machine busy | servers' CPU s/GB | bound with these servers, MB/s | of it |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   for k in sc-scp:ossh-O:"sshchain SCP" sc-sftp:ossh-s:"sshchain SFTP" ossh-O:ossh-O:"OpenSSH \`scp -O -J\`" ossh-s:ossh-s:"OpenSSH \`scp -J\` (SFTP)"; do
     IFS=: read -r key ref label <<<"$k"
     brow "$label upload" "$key" "$ref" up
