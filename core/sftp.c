@@ -301,8 +301,8 @@ void sf_ring_pop(xf_sftp *sf)
     sf->ring_n--;
 }
 
-/* limits@openssh.com, once the server offers it: the largest WRITE it takes (up to
- * SF_WCHUNK_MAX). A failed or odd answer leaves SF_CHUNK. */
+/* limits@openssh.com, once the server offers it: the largest READ and WRITE it takes (up to
+ * SF_BIG_MAX). A failed or odd answer leaves SF_CHUNK. */
 static int ask_limits(xf_sftp *sf)
 {
     if (sf->limits_rq < 0) {
@@ -317,10 +317,16 @@ static int ask_limits(xf_sftp *sf)
     if (r != XF_OK)
         return r;
     sreq *q = &sf->req[sf->limits_rq];
-    uint64_t max_write = 0;
-    if (q->type == FXP_EXTENDED_REPLY && sftp_parse_limits(q->data, q->len, &max_write) == 0 &&
-        max_write > SF_CHUNK)
-        sf->wchunk = max_write < SF_WCHUNK_MAX ? (size_t)max_write : SF_WCHUNK_MAX;
+    uint64_t max_read = 0, max_write = 0;
+    if (q->type == FXP_EXTENDED_REPLY &&
+        sftp_parse_limits(q->data, q->len, &max_read, &max_write) == 0) {
+        if (max_write > SF_CHUNK)
+            sf->wchunk = max_write < SF_BIG_MAX ? (size_t)max_write : SF_BIG_MAX;
+        if (max_read > SF_CHUNK) {
+            sf->rchunk = max_read < SF_BIG_MAX ? (size_t)max_read : SF_BIG_MAX;
+            sf->rpipe = (int)((size_t)SF_PIPE * SF_CHUNK / sf->rchunk);
+        }
+    }
     sf_req_free(sf, sf->limits_rq);
     sf->limits_rq = -1;
     sf->limits = 0;
@@ -349,7 +355,7 @@ int sf_start(xf_end *e)
         if (!sf->ready)
             return XF_AGAIN;
     }
-    return sf->limits && sf->e.sink ? ask_limits(sf) : XF_OK; /* (reads stay SF_CHUNK) */
+    return sf->limits ? ask_limits(sf) : XF_OK;
 }
 
 int sf_finish(xf_end *e)
@@ -428,7 +434,8 @@ xf_end *xf_sftp_new(xf_ctx *x, sc_session *s, const char *path, int is_src)
     sf->e.session = s;
     sf->cur = -1;
     sf->limits_rq = -1;
-    sf->wchunk = SF_CHUNK;
+    sf->wchunk = sf->rchunk = SF_CHUNK;
+    sf->rpipe = SF_PIPE;
     sf->next_id = 1;
     sf->e.path = sc_strdup(xf_home_relative(path));
     if (sf->e.path) {

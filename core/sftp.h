@@ -7,11 +7,12 @@
 #include "xfer.h"
 
 #define SF_CHUNK 65536
-/* the largest WRITE: OpenSSH's servers take 255 KiB when they say so (limits@openssh.com), which
- * costs them less per byte than SF_CHUNK; other servers get SF_CHUNK */
-#define SF_WCHUNK_MAX (255 * 1024)
-#define SF_PIPE       64
-#define SF_MAX_REQ    (SF_PIPE + 4)
+/* the largest READ or WRITE: OpenSSH's servers take 255 KiB when they say so
+ * (limits@openssh.com), which costs them less per byte than SF_CHUNK; other servers get SF_CHUNK.
+ * Reads keep SF_PIPE * SF_CHUNK bytes in flight whatever their size. */
+#define SF_BIG_MAX (255 * 1024)
+#define SF_PIPE    64
+#define SF_MAX_REQ (SF_PIPE + 4)
 
 /* Where a call that takes several requests is (calls are retried until done). */
 typedef enum {
@@ -73,6 +74,8 @@ typedef struct {
     int limits;    /* the server offers limits@openssh.com: asked once, at the start */
     int limits_rq; /* its request, -1 before */
     size_t wchunk; /* the largest WRITE sent */
+    size_t rchunk; /* the largest READ asked */
+    int rpipe;     /* READs in flight at most */
     /* the current file */
     char *fpath; /* its path */
     char *tmp;   /* sink: its temporary path */

@@ -283,14 +283,14 @@ static int src_data(xf_sftp *sf, const char **p, size_t len, size_t *got)
                 resync_reads(sf); /* the rest is asked for again from where the data ended */
         }
         /* keep the pipe full */
-        while (sf->ring_n < SF_PIPE && sf->next_off < sf->size) {
+        while (sf->ring_n < sf->rpipe && sf->next_off < sf->size) {
             size_t at;
             int slot = sf_req_begin(sf, FXP_READ, &at);
             if (slot < 0)
                 break;
             uint64_t n = sf->size - sf->next_off;
-            if (n > SF_CHUNK)
-                n = SF_CHUNK;
+            if (n > sf->rchunk)
+                n = sf->rchunk;
             sftp_put_str(&sf->out, sf->handle, sf->hlen);
             sftp_put_u64(&sf->out, sf->next_off);
             sftp_put_u32(&sf->out, (uint32_t)n);

@@ -132,11 +132,11 @@ int sftp_parse_version(const uint8_t *p, size_t n, uint32_t *version, int *exts)
     return c.bad ? -1 : 0;
 }
 
-int sftp_parse_limits(const uint8_t *p, size_t n, uint64_t *max_write)
+int sftp_parse_limits(const uint8_t *p, size_t n, uint64_t *max_read, uint64_t *max_write)
 {
     sftp_cursor c = {p, n, 0};
     sftp_get_u64(&c); /* the largest packet */
-    sftp_get_u64(&c); /* the largest READ */
+    *max_read = sftp_get_u64(&c);
     *max_write = sftp_get_u64(&c);
     sftp_get_u64(&c); /* open handles */
     return c.bad ? -1 : 0;

@@ -99,8 +99,8 @@ enum { SFTP_EXT_POSIX_RENAME = 1, SFTP_EXT_LIMITS = 2 };
 int sftp_parse_version(const uint8_t *p, size_t n, uint32_t *version, int *exts);
 
 /* The reply to limits@openssh.com (FXP_EXTENDED_REPLY's body after the id): 0 with the largest
- * WRITE the server takes (0: it names none), -1 when malformed. */
-int sftp_parse_limits(const uint8_t *p, size_t n, uint64_t *max_write);
+ * READ and WRITE the server takes (0: it names none), -1 when malformed. */
+int sftp_parse_limits(const uint8_t *p, size_t n, uint64_t *max_read, uint64_t *max_write);
 
 /* FXP_STATUS's body after the id: the code and its message, sanitized (the standard text when
  * the server sent none); 0, or -1 when malformed. */

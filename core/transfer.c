@@ -19,7 +19,7 @@
 #define XF_QUANTUM (2 * 1024 * 1024) /* bytes moved per round before letting others run */
 /* bytes a source read takes at most: what the sink then copies and encrypts is still in the
  * cache (against reads of the whole 2 MiB buffer: -2.5 % client CPU for an SCP upload), and
- * as much as an SFTP WRITE carries (SF_WCHUNK_MAX) */
+ * as much as an SFTP WRITE carries (SF_BIG_MAX) */
 #define XF_READ (256 * 1024)
 
 typedef enum {

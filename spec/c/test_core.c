@@ -178,10 +178,11 @@ static void test_sftp_wire(void)
     sftp_put_u64(&v, 261120);
     sftp_put_u64(&v, 261120);
     sftp_put_u64(&v, 0);
-    uint64_t mw = 0;
-    ok(sftp_parse_limits((const uint8_t *)v.data, v.len, &mw) == 0 && mw == 261120,
-       "sftp: limits@openssh.com gives the largest write");
-    ok(sftp_parse_limits((const uint8_t *)v.data, v.len - 1, &mw) < 0,
+    uint64_t mr = 0, mw = 0;
+    ok(sftp_parse_limits((const uint8_t *)v.data, v.len, &mr, &mw) == 0 && mr == 261120 &&
+           mw == 261120,
+       "sftp: limits@openssh.com gives the largest read and write");
+    ok(sftp_parse_limits((const uint8_t *)v.data, v.len - 1, &mr, &mw) < 0,
        "sftp: a short limits reply is refused");
     sc_buf_free(&v);
 }

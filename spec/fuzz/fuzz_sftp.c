@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             __builtin_trap();
         break;
     case 6:
-        if (sftp_parse_limits(p, n, &u64) == 0 && n < 32)
+        if (sftp_parse_limits(p, n, &u64, &u64) == 0 && n < 32)
             __builtin_trap();
         break;
     case 5:
