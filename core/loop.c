@@ -38,6 +38,7 @@ static void run_deferred(sc_loop *loop, int canceled)
 static void on_defer_idle(uv_idle_t *h)
 {
     sc_loop *loop = h->data;
+    loop->idle_ran = 1; /* libuv does not let this turn's poll wait (see on_block_prepare) */
     run_deferred(loop, 0);
     if (!loop->deferred)
         uv_idle_stop(&loop->defer_idle);
@@ -178,18 +179,25 @@ static void block_left(sc_loop *loop)
     }
 }
 
-/* libuv runs prepare handles right before it computes the poll's timeout, which is then
- * uv_backend_timeout's (or 0 when pending callbacks ran: entering for nothing is harmless) */
+/* libuv runs prepare handles right before its poll, whose timeout is 0 when idle handles ran in
+ * this iteration (the deferred work's) or the loop was told to stop; otherwise it may wait (or
+ * not, when a timer is due or handles are closing: entering for nothing is harmless).
+ * uv_backend_timeout cannot tell: it says 0 whenever a watcher changed since the last poll. */
 static void on_block_prepare(uv_prepare_t *h)
 {
     sc_loop *loop = h->data;
-    if (loop->may_block && !loop->blocking && uv_backend_timeout(&loop->uv) != 0) {
+    if (loop->may_block && !loop->blocking && !loop->idle_ran && !loop->uv.stop_flag) {
         loop->blocking = 1;
         loop->block_enter(loop->block_ud);
     }
 }
 
-static void on_block_check(uv_check_t *h) { block_left(h->data); }
+static void on_block_check(uv_check_t *h)
+{
+    sc_loop *loop = h->data;
+    loop->idle_ran = 0;
+    block_left(loop);
+}
 
 void sc_loop_on_block(sc_loop *loop, void (*enter)(void *ud), void (*leave)(void *ud), void *ud)
 {
@@ -215,6 +223,7 @@ void sc_loop_on_block(sc_loop *loop, void (*enter)(void *ud), void (*leave)(void
 static void run_once(sc_loop *loop)
 {
     loop->may_block = 1;
+    loop->idle_ran = 0;
     uv_run(&loop->uv, UV_RUN_ONCE);
     loop->may_block = 0;
     if (loop->block_enter)

@@ -68,6 +68,7 @@ struct sc_loop {
     void (*block_enter)(void *ud), (*block_leave)(void *ud);
     void *block_ud;
     int may_block; /* a turn that waits for events runs */
+    int idle_ran;  /* the deferred work ran in this iteration of the turn */
     int blocking;  /* block_enter ran, block_leave not yet */
 };
 

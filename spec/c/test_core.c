@@ -345,9 +345,22 @@ static void test_block_hooks(sc_loop *loop)
     ok(work.runs >= 1 && block_entered == 1 && sc_loop_now() - t0 < 0.5,
        "block hooks: a turn with work still due does not wait, and does not enter");
     sc_loop_turn(loop, 0);
+    /* a watcher started just before: libuv's uv_backend_timeout says 0 then, the poll waits */
+    int fds[2];
+    uv_poll_t w;
+    ok(pipe(fds) == 0 && uv_poll_init(&loop->uv, &w, fds[0]) == 0 &&
+           uv_poll_start(&w, UV_READABLE, NULL) == 0,
+       "block hooks: a watcher on a pipe");
+    sc_loop_turn(loop, 20);
+    ok(block_entered == 2 && block_left_n == 2,
+       "block hooks: a turn that waits right after a watcher started enters too");
+    uv_close((uv_handle_t *)&w, NULL);
+    sc_loop_turn(loop, 0);
+    close(fds[0]);
+    close(fds[1]);
     sc_loop_on_block(loop, NULL, NULL, NULL);
     sc_loop_turn(loop, 5);
-    ok(block_entered == 1 && !block_open, "block hooks: none once taken away");
+    ok(block_entered == 2 && !block_open, "block hooks: none once taken away");
 }
 
 static sc_err connect_and_wait(sc_loop *loop, const char *host, int port, double timeout)
