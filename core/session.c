@@ -81,6 +81,20 @@ void sc_session_failf(sc_session *s, sc_code code, const char *stage, const char
 
 static void on_poll(uv_poll_t *h, int status, int events);
 
+/* libssh asks for POLLOUT after each of its writes and flushes what it holds at its next poll,
+ * which says so at once unless the socket is full: a round soon lets it. Asking the loop to
+ * watch for writability instead costs four epoll_ctl calls (libuv's uv_poll_start removes the
+ * fd from epoll and adds it back, and again when the watch goes): 41 a session at 1000
+ * chains. A round after which nothing more went out leaves it to the socket's watch. */
+static void kick_for_output(sc_session *s)
+{
+    if (s->out_kicked)
+        return; /* its round is coming */
+    s->out_kicked = 1;
+    s->tx_kicked = s->tx.out_bytes;
+    sc_session_kick(s);
+}
+
 static void session_update_poll(sc_session *s)
 {
     if (!session_alive(s) || s->fd < 0)
@@ -99,8 +113,10 @@ static void session_update_poll(sc_session *s)
             /* a hop's sends go to its pump's ring (readahead.c): writable while it has room,
              * and a full one wakes the session when it has room again */
             int room = sc_readahead_out_room(s->lib_fd, s);
-            if (room < 0)
-                want |= UV_WRITABLE;
+            if (room < 0 && !s->out_kicked && s->tx.out_bytes == s->tx_kicked)
+                want |= UV_WRITABLE; /* a round since the last write did not flush: it waits */
+            else if (room < 0)
+                kick_for_output(s);
             else if (room > 0)
                 sc_session_kick(s);
         }
@@ -168,6 +184,7 @@ static void on_handle_closed(uv_handle_t *h)
 static void on_kicked(sc_deferred *d, int canceled)
 {
     sc_session *s = (sc_session *)((char *)d - offsetof(sc_session, kick));
+    s->out_kicked = 0;
     if (canceled || !session_alive(s))
         return;
     advance_nudged(s);
@@ -655,6 +672,7 @@ sc_session *sc_session_new(sc_loop *loop, sc_session *parent, sc_hostspec *spec,
     s->fd = -1;
     s->lib_fd = -1;
     s->poll_events = -1;
+    s->tx_kicked = UINT64_MAX;
     if (!s->spec.user) {
         struct passwd *pw = getpwuid(getuid());
         s->spec.user = sc_strdup(pw ? pw->pw_name : "root");

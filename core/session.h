@@ -93,6 +93,8 @@ struct sc_session {
     const sc_transport_ops *transport_ops;
     size_t write_queued; /* channel bytes queued since the output buffer was last empty */
     uint64_t tx_told;    /* tx.out_bytes when the transport last heard of output */
+    uint64_t tx_kicked;  /* tx.out_bytes when a round was last asked for to flush (+1: never) */
+    int out_kicked;      /* that round has not run yet */
     int global_busy;     /* a tcpip-forward request awaits its reply */
     void *global_owner;  /* whose: libssh tracks one pending global request per session */
     ssh_channel probe;   /* the keepalive probe waiting for its answer */
