@@ -37,7 +37,8 @@ struct sc_pump {
     /* The fd said EAGAIN and has been watched for reading since, without a word: a recv now
      * would say EAGAIN again. The session's rounds serve every pump on it; most have nothing. */
     int fd_drained;
-    char *to_fd; /* channel -> fd: `window` bytes, allocated on first use */
+    char *to_fd;       /* channel -> fd: `window` bytes, allocated on first use */
+    int to_fd_written; /* a read put bytes in it (else its pages are all still zero) */
     uint32_t window;
     size_t tf_off, tf_len;
     int feed_fd;      /* channel -> fd bytes go into this fd's buffer instead (sc_pump_feed) */
@@ -65,7 +66,10 @@ static void pump_unfeed(sc_pump *p)
 static void pump_free(sc_pump *p)
 {
     sc_channel_free(&p->chan);
-    sc_big_free(p->to_fd, p->window);
+    if (p->to_fd_written)
+        sc_big_free(p->to_fd, p->window);
+    else
+        sc_big_free_clean(p->to_fd, p->window);
     sc_big_free(p->from_fd, PUMP_BUF);
     free(p);
 }
@@ -248,6 +252,7 @@ static int pump_to_fd(sc_pump *p)
         }
         int n = sc_channel_read(&p->chan, p->to_fd, p->window, 0);
         if (n > 0) {
+            p->to_fd_written = 1;
             p->tf_len = (size_t)n;
             continue;
         }
@@ -272,6 +277,24 @@ static int pump_from_fd(sc_pump *p)
         if (p->ff_len == p->ff_off) {
             if (p->fd_drained)
                 break;
+            if (!p->from_fd && p->feed_owner) {
+                /* fed, the socket carries only the end of file, or what a stopping child sent
+                 * there: no buffer until there are bytes */
+                char c;
+                ssize_t n = recv(p->fd, &c, 1, MSG_PEEK);
+                if (n < 0) {
+                    if (errno == EAGAIN && p->poll_events >= 0)
+                        p->fd_drained = 1;
+                    if (errno == EAGAIN || errno == EINTR || errno == ENOTCONN)
+                        break;
+                    n = 0;
+                }
+                if (n == 0) {
+                    p->eof_from_fd = 1;
+                    sc_channel_send_eof(&p->chan);
+                    break;
+                }
+            }
             if (!p->from_fd && !(p->from_fd = sc_big_alloc(PUMP_BUF))) {
                 pump_finish(p);
                 return -1;

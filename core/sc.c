@@ -1,6 +1,7 @@
 /* sc.c - status codes, error messages and byte buffers. */
 #include "sc.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,10 +167,43 @@ char *sc_strdup(const char *s)
     return d;
 }
 
+#define BIG_KEPT 8 /* clean buffers kept (any thread frees and allocates: a lock) */
+static struct {
+    void *p;
+    size_t n;
+} big_kept[BIG_KEPT];
+static int n_big_kept;
+static pthread_mutex_t big_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void *sc_big_alloc(size_t n)
 {
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = NULL;
+    pthread_mutex_lock(&big_lock);
+    for (int i = 0; i < n_big_kept; i++) {
+        if (big_kept[i].n == n) {
+            p = big_kept[i].p;
+            big_kept[i] = big_kept[--n_big_kept];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&big_lock);
+    if (p)
+        return p;
+    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+
+void sc_big_free_clean(void *p, size_t n)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&big_lock);
+    int kept = n_big_kept < BIG_KEPT;
+    if (kept)
+        big_kept[n_big_kept++] = (typeof(big_kept[0])){p, n};
+    pthread_mutex_unlock(&big_lock);
+    if (!kept)
+        munmap(p, n);
 }
 
 void sc_big_free(void *p, size_t n)
