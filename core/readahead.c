@@ -44,6 +44,12 @@ typedef struct {
     int want_room;
     size_t unasked; /* bytes served since the kernel was last asked about this fd */
     int unread;     /* a poll said readable from held bytes, and libssh has not read since */
+    /* What the kernel said last, until it may have changed: nothing to read (a poll without
+     * POLLIN, a recv's EAGAIN) until the owner's watch says readable (sc_readahead_readable);
+     * room to send (a send took all it was given, or a poll said POLLOUT) until a send is cut
+     * short. libssh polls before each of its reads and after each of its writes. */
+    int in_quiet;
+    int out_free;
     /* the other way (sc_readahead_out_feed): libssh's sends, for the feeder to take */
     void (*news)(void *); /* the feeder's, told when bytes came; NULL: sends go to the kernel */
     void *news_arg;
@@ -57,7 +63,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static ra_fd **table;
 static int table_len;
 static int installed = -1;
-static unsigned long n_reads, n_kernel; /* libssh's reads of attached fds; recv()s for them */
+static unsigned long n_reads, n_kernel;       /* libssh's reads of attached fds; recv()s for them */
+static unsigned long n_polls, n_kernel_polls; /* polls with an attached fd; poll()s they made */
 
 static size_t ring_held(const ring *r) { return r->tail - r->head; }
 static size_t ring_room(const ring *r) { return SC_RA_SIZE - ring_held(r); }
@@ -213,6 +220,13 @@ void sc_readahead_attach(int fd, void (*wake)(void *), void *arg)
 
 void sc_readahead_detach(int fd, void *arg) { drop(fd, arg, 0); }
 
+void sc_readahead_readable(int fd, void *owner)
+{
+    ra_fd *e = lookup_owned(fd, owner);
+    if (e)
+        e->in_quiet = 0;
+}
+
 size_t sc_readahead_held(int fd)
 {
     ra_fd *e = lookup(fd);
@@ -223,6 +237,12 @@ void sc_readahead_counts(unsigned long *reads, unsigned long *kernel)
 {
     *reads = __atomic_load_n(&n_reads, __ATOMIC_RELAXED);
     *kernel = __atomic_load_n(&n_kernel, __ATOMIC_RELAXED);
+}
+
+void sc_readahead_poll_counts(unsigned long *polls, unsigned long *kernel)
+{
+    *polls = __atomic_load_n(&n_polls, __ATOMIC_RELAXED);
+    *kernel = __atomic_load_n(&n_kernel_polls, __ATOMIC_RELAXED);
 }
 
 static void count(int kernel)
@@ -275,9 +295,12 @@ ssize_t sc_ra_recv(int fd, void *buf, size_t len, int flags)
         ssize_t n = recv(fd, buf, len, flags);
         if (n == (ssize_t)len && !flags && len < SC_RA_SIZE)
             e->refill = 1; /* it filled what libssh asked: more was probably waiting */
+        if (!flags)
+            e->in_quiet = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
         return n;
     }
     ssize_t n = recv(fd, e->in.p, SC_RA_SIZE, 0); /* empty: at position 0 */
+    e->in_quiet = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     if (n <= 0)
         return n;
     e->in.tail = (size_t)n;
@@ -366,8 +389,15 @@ void sc_readahead_out_consume(int fd, void *owner, size_t n)
 ssize_t sc_ra_send(int fd, const void *buf, size_t len, int flags)
 {
     ra_fd *e = lookup(fd);
-    if (!e || !e->news || len == 0)
+    if (!e || len == 0)
         return send(fd, buf, len, flags);
+    if (!e->news) {
+        ssize_t n = send(fd, buf, len, flags);
+        e->out_free = n == (ssize_t)len;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0; /* a poll answered from out_free was wrong: the rest later */
+        return n;
+    }
     size_t n = ring_room(&e->out);
     if (n > len)
         n = len;
@@ -388,17 +418,21 @@ ssize_t sc_ra_send(int fd, const void *buf, size_t len, int flags)
 
 /* An attached fd's readiness is known here for what it holds: POLLIN when bytes are held, and
  * POLLOUT when its sends go to a feeder (room in the ring); the kernel is asked only for the
- * rest. While there is an answer here, the rest is asked only now and then. POLLIN (an end of
- * file) waits until nothing is held or writable. POLLOUT of a socket is asked once per
- * OUT_ASKED_EVERY bytes served, or when libssh did not read after the last answer: libssh asks
- * for it after each of its writes, queueing its next ones (window adjusts) until a poll says
- * writable, and a socket it was given waits for it before libssh reads at all. Asking each time
- * cost a poll() per 4 KiB; never asking while a feeder keeps bytes coming would hold the window
- * adjusts back until the flow stopped, and a fed session would never start. */
+ * rest, and in a zero-timeout poll not about what it said last and cannot have changed without
+ * the owner hearing of it (in_quiet, out_free). libssh asks for POLLOUT after each of its writes,
+ * queueing its next ones (window adjusts) until a poll says writable, and a socket it was given
+ * waits for it before libssh reads at all. For a fed fd, while there is an answer here, the rest
+ * is asked only now and then: POLLIN (an end of file) waits until nothing is held or writable.
+ * For a socket whose sends were not all taken, POLLOUT while bytes are held is asked once per
+ * OUT_ASKED_EVERY bytes served, or when libssh did not read after the last answer. Asking each
+ * time cost a poll() per 4 KiB; never asking while a feeder keeps bytes coming would hold the
+ * window adjusts back until the flow stopped, and a fed session would never start. */
 int sc_ra_poll(struct pollfd *fds, nfds_t n, int timeout)
 {
     int fd_of[POLL_SET_MAX];
     short events_of[POLL_SET_MAX], ours[POLL_SET_MAX];
+    ra_fd *ent[POLL_SET_MAX];
+    int attached = 0;
     nfds_t to_kernel = 0, answered = 0;
     if (n > POLL_SET_MAX)
         return poll(fds, n, timeout);
@@ -406,15 +440,19 @@ int sc_ra_poll(struct pollfd *fds, nfds_t n, int timeout)
         fd_of[i] = fds[i].fd;
         events_of[i] = fds[i].events;
         ours[i] = 0;
+        ent[i] = NULL;
         fds[i].revents = 0;
         if (fds[i].fd < 0 || fds[i].events == 0)
             continue;
         short ask = fds[i].events;
-        ra_fd *e = lookup(fds[i].fd);
+        ra_fd *e = ent[i] = lookup(fds[i].fd);
         if (e) {
+            attached = 1;
             if ((ask & POLLIN) && ring_held(&e->in) > 0) {
                 ours[i] |= POLLIN;
                 ask &= (short)~POLLIN;
+            } else if ((ask & POLLIN) && e->in_quiet && timeout == 0) {
+                ask &= (short)~POLLIN; /* not readable: the owner's watch says when it is */
             }
             if ((ask & POLLOUT) && e->news) {
                 if (ring_room(&e->out) > 0)
@@ -422,8 +460,12 @@ int sc_ra_poll(struct pollfd *fds, nfds_t n, int timeout)
                 else
                     e->out_full = 1; /* the owner is woken when there is room */
                 ask &= (short)~POLLOUT;
+            } else if ((ask & POLLOUT) && e->out_free && timeout == 0) {
+                ours[i] |= POLLOUT;
+                ask &= (short)~POLLOUT;
             }
-            if (ours[i] && ask) {
+            /* a socket's POLLOUT told from out_free leaves its POLLIN to the kernel */
+            if (ours[i] && ask && (e->news || (ours[i] & POLLIN))) {
                 int due = (ask & POLLOUT) && (e->unasked >= OUT_ASKED_EVERY || e->unread);
                 if (due) {
                     e->unasked = 0;
@@ -449,9 +491,21 @@ int sc_ra_poll(struct pollfd *fds, nfds_t n, int timeout)
     if (to_kernel > 0 || (answered == 0 && timeout != 0)) {
         rc = poll(fds, n, answered ? 0 : timeout);
         err = errno;
+        if (attached)
+            __atomic_fetch_add(&n_kernel_polls, 1, __ATOMIC_RELAXED);
     }
+    if (attached)
+        __atomic_fetch_add(&n_polls, 1, __ATOMIC_RELAXED);
     int ready = 0;
     for (nfds_t i = 0; i < n; i++) {
+        ra_fd *e = ent[i];
+        if (e && rc >= 0 && fds[i].fd >= 0) { /* what the kernel said of an attached fd, kept */
+            short said = rc > 0 ? fds[i].revents : 0;
+            if (fds[i].events & POLLIN)
+                e->in_quiet = timeout == 0 && !(said & (POLLIN | POLLERR | POLLHUP | POLLNVAL));
+            if ((said & POLLOUT) && !e->news)
+                e->out_free = 1;
+        }
         fds[i].fd = fd_of[i];
         fds[i].events = events_of[i];
         if (rc < 0)

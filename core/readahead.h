@@ -34,6 +34,13 @@ void sc_readahead_attach(int fd, void (*wake)(void *), void *arg);
  * number be someone else's by now). */
 void sc_readahead_detach(int fd, void *arg);
 
+/* The owner's watch of fd (epoll, level-triggered) says it is readable. Until it does, once the
+ * kernel said it had nothing (a poll without POLLIN, a recv's EAGAIN), libssh's zero-timeout
+ * polls are told so without asking the kernel again; and while its sends are taken whole, they
+ * are told POLLOUT (a send the socket cuts short then returns what it took, 0 too, which libssh
+ * takes as "the rest later"). The owner must watch fd for reading whenever libssh may read it. */
+void sc_readahead_readable(int fd, void *owner);
+
 /* A feeder (a hop's pump) puts the bytes of fd's peer straight into fd's buffer, without the
  * kernel: up to `len` of them, as many as there is room for (the number), or -1 when fd is not
  * attached by owner (then they go through the socket as before). The kernel's socket must then
@@ -70,7 +77,9 @@ ssize_t sc_ra_send(int fd, const void *buf, size_t len, int flags);
 int sc_ra_poll(struct pollfd *fds, nfds_t n, int timeout);
 int sc_ra_close(int fd);
 
-/* Counts since the start, for tests: libssh's reads of attached fds, and the recv()s they took. */
+/* Counts since the start, for tests: libssh's reads of attached fds, and the recv()s they took;
+ * its polls of sets with an attached fd, and the poll()s they took. */
 void sc_readahead_counts(unsigned long *reads, unsigned long *kernel);
+void sc_readahead_poll_counts(unsigned long *polls, unsigned long *kernel);
 
 #endif

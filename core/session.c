@@ -163,9 +163,13 @@ static void advance_nudged(sc_session *s)
 
 static void on_poll(uv_poll_t *h, int status, int events)
 {
-    (void)events;
-    (void)status; /* errors surface through the next read or SO_ERROR */
-    advance_nudged(h->data);
+    sc_session *s = h->data;
+    /* errors surface through the next read or SO_ERROR, which libssh's next poll asks for */
+    if (status < 0 || (events & (UV_READABLE | UV_DISCONNECT)))
+        sc_readahead_readable(s->lib_fd, s);
+    if (status < 0)
+        s->poll_events = 0; /* libuv stopped the watch: the next update starts it again */
+    advance_nudged(s);
 }
 
 static void on_handle_closed(uv_handle_t *h)

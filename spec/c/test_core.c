@@ -416,7 +416,7 @@ static void test_readahead(void)
     unsigned long reads0, kernel0, reads1, kernel1;
     sc_readahead_counts(&reads0, &kernel0);
     size_t put = 0, have = 0;
-    int bad_poll = 0, deferred_out = 0, reads = 0;
+    int bad_poll = 0, deferred_out = 0, free_out = 0, reads = 0;
     while (have < sizeof sent && reads < 10000) {
         while (put < sizeof sent) { /* keep the socket full: the kernel holds less than we send */
             ssize_t w = send(sv[0], sent + put, sizeof sent - put, 0);
@@ -424,13 +424,22 @@ static void test_readahead(void)
                 break;
             put += (size_t)w;
         }
+        /* the owner's watch (epoll, level-triggered) says readable while the kernel has bytes */
+        struct pollfd k = {.fd = sv[1], .events = POLLIN};
+        if (poll(&k, 1, 0) == 1)
+            sc_readahead_readable(sv[1], &wake_arg);
         struct pollfd p = {.fd = sv[1], .events = POLLIN | POLLOUT};
         int held = sc_readahead_held(sv[1]) > 0;
+        unsigned long polls0, kpolls0, polls1, kpolls1;
+        sc_readahead_poll_counts(&polls0, &kpolls0);
         int r = sc_ra_poll(&p, 1, 0);
+        sc_readahead_poll_counts(&polls1, &kpolls1);
         if (r != 1 || !(p.revents & POLLIN) || p.fd != sv[1])
             bad_poll++;
-        if (held && !(p.revents & POLLOUT))
-            deferred_out++;
+        if (held && kpolls1 == kpolls0)
+            deferred_out++; /* answered without the kernel */
+        if (held && (p.revents & POLLOUT) && kpolls1 == kpolls0)
+            free_out++;
         ssize_t n = sc_ra_recv(sv[1], got + have, 4096, 0);
         reads++;
         if (n <= 0)
@@ -441,7 +450,9 @@ static void test_readahead(void)
     ok(have == sizeof sent && memcmp(got, sent, sizeof sent) == 0,
        "readahead: 4 KiB reads give every byte, in order");
     ok(bad_poll == 0, "readahead: poll says readable whenever bytes are there, held or not");
-    ok(deferred_out > 0, "readahead: while bytes are held, POLLOUT waits for the next poll");
+    ok(deferred_out > reads / 2,
+       "readahead: while bytes are held, most polls are answered without the kernel");
+    ok(free_out > 0, "readahead: once the kernel said POLLOUT, POLLOUT comes without it");
     ok(reads1 - reads0 == (unsigned long)reads && kernel1 - kernel0 < (unsigned long)reads / 4,
        "readahead: most reads are served without a recv()");
     ok(wake_arg > 0, "readahead: a read that leaves bytes held wakes the owner");
@@ -527,6 +538,96 @@ static void count_room(void *arg) { (*(int *)arg)++; }
  * as far as there is room; the feeder hears when half of it is back; the kernel's end of file
  * comes after the fed bytes; a poll that libssh did not answer with a read asks the kernel next
  * time (a given socket waits for POLLOUT before libssh reads at all) */
+/* What the kernel said is kept: quiet until the owner's watch says readable, POLLOUT while sends
+ * are taken whole; a send the socket cuts short returns what it took. */
+static void test_readahead_quiet(void)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) {
+        ok(0, "readahead quiet: socketpair");
+        return;
+    }
+    int owner = 0;
+    sc_readahead_attach(sv[1], count_wake, &owner);
+    char buf[4096];
+    unsigned long p0, k0, p1, k1;
+    ok(sc_ra_recv(sv[1], buf, sizeof buf, 0) < 0 && errno == EAGAIN, "readahead quiet: EAGAIN");
+    send(sv[0], "abc", 3, 0);
+    struct pollfd p = {.fd = sv[1], .events = POLLIN};
+    sc_readahead_poll_counts(&p0, &k0);
+    int r = sc_ra_poll(&p, 1, 0);
+    sc_readahead_poll_counts(&p1, &k1);
+    ok(r == 0 && p.revents == 0 && k1 == k0,
+       "readahead quiet: after EAGAIN, no kernel poll until the owner's watch says readable");
+    p.revents = 0;
+    r = sc_ra_poll(&p, 1, 50);
+    ok(r == 1 && (p.revents & POLLIN), "readahead quiet: a poll that may wait asks the kernel");
+    sc_ra_recv(sv[1], buf, sizeof buf, 0); /* reads "abc" */
+    sc_ra_recv(sv[1], buf, sizeof buf, 0); /* EAGAIN: quiet again */
+    send(sv[0], "def", 3, 0);
+    sc_readahead_readable(sv[1], &owner);
+    p.revents = 0;
+    r = sc_ra_poll(&p, 1, 0);
+    ok(r == 1 && (p.revents & POLLIN) && sc_ra_recv(sv[1], buf, sizeof buf, 0) == 3,
+       "readahead quiet: once the watch says readable, the kernel is asked again");
+    /* the other way: fill the socket, then a send that finds it full */
+    static char big[1 << 16];
+    ssize_t w;
+    int sends = 0;
+    while ((w = sc_ra_send(sv[1], big, sizeof big, 0)) == (ssize_t)sizeof big && sends < 1000)
+        sends++;
+    ssize_t last = sc_ra_send(sv[1], big, sizeof big, 0);
+    ok(w >= 0 && last == 0, "readahead quiet: a send to a full socket returns 0, not -1");
+    p.events = POLLOUT;
+    p.revents = 0;
+    sc_readahead_poll_counts(&p0, &k0);
+    r = sc_ra_poll(&p, 1, 0);
+    sc_readahead_poll_counts(&p1, &k1);
+    ok(r == 0 && k1 == k0 + 1, "readahead quiet: after a cut send, POLLOUT asks the kernel");
+    while (recv(sv[0], big, sizeof big, 0) > 0) {
+    }
+    p.revents = 0;
+    r = sc_ra_poll(&p, 1, 0);
+    sc_readahead_poll_counts(&p0, &k0);
+    struct pollfd p2 = {.fd = sv[1], .events = POLLOUT};
+    int r2 = sc_ra_poll(&p2, 1, 0);
+    sc_readahead_poll_counts(&p1, &k1);
+    ok(r == 1 && r2 == 1 && (p2.revents & POLLOUT) && k1 == k0,
+       "readahead quiet: once the kernel said POLLOUT, the next POLLOUT comes without it");
+    /* quiet from a zero-timeout poll that found nothing; the owner's word only counts */
+    p.events = POLLIN;
+    p.revents = 0;
+    sc_readahead_readable(sv[1], &owner);
+    r = sc_ra_poll(&p, 1, 0); /* the kernel: nothing */
+    send(sv[0], "ghi", 3, 0);
+    int stranger = 0;
+    sc_readahead_readable(sv[1], &stranger);
+    p.revents = 0;
+    sc_readahead_poll_counts(&p0, &k0);
+    int r3 = sc_ra_poll(&p, 1, 0);
+    sc_readahead_poll_counts(&p1, &k1);
+    ok(r == 0 && r3 == 0 && k1 == k0,
+       "readahead quiet: a poll that found nothing makes it quiet; another owner's word does not "
+       "end it");
+    /* POLLIN and POLLOUT at once: POLLOUT from what the last send did, POLLIN from the kernel */
+    sc_readahead_readable(sv[1], &owner);
+    ok(sc_ra_send(sv[1], "x", 1, 0) == 1, "readahead quiet: a send taken whole");
+    struct pollfd both = {.fd = sv[1], .events = POLLIN | POLLOUT};
+    sc_readahead_poll_counts(&p0, &k0);
+    r = sc_ra_poll(&both, 1, 0);
+    sc_readahead_poll_counts(&p1, &k1);
+    ok(r == 1 && both.revents == (POLLIN | POLLOUT) && k1 == k0 + 1,
+       "readahead quiet: POLLIN goes to the kernel while POLLOUT is answered here");
+    both.revents = 0;
+    sc_readahead_poll_counts(&p0, &k0);
+    r = sc_ra_poll(&both, 1, 20);
+    sc_readahead_poll_counts(&p1, &k1);
+    ok(r == 1 && k1 == k0 + 1, "readahead quiet: a poll that may wait asks the kernel for all");
+    sc_readahead_detach(sv[1], &owner);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void test_readahead_feed(void)
 {
     int sv[2], owner = 0, other = 0;
@@ -740,6 +841,7 @@ int main(void)
     test_socks5();
     test_known_hosts();
     test_readahead();
+    test_readahead_quiet();
     test_readahead_feed();
     test_readahead_out();
     test_randbuf();
