@@ -2,12 +2,16 @@
 #include "known_hosts.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
@@ -160,28 +164,125 @@ static int same_key(const kh_line *l, const char *key_b64)
     return an == bn && memcmp(a, b, an) == 0;
 }
 
+/* Files already read, by path, with what stat said of them then: a connect looks its host up
+ * twice (the host key algorithms to offer, then the key), and many connects look up the same
+ * files; a stat that says the same file, size and time reads them from here. */
+#define KH_KEPT     8
+#define KH_KEPT_MAX (16u << 20) /* bytes: a larger file is read each time */
+typedef struct {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    char *data;
+    size_t len;
+} kh_kept;
+static kh_kept kept[KH_KEPT];
+static int kept_next; /* the one replaced next */
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int same_file(const kh_kept *k, const struct stat *st)
+{
+    return k->dev == st->st_dev && k->ino == st->st_ino && k->size == st->st_size &&
+           k->mtime.tv_sec == st->st_mtim.tv_sec && k->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+/* The file's bytes (*len of them), as kept or read now: NULL when it cannot be read. The caller
+ * holds kept_lock and frees *owned (NULL when the bytes are kept). */
+static const char *file_bytes(const char *path, size_t *n, char **owned)
+{
+    *owned = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (errno == ENOENT || errno == ENOTDIR)
+            return NULL;
+        st.st_size = -1; /* a FIFO, a device: read it as it comes */
+    }
+    for (int i = 0; i < KH_KEPT; i++)
+        if (kept[i].path && st.st_size >= 0 && strcmp(kept[i].path, path) == 0 &&
+            same_file(&kept[i], &st)) {
+            *n = kept[i].len;
+            return kept[i].data;
+        }
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (cap - len < 4096) {
+            size_t ncap = cap ? cap * 2 : 8192;
+            char *d = realloc(data, ncap);
+            if (!d)
+                break;
+            data = d;
+            cap = ncap;
+        }
+        size_t got = fread(data + len, 1, cap - len, f);
+        len += got;
+        if (got == 0)
+            break;
+    }
+    fclose(f);
+    if (!data)
+        return NULL;
+    *n = len;
+    /* a file changed in the last seconds is read each time: its time is the kernel's coarse
+     * clock's, so an edit of the same size moments later could look the same (as git's racily
+     * clean entries) */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (st.st_size < 0 || (size_t)st.st_size != len || len > KH_KEPT_MAX ||
+        now.tv_sec - st.st_mtim.tv_sec < 2) {
+        *owned = data; /* changed while read, or not a file to keep */
+        return data;
+    }
+    kh_kept *k = NULL;
+    for (int i = 0; i < KH_KEPT && !k; i++)
+        if (kept[i].path && strcmp(kept[i].path, path) == 0)
+            k = &kept[i];
+    if (!k) {
+        k = &kept[kept_next];
+        kept_next = (kept_next + 1) % KH_KEPT;
+    }
+    char *p = k->path && strcmp(k->path, path) == 0 ? k->path : strdup(path);
+    if (!p) {
+        *owned = data;
+        return data;
+    }
+    if (k->path != p)
+        free(k->path);
+    free(k->data);
+    *k = (kh_kept){p, st.st_dev, st.st_ino, st.st_size, st.st_mtim, data, len};
+    return data;
+}
+
 void kh_each(const char *const *files, int n_files, const char *name, kh_visit visit, void *ud)
 {
+    pthread_mutex_lock(&kept_lock);
     for (int i = 0; i < n_files; i++) {
-        FILE *f = fopen(files[i], "r");
-        if (!f)
+        char *owned;
+        size_t size = 0;
+        const char *data = file_bytes(files[i], &size, &owned);
+        if (!data)
             continue;
-        char *line = NULL;
-        size_t cap = 0;
-        ssize_t got;
         long lineno = 0;
-        while ((got = getline(&line, &cap, f)) >= 0) {
+        for (const char *line = data, *end = data + size; line < end;) {
+            const char *nl = memchr(line, '\n', (size_t)(end - line));
+            size_t len = nl ? (size_t)(nl - line) : (size_t)(end - line);
             lineno++;
-            size_t len = (size_t)got;
-            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-                len--;
+            size_t n = len;
+            while (n > 0 && line[n - 1] == '\r')
+                n--;
             kh_line l;
-            if (kh_parse_line(line, len, &l) == 1 && kh_host_matches(&l, name) == 1)
+            if (kh_parse_line(line, n, &l) == 1 && kh_host_matches(&l, name) == 1)
                 visit(&l, files[i], lineno, ud);
+            line += len + (nl ? 1 : 0);
         }
-        free(line);
-        fclose(f);
+        free(owned);
     }
+    pthread_mutex_unlock(&kept_lock);
 }
 
 typedef struct {

@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -541,6 +542,28 @@ static void session_ready(sc_session *s)
  * by the loop's poll, so a read that leaves some asks for another round */
 static void on_bytes_held(void *arg) { sc_session_kick(arg); }
 
+/* ~/.ssh as libssh finds it (the password database's home, else $HOME), once per process:
+ * libssh looks it up for each session otherwise (five system calls a connect); "" when unknown
+ * (libssh then tries itself). */
+static char ssh_dir[512];
+static void find_ssh_dir(void)
+{
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    const char *home = getpwuid_r(getuid(), &pw, buf, sizeof buf, &found) == 0 && found
+                           ? pw.pw_dir
+                           : getenv("HOME");
+    if (home && *home && strlen(home) + 6 < sizeof ssh_dir)
+        snprintf(ssh_dir, sizeof ssh_dir, "%s/.ssh", home);
+}
+
+static const char *user_ssh_dir(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, find_ssh_dir);
+    return ssh_dir;
+}
+
 /* libssh closes the fd it was given on some error paths, and not on others: it gets a duplicate
  * of its own (s->lib_fd), so that the fd the loop polls (s->fd) stays ours to close. */
 int sc_session_begin_handshake(sc_session *s, int fd)
@@ -597,6 +620,8 @@ int sc_session_begin_handshake(sc_session *s, int fd)
         ssh_options_set(s->ssh, SSH_OPTIONS_IDENTITY_AGENT, s->spec.agent_sock);
     ssh_options_set(s->ssh, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");
     ssh_options_set(s->ssh, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
+    if (user_ssh_dir()[0])
+        ssh_options_set(s->ssh, SSH_OPTIONS_SSH_DIR, user_ssh_dir());
     ssh_options_set(s->ssh, SSH_OPTIONS_FD, &s->lib_fd);
     ssh_set_counters(s->ssh, &s->rx, &s->tx);
     ssh_set_blocking(s->ssh, 0);

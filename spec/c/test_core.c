@@ -9,11 +9,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <libssh/libssh.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../core/exec.h"
@@ -271,6 +273,37 @@ static void test_known_hosts(void)
     kh_lookup_name(name, sizeof name, "Gw.Example.COM", 2222);
     ok(strcmp(name, "[gw.example.com]:2222") == 0,
        "known_hosts: names are looked up in lowercase (hashed ones are of the lowercase name)");
+    /* files are kept between lookups while stat says they are the same: a file written in place
+     * since (same size, another time) or replaced (another inode) is read again */
+    const char *key2 = "AAAAC3NzaC1lZDI1NTE5AAAAIKey2222222222222222222222222222222222222";
+    struct timespec old_times[2] = {{time(NULL) - 100, 0}, {time(NULL) - 100, 0}};
+    f = fopen(path, "w");
+    fprintf(f, "10.0.0.11 ssh-ed25519 %s\n", key);
+    fclose(f);
+    utimensat(AT_FDCWD, path, old_times, 0);
+    int kept_ok = kh_check(files, 2, "10.0.0.11", "ssh-ed25519", key, NULL, 0) == KH_OK &&
+                  kh_check(files, 2, "10.0.0.11", "ssh-ed25519", key, NULL, 0) == KH_OK;
+    f = fopen(path, "r+");
+    fprintf(f, "10.0.0.11 ssh-ed25519 %s\n", key2); /* the same size, in place */
+    fclose(f);
+    old_times[1].tv_sec += 10;
+    utimensat(AT_FDCWD, path, old_times, 0);
+    ok(kept_ok && kh_check(files, 2, "10.0.0.11", "ssh-ed25519", key, NULL, 0) == KH_CHANGED,
+       "known_hosts: a file rewritten in place is read again");
+    char path2[] = "/tmp/sshchain-kh-XXXXXX";
+    f = fdopen(mkstemp(path2), "w");
+    fprintf(f, "10.0.0.11 ssh-ed25519 %s\n", key);
+    fclose(f);
+    utimensat(AT_FDCWD, path2, old_times, 0);
+    rename(path2, path);
+    ok(kh_check(files, 2, "10.0.0.11", "ssh-ed25519", key, NULL, 0) == KH_OK,
+       "known_hosts: a file replaced by another (a rename over it) is read again");
+    f = fopen(path, "r+");
+    fprintf(f, "10.0.0.11 ssh-ed25519 %s\n", key2); /* now: its time is the coarse clock's */
+    fclose(f);
+    ok(kh_check(files, 2, "10.0.0.11", "ssh-ed25519", key, NULL, 0) == KH_CHANGED &&
+           kh_check(files, 2, "10.0.0.11", "ssh-ed25519", key2, NULL, 0) == KH_OK,
+       "known_hosts: a file changed moments ago is read each time");
     unlink(path);
 }
 
