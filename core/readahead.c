@@ -3,9 +3,10 @@
  * The patch (plt.c): libssh's calls to recv, send, poll and close come here; if any of the four
  * slots is missing, none is patched.
  *
- * The buffers: the kernel's bytes go through one only once a read of libssh's has filled what it
- * asked (more was probably waiting), and it goes again after a run of refills that each fit in
- * one of libssh's reads. A feeder's bytes (each way) go through a ring of 16 KiB that grows to
+ * The buffers: the kernel's bytes go through one once a read of libssh's has filled what it
+ * asked (more was probably waiting), or when a zero-timeout poll asks only whether the fd is
+ * readable (a recv answers that: a probe), and it goes again after a run of refills that each
+ * fit in one of libssh's reads. A feeder's bytes (each way) go through a ring of 16 KiB that grows to
  * SC_RA_SIZE when more is held at once, and goes whenever it is empty before it grew: sessions
  * that carry little (1000 idle ones) hold no buffer between their packets. */
 #include "readahead.h"
@@ -22,6 +23,7 @@
 
 #define SMALL_REFILLS_BEFORE_FREE 8
 #define OUT_ASKED_EVERY           (64 * 1024) /* see sc_ra_poll */
+#define PROBE_SMALL               (4 * 1024)  /* libssh's reads: see probe */
 #define POLL_SET_MAX              16 /* libssh's sets here hold one fd (a context per session) */
 
 /* A ring of bytes: it holds at most SC_RA_SIZE, in RING_FIRST bytes until more is held at once;
@@ -50,6 +52,7 @@ typedef struct {
      * short. libssh polls before each of its reads and after each of its writes. */
     int in_quiet;
     int out_free;
+    int end; /* a probe's recv found the end of file (-1) or an error (its errno): after the bytes */
     /* the other way (sc_readahead_out_feed): libssh's sends, for the feeder to take */
     void (*news)(void *); /* the feeder's, told when bytes came; NULL: sends go to the kernel */
     void *news_arg;
@@ -255,6 +258,15 @@ static void count(int kernel)
 /* Hands out held bytes; wakes the owner when some are left, the feeder when room came back. */
 static ssize_t serve(ra_fd *e, void *buf, size_t len, int flags)
 {
+    if (ring_held(&e->in) == 0 && e->end) { /* what a probe found, once the bytes are read */
+        if (e->end > 0) {
+            errno = e->end;
+            if (!(flags & MSG_PEEK))
+                e->end = -1; /* a socket tells an error once, then the end of file */
+            return -1;
+        }
+        return 0;
+    }
     size_t n = ring_held(&e->in);
     if (n > len)
         n = len;
@@ -286,7 +298,7 @@ ssize_t sc_ra_recv(int fd, void *buf, size_t len, int flags)
     ra_fd *e = lookup(fd);
     if (!e || len == 0)
         return recv(fd, buf, len, flags);
-    if (ring_held(&e->in) > 0) {
+    if (ring_held(&e->in) > 0 || e->end) {
         count(0);
         return serve(e, buf, len, flags);
     }
@@ -416,6 +428,36 @@ ssize_t sc_ra_send(int fd, const void *buf, size_t len, int flags)
     return (ssize_t)n;
 }
 
+/* "Readable?" with nothing held, not known quiet, and no wait: the answer is read rather than
+ * polled for, into the buffer (a yes then costs one system call, not a poll and a recv). 1: bytes
+ * (or an end) held now; 0: none, quiet from now on; -1: the kernel's poll is to answer. */
+static int probe(int fd, ra_fd *e)
+{
+    size_t want = e->refill ? SC_RA_SIZE : RING_FIRST;
+    if (ring_reserve(&e->in, want) != 0)
+        return -1;
+    ssize_t n = recv(fd, e->in.p, e->in.cap, MSG_DONTWAIT); /* empty: at position 0 */
+    __atomic_fetch_add(&n_kernel_polls, 1, __ATOMIC_RELAXED);
+    if (n > 0) {
+        e->in.tail = (size_t)n;
+        if ((size_t)n == e->in.cap)
+            e->refill = 1; /* it filled what there was room for: more was probably waiting */
+        else if (e->refill)
+            e->small = (size_t)n <= PROBE_SMALL ? e->small + 1 : 0;
+        return 1;
+    }
+    int err = n == 0 ? 0 : errno;
+    ring_trim(&e->in);
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        e->in_quiet = 1;
+        return 0;
+    }
+    if (err == EINTR || err == ENOTSOCK)
+        return -1;
+    e->end = err ? err : -1;
+    return 1;
+}
+
 /* An attached fd's readiness is known here for what it holds: POLLIN when bytes are held, and
  * POLLOUT when its sends go to a feeder (room in the ring); the kernel is asked only for the
  * rest, and in a zero-timeout poll not about what it said last and cannot have changed without
@@ -448,7 +490,7 @@ int sc_ra_poll(struct pollfd *fds, nfds_t n, int timeout)
         ra_fd *e = ent[i] = lookup(fds[i].fd);
         if (e) {
             attached = 1;
-            if ((ask & POLLIN) && ring_held(&e->in) > 0) {
+            if ((ask & POLLIN) && (ring_held(&e->in) > 0 || e->end)) {
                 ours[i] |= POLLIN;
                 ask &= (short)~POLLIN;
             } else if ((ask & POLLIN) && e->in_quiet && timeout == 0) {
@@ -463,6 +505,16 @@ int sc_ra_poll(struct pollfd *fds, nfds_t n, int timeout)
             } else if ((ask & POLLOUT) && e->out_free && timeout == 0) {
                 ours[i] |= POLLOUT;
                 ask &= (short)~POLLOUT;
+            }
+            /* "readable?" the one question left for the kernel: a read answers it (with POLLOUT
+             * for the kernel too, one poll answers both; a fed fd's POLLOUT answered here keeps
+             * its end of file for later: the rule below) */
+            if (ask == POLLIN && timeout == 0 && (!ours[i] || !e->news)) {
+                int r = probe(fds[i].fd, e);
+                if (r >= 0)
+                    ask = 0;
+                if (r > 0)
+                    ours[i] |= POLLIN;
             }
             /* a socket's POLLOUT told from out_free leaves its POLLIN to the kernel */
             if (ours[i] && ask && (e->news || (ours[i] & POLLIN))) {

@@ -49,11 +49,11 @@ const char *sc_session_stage_name(sc_sstate state)
     return (unsigned)state < sizeof names / sizeof names[0] ? names[state] : "connection";
 }
 
-static void set_nonblocking(int fd)
+/* 1 when fd was blocking and is not now */
+static int set_nonblocking(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0 && !(fl & O_NONBLOCK))
-        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    return fl >= 0 && !(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 }
 
 static int session_alive(const sc_session *s) { return s->state < SS_FAILED; }
@@ -393,7 +393,9 @@ static void session_advance(sc_session *s)
         s->lib_fd_given = 1;
         uint64_t rx = s->rx.in_bytes;
         int rc = ssh_connect(s->ssh);
-        set_nonblocking(s->fd); /* libssh makes a socket blocking once it sees it connected */
+        /* libssh makes the socket blocking once, when it sees it connected (its first POLLOUT) */
+        if (!s->fd_nonblocking)
+            s->fd_nonblocking = set_nonblocking(s->fd);
         if (rc == SSH_AGAIN) {
             if (s->rx.in_bytes != rx) /* as for auth below: what libssh read may hold more */
                 sc_session_kick(s);

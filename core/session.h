@@ -66,9 +66,10 @@ struct sc_session {
     sc_err fail;
 
     ssh_session ssh;
-    int fd;           /* the fd the loop polls; ours to close */
-    int lib_fd;       /* a duplicate given to libssh */
-    int lib_fd_given; /* ssh_connect has taken lib_fd over */
+    int fd;             /* the fd the loop polls; ours to close */
+    int lib_fd;         /* a duplicate given to libssh */
+    int lib_fd_given;   /* ssh_connect has taken lib_fd over */
+    int fd_nonblocking; /* libssh made the socket blocking once (connected), and it is not now */
     uv_poll_t poll;
     int poll_events; /* -1: not started */
     uv_timer_t timer;

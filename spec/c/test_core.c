@@ -651,6 +651,9 @@ static void test_readahead_quiet(void)
     sc_readahead_poll_counts(&p1, &k1);
     ok(r == 1 && both.revents == (POLLIN | POLLOUT) && k1 == k0 + 1,
        "readahead quiet: POLLIN goes to the kernel while POLLOUT is answered here");
+    ok(sc_ra_recv(sv[1], buf, sizeof buf, 0) == 3 && sc_ra_recv(sv[1], buf, sizeof buf, 0) < 0 &&
+           errno == EAGAIN,
+       "readahead quiet: the bytes that poll found, then nothing (quiet again)");
     both.revents = 0;
     sc_readahead_poll_counts(&p0, &k0);
     r = sc_ra_poll(&both, 1, 20);
@@ -658,6 +661,85 @@ static void test_readahead_quiet(void)
     ok(r == 1 && k1 == k0 + 1, "readahead quiet: a poll that may wait asks the kernel for all");
     sc_readahead_detach(sv[1], &owner);
     close(sv[0]);
+    close(sv[1]);
+}
+
+/* "Readable?" with nothing held is answered by a read: a yes costs one system call and the read
+ * that follows none; an end of file or an error found that way comes after the bytes, as the
+ * socket itself gives them (an error once, then the end) */
+static void test_readahead_probe(void)
+{
+    int sv[2], owner = 0;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) {
+        ok(0, "readahead probe: socketpair");
+        return;
+    }
+    sc_readahead_attach(sv[1], count_wake, &owner);
+    send(sv[0], "hello", 5, 0);
+    unsigned long r0, k0, r1, k1, p0, kp0, p1, kp1;
+    sc_readahead_counts(&r0, &k0);
+    sc_readahead_poll_counts(&p0, &kp0);
+    struct pollfd p = {.fd = sv[1], .events = POLLIN};
+    int r = sc_ra_poll(&p, 1, 0);
+    char buf[4096];
+    ssize_t n = sc_ra_recv(sv[1], buf, sizeof buf, 0);
+    sc_readahead_counts(&r1, &k1);
+    sc_readahead_poll_counts(&p1, &kp1);
+    ok(r == 1 && (p.revents & POLLIN) && n == 5 && memcmp(buf, "hello", 5) == 0 && kp1 - kp0 == 1 &&
+           k1 == k0,
+       "readahead probe: a poll that finds bytes holds them; the read after it is served");
+    send(sv[0], "bye", 3, 0);
+    shutdown(sv[0], SHUT_WR);
+    p.revents = 0;
+    r = sc_ra_poll(&p, 1, 0);
+    n = sc_ra_recv(sv[1], buf, sizeof buf, 0);
+    p.revents = 0;
+    int r2 = sc_ra_poll(&p, 1, 0);
+    ssize_t n2 = sc_ra_recv(sv[1], buf, sizeof buf, 0), n3 = sc_ra_recv(sv[1], buf, 10, 0);
+    ok(r == 1 && n == 3 && r2 == 1 && (p.revents & POLLIN) && n2 == 0 && n3 == 0,
+       "readahead probe: the end of file it finds comes after the bytes, and stays");
+    sc_readahead_detach(sv[1], &owner);
+    close(sv[0]);
+    close(sv[1]);
+    /* POLLOUT not known here (a send was cut short): the kernel answers both questions, and
+     * says writable when it is, bytes to read or not */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+        return;
+    sc_readahead_attach(sv[1], count_wake, &owner);
+    static char big[1 << 16];
+    int sends = 0;
+    while (sc_ra_send(sv[1], big, sizeof big, 0) == (ssize_t)sizeof big && sends++ < 1000) {
+    }
+    while (recv(sv[0], big, sizeof big, 0) > 0) {
+    }
+    int withheld = 0;
+    for (int round = 0; round < 5; round++) {
+        send(sv[0], "12345", 5, 0);
+        struct pollfd both = {.fd = sv[1], .events = POLLIN | POLLOUT};
+        sc_ra_poll(&both, 1, 0);
+        withheld += (both.revents & (POLLIN | POLLOUT)) != (POLLIN | POLLOUT);
+        sc_ra_recv(sv[1], buf, sizeof buf, 0);
+    }
+    ok(withheld == 0, "readahead probe: not when POLLOUT is the kernel's to say: both come");
+    sc_readahead_detach(sv[1], &owner);
+    close(sv[0]);
+    close(sv[1]);
+    /* the peer closed with bytes of ours unread: the socket says ECONNRESET once */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+        return;
+    sc_readahead_attach(sv[1], count_wake, &owner);
+    send(sv[1], "x", 1, 0);
+    close(sv[0]);
+    p.fd = sv[1];
+    p.revents = 0;
+    r = sc_ra_poll(&p, 1, 0);
+    errno = 0;
+    n = sc_ra_recv(sv[1], buf, sizeof buf, 0);
+    int err = errno;
+    n2 = sc_ra_recv(sv[1], buf, sizeof buf, 0);
+    ok(r == 1 && (p.revents & POLLIN) && n == -1 && err == ECONNRESET && n2 == 0,
+       "readahead probe: an error it finds is read once, then the end of file");
+    sc_readahead_detach(sv[1], &owner);
     close(sv[1]);
 }
 
@@ -875,6 +957,7 @@ int main(void)
     test_known_hosts();
     test_readahead();
     test_readahead_quiet();
+    test_readahead_probe();
     test_readahead_feed();
     test_readahead_out();
     test_randbuf();
