@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "pkeycache.h"
 
 /* Private keys decrypted once per process: a key with a passphrase costs ~100 ms of CPU to
  * decrypt (bcrypt KDF), which would bound logins to ~10/s. An entry is found again only for the
@@ -68,6 +69,7 @@ static void keycache_free(sc_cleanup *cl)
     }
     kc->loop->keys = NULL;
     free(kc);
+    sc_pkeycache_clear(); /* libcrypto's copies of the identities go with them */
 }
 
 static void keycache_add(sc_loop *loop, const char *path, const struct stat *st,

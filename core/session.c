@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "pkeycache.h"
 #include "randbuf.h"
 #include "readahead.h"
 
@@ -573,6 +574,7 @@ int sc_session_begin_handshake(sc_session *s, int fd)
     s->fd = fd;
     set_nonblocking(fd);
     sc_randbuf_install();
+    sc_pkeycache_install();
     s->ssh = ssh_new();
     s->lib_fd = dup(fd);
     if (!s->ssh || s->lib_fd < 0) {

@@ -21,6 +21,7 @@
 #include "../../core/exec.h"
 #include "../../core/known_hosts.h"
 #include "../../core/loop.h"
+#include "../../core/pkeycache.h"
 #include "../../core/randbuf.h"
 #include "../../core/readahead.h"
 #include "../../core/scp_wire.h"
@@ -886,6 +887,98 @@ static void test_readahead_out(void)
 /* libssh's own entry to its random bytes (exported, not in its public headers) */
 int ssh_get_random(void *where, int len, int strong);
 
+static EVP_PKEY *x25519_new(void)
+{
+    EVP_PKEY *k = NULL;
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_id(EVP_PKEY_X25519, NULL);
+    if (c && EVP_PKEY_keygen_init(c) == 1)
+        EVP_PKEY_keygen(c, &k);
+    EVP_PKEY_CTX_free(c);
+    return k;
+}
+
+static int same_public(EVP_PKEY *a, EVP_PKEY *b)
+{
+    unsigned char pa[32], pb[32];
+    size_t la = sizeof pa, lb = sizeof pb;
+    return a && b && EVP_PKEY_get_raw_public_key(a, pa, &la) == 1 &&
+           EVP_PKEY_get_raw_public_key(b, pb, &lb) == 1 && la == lb && memcmp(pa, pb, la) == 0;
+}
+
+/* libssh's raw private key imports: an ephemeral X25519 key whose bytes were taken out is given
+ * back once, an Ed25519 identity each time (and signs as itself), the oldest waiting key goes
+ * when 64 wait, and a clear empties the cache */
+static void test_pkeycache(void)
+{
+    ok(sc_pkeycache_install() == 1, "pkeycache: libssh's import slots patched");
+    sc_pkeycache_clear();
+    unsigned long h0, m0, h1, m1;
+    EVP_PKEY *made = x25519_new();
+    unsigned char raw[32];
+    size_t len = sizeof raw;
+    int got = sc_pkeycache_get_raw_private_key(made, raw, &len);
+    sc_pkeycache_counts(&h0, &m0);
+    EVP_PKEY *back = sc_pkeycache_new_raw_private_key(EVP_PKEY_X25519, NULL, raw, len);
+    EVP_PKEY *again = sc_pkeycache_new_raw_private_key(EVP_PKEY_X25519, NULL, raw, len);
+    sc_pkeycache_counts(&h1, &m1);
+    ok(got == 1 && len == 32 && back == made && again && again != made &&
+           same_public(made, again) && h1 - h0 == 1 && m1 - m0 == 1,
+       "pkeycache: an ephemeral key is given back once, then imported as before");
+    EVP_PKEY_free(back);
+    EVP_PKEY_free(again);
+    EVP_PKEY_free(made);
+    /* the oldest of 65 waiting keys went */
+    EVP_PKEY *keys[65];
+    unsigned char raws[65][32];
+    for (int i = 0; i < 65; i++) {
+        keys[i] = x25519_new();
+        size_t l = 32;
+        sc_pkeycache_get_raw_private_key(keys[i], raws[i], &l);
+    }
+    EVP_PKEY *last = sc_pkeycache_new_raw_private_key(EVP_PKEY_X25519, NULL, raws[64], 32);
+    EVP_PKEY *first = sc_pkeycache_new_raw_private_key(EVP_PKEY_X25519, NULL, raws[0], 32);
+    EVP_PKEY *second = sc_pkeycache_new_raw_private_key(EVP_PKEY_X25519, NULL, raws[1], 32);
+    ok(last == keys[64] && first != keys[0] && same_public(first, keys[0]) && second == keys[1],
+       "pkeycache: 64 ephemeral keys wait at most, the oldest goes first");
+    EVP_PKEY_free(last);
+    EVP_PKEY_free(first);
+    EVP_PKEY_free(second);
+    for (int i = 0; i < 65; i++)
+        EVP_PKEY_free(keys[i]);
+    /* an identity: imported once, then the same key each time; it signs as itself */
+    unsigned char seed[32];
+    for (int i = 0; i < 32; i++)
+        seed[i] = (unsigned char)(i * 7 + 1);
+    EVP_PKEY *id1 = sc_pkeycache_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+    EVP_PKEY *id2 = sc_pkeycache_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+    EVP_PKEY *plain = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+    unsigned char sig[64], msg[] = "exchange hash";
+    size_t siglen = sizeof sig;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int signed_ok = md && EVP_DigestSignInit(md, NULL, NULL, NULL, id2) == 1 &&
+                    EVP_DigestSign(md, sig, &siglen, msg, sizeof msg) == 1;
+    EVP_MD_CTX_free(md);
+    md = EVP_MD_CTX_new();
+    int verified = md && EVP_DigestVerifyInit(md, NULL, NULL, NULL, plain) == 1 &&
+                   EVP_DigestVerify(md, sig, siglen, msg, sizeof msg) == 1;
+    EVP_MD_CTX_free(md);
+    ok(id1 && id1 == id2 && signed_ok && verified && same_public(id1, plain),
+       "pkeycache: an identity is imported once and signs as itself");
+    EVP_PKEY_free(id1);
+    EVP_PKEY_free(id2);
+    sc_pkeycache_clear();
+    sc_pkeycache_counts(&h0, &m0);
+    EVP_PKEY *id3 = sc_pkeycache_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+    EVP_PKEY *other = sc_pkeycache_new_raw_private_key(EVP_PKEY_X448, NULL, seed, 32);
+    sc_pkeycache_counts(&h1, &m1);
+    ok(id3 && same_public(id3, plain) && h1 == h0 && m1 - m0 == 1,
+       "pkeycache: after a clear the identity is imported again; other types are not looked up");
+    EVP_PKEY_free(id3);
+    EVP_PKEY_free(other);
+    EVP_PKEY_free(plain);
+    sc_pkeycache_clear();
+}
+
 /* libssh's random bytes through randbuf.c: its requests are served from the pool, a large one is
  * not, no byte is given twice (two draws differ), and a forked child does not give out the bytes
  * its parent will */
@@ -961,6 +1054,7 @@ int main(void)
     test_readahead_feed();
     test_readahead_out();
     test_randbuf();
+    test_pkeycache();
     test_sleep(loop);
     test_block_hooks(loop);
     test_connect_failures(loop);
