@@ -665,17 +665,32 @@ static void test_readahead_quiet(void)
     close(sv[1]);
 }
 
+/* a socketpair whose second end is attached (0), for the probe's cases; and its end */
+static int probe_pair(int sv[2], int *owner)
+{
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+        return -1;
+    sc_readahead_attach(sv[1], count_wake, owner);
+    return 0;
+}
+
+static void probe_pair_end(int sv[2], int *owner)
+{
+    sc_readahead_detach(sv[1], owner);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 /* "Readable?" with nothing held is answered by a read: a yes costs one system call and the read
  * that follows none; an end of file or an error found that way comes after the bytes, as the
  * socket itself gives them (an error once, then the end) */
 static void test_readahead_probe(void)
 {
     int sv[2], owner = 0;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) {
+    if (probe_pair(sv, &owner) != 0) {
         ok(0, "readahead probe: socketpair");
         return;
     }
-    sc_readahead_attach(sv[1], count_wake, &owner);
     send(sv[0], "hello", 5, 0);
     unsigned long r0, k0, r1, k1, p0, kp0, p1, kp1;
     sc_readahead_counts(&r0, &k0);
@@ -699,14 +714,11 @@ static void test_readahead_probe(void)
     ssize_t n2 = sc_ra_recv(sv[1], buf, sizeof buf, 0), n3 = sc_ra_recv(sv[1], buf, 10, 0);
     ok(r == 1 && n == 3 && r2 == 1 && (p.revents & POLLIN) && n2 == 0 && n3 == 0,
        "readahead probe: the end of file it finds comes after the bytes, and stays");
-    sc_readahead_detach(sv[1], &owner);
-    close(sv[0]);
-    close(sv[1]);
+    probe_pair_end(sv, &owner);
     /* POLLOUT not known here (a send was cut short): the kernel answers both questions, and
      * says writable when it is, bytes to read or not */
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+    if (probe_pair(sv, &owner) != 0)
         return;
-    sc_readahead_attach(sv[1], count_wake, &owner);
     static char big[1 << 16];
     int sends = 0;
     while (sc_ra_send(sv[1], big, sizeof big, 0) == (ssize_t)sizeof big && sends++ < 1000) {
@@ -722,15 +734,13 @@ static void test_readahead_probe(void)
         sc_ra_recv(sv[1], buf, sizeof buf, 0);
     }
     ok(withheld == 0, "readahead probe: not when POLLOUT is the kernel's to say: both come");
-    sc_readahead_detach(sv[1], &owner);
-    close(sv[0]);
-    close(sv[1]);
+    probe_pair_end(sv, &owner);
     /* the peer closed with bytes of ours unread: the socket says ECONNRESET once */
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0)
+    if (probe_pair(sv, &owner) != 0)
         return;
-    sc_readahead_attach(sv[1], count_wake, &owner);
     send(sv[1], "x", 1, 0);
     close(sv[0]);
+    sv[0] = -1; /* closed: probe_pair_end's close of it does nothing */
     p.fd = sv[1];
     p.revents = 0;
     r = sc_ra_poll(&p, 1, 0);
@@ -740,8 +750,7 @@ static void test_readahead_probe(void)
     n2 = sc_ra_recv(sv[1], buf, sizeof buf, 0);
     ok(r == 1 && (p.revents & POLLIN) && n == -1 && err == ECONNRESET && n2 == 0,
        "readahead probe: an error it finds is read once, then the end of file");
-    sc_readahead_detach(sv[1], &owner);
-    close(sv[1]);
+    probe_pair_end(sv, &owner);
 }
 
 static void test_readahead_feed(void)
